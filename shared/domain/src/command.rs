@@ -1,0 +1,225 @@
+//! Commands: requests to change a workflow (or the definition registry). Imperative names.
+//! They reach the engine through the `distorch.commands` topic, keyed by [`Command::key`].
+
+use crate::ids::{CommandId, TaskId, WorkflowId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// What travels on `distorch.commands`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CommandEnvelope {
+    /// Dedup key: a command whose id the run has already applied is dropped.
+    pub id: CommandId,
+    /// When set, the engine appends a [`Reply`] keyed by this value to `distorch.replies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<String>,
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+/// A run that started another run as one of its steps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ParentRef {
+    pub workflow_id: WorkflowId,
+    pub step_key: String,
+}
+
+/// A failure reported by a worker, an HTTP call, a timeout, or a child run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    /// Machine-readable type that `non_retryable` can name, e.g. `card_declined`, `timeout`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub message: String,
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl ErrorInfo {
+    pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { kind: kind.into(), message: message.into(), retryable: true }
+    }
+}
+
+/// Resource use of one attempt as reported by the worker SDK.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct TaskMetrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Command {
+    /// Registers the next version of the definition named in `source`.
+    RegisterDefinition { source: Value },
+    StartWorkflow {
+        workflow_id: WorkflowId,
+        definition: String,
+        /// Latest when absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        #[serde(default)]
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+    },
+    CancelWorkflow {
+        workflow_id: WorkflowId,
+        #[serde(default)]
+        compensate: bool,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    PauseWorkflow { workflow_id: WorkflowId },
+    ResumeWorkflow { workflow_id: WorkflowId },
+    /// Adds an ad-hoc task step (raw step JSON, validated by the engine) that runs after the
+    /// steps in flight.
+    AddTask { workflow_id: WorkflowId, step: Value },
+    /// A worker took the task (from the poll endpoint or a task topic).
+    StartTask { task_id: TaskId, attempt: u32, worker_id: String },
+    CompleteTask {
+        task_id: TaskId,
+        attempt: u32,
+        #[serde(default)]
+        output: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<TaskMetrics>,
+    },
+    FailTask {
+        task_id: TaskId,
+        attempt: u32,
+        error: ErrorInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<TaskMetrics>,
+    },
+    Heartbeat {
+        task_id: TaskId,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<Value>,
+    },
+    /// Operator: run a failed or parked task again.
+    RetryTask { task_id: TaskId },
+    /// Operator: treat the task as done with this output.
+    SkipTask {
+        task_id: TaskId,
+        #[serde(default)]
+        output: Value,
+    },
+    /// A child run ended (sent by the saga processor).
+    ChildFinished {
+        workflow_id: WorkflowId,
+        step_key: String,
+        child_id: WorkflowId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        output: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<ErrorInfo>,
+    },
+    /// A timer of the run came due (issued by the engine that owns the run).
+    FireTimer { workflow_id: WorkflowId, timer: crate::workflow::Timer },
+}
+
+impl Command {
+    /// The run this command is about; `None` for definition commands.
+    pub fn workflow_id(&self) -> Option<WorkflowId> {
+        use Command::*;
+        match self {
+            RegisterDefinition { .. } => None,
+            StartWorkflow { workflow_id, .. }
+            | CancelWorkflow { workflow_id, .. }
+            | PauseWorkflow { workflow_id }
+            | ResumeWorkflow { workflow_id }
+            | AddTask { workflow_id, .. }
+            | ChildFinished { workflow_id, .. }
+            | FireTimer { workflow_id, .. } => Some(*workflow_id),
+            StartTask { task_id, .. }
+            | CompleteTask { task_id, .. }
+            | FailTask { task_id, .. }
+            | Heartbeat { task_id, .. }
+            | RetryTask { task_id }
+            | SkipTask { task_id, .. } => task_id.workflow_id(),
+        }
+    }
+
+    /// Partitioning key on the commands (and events) topic: the workflow id, or
+    /// `definition/<name>` for registrations. `None` when a task id is malformed.
+    pub fn key(&self) -> Option<String> {
+        match self {
+            Command::RegisterDefinition { source } => Some(format!(
+                "definition/{}",
+                source.get("name").and_then(Value::as_str).unwrap_or_default()
+            )),
+            other => other.workflow_id().map(|w| w.to_string()),
+        }
+    }
+
+    /// snake_case name, as in the `type` field.
+    pub fn name(&self) -> &'static str {
+        use Command::*;
+        match self {
+            RegisterDefinition { .. } => "register_definition",
+            StartWorkflow { .. } => "start_workflow",
+            CancelWorkflow { .. } => "cancel_workflow",
+            PauseWorkflow { .. } => "pause_workflow",
+            ResumeWorkflow { .. } => "resume_workflow",
+            AddTask { .. } => "add_task",
+            StartTask { .. } => "start_task",
+            CompleteTask { .. } => "complete_task",
+            FailTask { .. } => "fail_task",
+            Heartbeat { .. } => "heartbeat",
+            RetryTask { .. } => "retry_task",
+            SkipTask { .. } => "skip_task",
+            ChildFinished { .. } => "child_finished",
+            FireTimer { .. } => "fire_timer",
+        }
+    }
+}
+
+/// Why the engine refused a command. Maps onto HTTP statuses at the API edge.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[serde(tag = "code", content = "detail", rename_all = "snake_case")]
+pub enum Rejection {
+    /// 400: the command's content is invalid (bad definition, input fails its schema...).
+    #[error("{0}")]
+    Invalid(String),
+    /// 404: unknown workflow, task or definition.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: stale attempt, or a verb not allowed in the run's current status.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// The engine's answer to a command that asked for one (`reply_to`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reply {
+    pub command_id: CommandId,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    Accepted {
+        /// The run's last event sequence after applying the command (0 for definitions).
+        #[serde(default)]
+        seq: u64,
+        /// Command-specific result, e.g. `{"name","version"}` for a registration,
+        /// `{"workflow_id","status","existing"}` for a start, `{"task_id"}` for AddTask.
+        #[serde(default)]
+        result: Value,
+    },
+    Rejected { rejection: Rejection },
+}

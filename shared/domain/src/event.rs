@@ -1,0 +1,213 @@
+//! Events: facts about a run, in past tense. The `distorch.events` topic holds them (keyed by
+//! workflow id) and is the only source of truth: engine state, read models and analytics
+//! are all folds over it.
+
+use crate::command::{ErrorInfo, ParentRef, TaskMetrics};
+use crate::ids::{CommandId, TaskId, WorkflowId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Schema version written into every new event envelope. Readers accept every version up
+/// to this one.
+pub const SCHEMA_VERSION: u32 = 1;
+
+fn v1() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventEnvelope {
+    pub workflow_id: WorkflowId,
+    /// 1, 2, 3... per run, without gaps.
+    pub seq: u64,
+    /// Engine time of the decision, ms since the Unix epoch.
+    pub at_ms: i64,
+    /// The command that caused it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<CommandId>,
+    #[serde(default = "v1")]
+    pub v: u32,
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskKind {
+    Step,
+    Compensation,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    WorkflowStarted {
+        definition: String,
+        version: u32,
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+    },
+    /// A step instance began. `step_key` is the step id, prefixed by `<foreach id>[<i>].` for
+    /// every enclosing `foreach` iteration; `parent` is the enclosing container's key.
+    StepStarted {
+        step_key: String,
+        step_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
+    },
+    /// The step's `when` was false (or its branch was not taken).
+    StepSkipped {
+        step_key: String,
+        step_id: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<String>,
+    },
+    /// A non-task step (switch, parallel, foreach, wait, child run) finished.
+    StepCompleted { step_key: String, output: Value },
+    /// A step failed and its policy is `continue`: the run goes on without its output.
+    StepFailed { step_key: String, error: ErrorInfo },
+    /// `branch` is the index of the matching case, `None` for the default branch.
+    BranchChosen { step_key: String, branch: Option<usize> },
+    ForeachStarted { step_key: String, items: Vec<Value> },
+    TimerStarted { step_key: String, fire_at_ms: i64 },
+    ChildWorkflowRequested {
+        step_key: String,
+        child_id: WorkflowId,
+        definition: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        version: Option<u32>,
+        input: Value,
+    },
+    /// The run stopped waiting for a child that it no longer needs (cancel, fail, join any).
+    ChildCancelRequested { step_key: String, child_id: WorkflowId },
+    /// An attempt of a task is ready for a worker on `queue`.
+    TaskScheduled {
+        task_id: TaskId,
+        step_key: String,
+        step_id: String,
+        kind: TaskKind,
+        task: String,
+        queue: String,
+        attempt: u32,
+        max_attempts: u32,
+        input: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<Value>,
+        timeout_ms: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        heartbeat_timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        schedule_to_start_timeout_ms: Option<u64>,
+    },
+    TaskStarted { task_id: TaskId, attempt: u32, worker_id: String },
+    TaskHeartbeat {
+        task_id: TaskId,
+        attempt: u32,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        checkpoint: Option<Value>,
+    },
+    TaskCompleted {
+        task_id: TaskId,
+        attempt: u32,
+        output: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<TaskMetrics>,
+    },
+    /// An attempt failed (worker error or timeout). With `retry_at_ms` another attempt follows
+    /// at that time; without it the attempts are exhausted and the step's policy applies.
+    TaskFailed {
+        task_id: TaskId,
+        attempt: u32,
+        error: ErrorInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_at_ms: Option<i64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<TaskMetrics>,
+    },
+    /// The task waits in the dead-letter queue for an operator.
+    TaskParked { task_id: TaskId, error: ErrorInfo },
+    TaskCancelled { task_id: TaskId },
+    /// Operator skip: the task counts as completed with `output`.
+    TaskSkipped { task_id: TaskId, output: Value },
+    /// Operator retry: a new attempt follows with a fresh attempt budget.
+    TaskRetried { task_id: TaskId },
+    /// An ad-hoc task step, inserted into the top-level sequence at `position`.
+    TaskAdded { step: Value, position: usize },
+    WorkflowPaused,
+    WorkflowResumed,
+    /// Compensation began: completed steps are undone in reverse completion order. With
+    /// `then_cancel` the run ends `cancelled` afterwards, else `compensated`.
+    CompensationStarted {
+        reason: ErrorInfo,
+        #[serde(default)]
+        then_cancel: bool,
+    },
+    WorkflowCompleted { output: Value },
+    WorkflowFailed { error: ErrorInfo },
+    WorkflowCompensated,
+    WorkflowCancelled {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        use Event::*;
+        match self {
+            WorkflowStarted { .. } => "workflow_started",
+            StepStarted { .. } => "step_started",
+            StepSkipped { .. } => "step_skipped",
+            StepCompleted { .. } => "step_completed",
+            StepFailed { .. } => "step_failed",
+            BranchChosen { .. } => "branch_chosen",
+            ForeachStarted { .. } => "foreach_started",
+            TimerStarted { .. } => "timer_started",
+            ChildWorkflowRequested { .. } => "child_workflow_requested",
+            ChildCancelRequested { .. } => "child_cancel_requested",
+            TaskScheduled { .. } => "task_scheduled",
+            TaskStarted { .. } => "task_started",
+            TaskHeartbeat { .. } => "task_heartbeat",
+            TaskCompleted { .. } => "task_completed",
+            TaskFailed { .. } => "task_failed",
+            TaskParked { .. } => "task_parked",
+            TaskCancelled { .. } => "task_cancelled",
+            TaskSkipped { .. } => "task_skipped",
+            TaskRetried { .. } => "task_retried",
+            TaskAdded { .. } => "task_added",
+            WorkflowPaused => "workflow_paused",
+            WorkflowResumed => "workflow_resumed",
+            CompensationStarted { .. } => "compensation_started",
+            WorkflowCompleted { .. } => "workflow_completed",
+            WorkflowFailed { .. } => "workflow_failed",
+            WorkflowCompensated => "workflow_compensated",
+            WorkflowCancelled { .. } => "workflow_cancelled",
+        }
+    }
+
+    /// Whether the run ends with this event.
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Event::WorkflowCompleted { .. }
+                | Event::WorkflowFailed { .. }
+                | Event::WorkflowCompensated
+                | Event::WorkflowCancelled { .. }
+        )
+    }
+}
+
+/// What travels on `distorch.definitions` (one partition): every registered version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionRegistered {
+    pub name: String,
+    pub version: u32,
+    pub at_ms: i64,
+    /// The normalised JSON document.
+    pub source: Value,
+    #[serde(default = "v1")]
+    pub v: u32,
+}

@@ -1,0 +1,21 @@
+//! The pure model of DisTorch: ids, workflow definitions (parsing, validation, compiled
+//! jq expressions), commands, events, and the workflow state machine
+//! (`workflow::decide` / `workflow::evolve`).
+//!
+//! This crate MUST NOT depend on tokio, on any I/O crate, or on a web framework. Time and
+//! randomness are inputs (`Clock` values passed to `decide`), never read from the system,
+//! so every decision can be replayed and tested as given/when/then.
+//!
+//! Entry points: [`definition::Definition::from_source`], [`workflow::decide`],
+//! [`workflow::evolve`].
+
+pub mod command;
+pub mod definition;
+pub mod event;
+pub mod expr;
+pub mod ids;
+pub mod workflow;
+
+pub use command::{Command, CommandEnvelope};
+pub use event::{Event, EventEnvelope};
+pub use ids::{CommandId, TaskId, WorkflowId};

@@ -1,0 +1,63 @@
+//! The workflow state machine: `decide(&State, Command) -> Result<Vec<Event>, Rejection>` and
+//! `evolve(&mut State, &EventEnvelope)`.
+
+use crate::ids::TaskId;
+use serde::{Deserialize, Serialize};
+
+/// Run status as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Running,
+    Paused,
+    Parked,
+    Compensating,
+    Completed,
+    Failed,
+    Compensated,
+    Cancelled,
+}
+
+impl Status {
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Status::Completed | Status::Failed | Status::Compensated | Status::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Running => "running",
+            Status::Paused => "paused",
+            Status::Parked => "parked",
+            Status::Compensating => "compensating",
+            Status::Completed => "completed",
+            Status::Failed => "failed",
+            Status::Compensated => "compensated",
+            Status::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// Task status as the API shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskStatus {
+    Scheduled,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+/// A timer the engine keeps for a run; firing it issues `Command::FireTimer`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Timer {
+    /// Backoff before the next attempt.
+    Retry { task_id: TaskId, attempt: u32 },
+    ScheduleToStart { task_id: TaskId, attempt: u32 },
+    StartToClose { task_id: TaskId, attempt: u32 },
+    Heartbeat { task_id: TaskId, attempt: u32 },
+    /// A `wait` step.
+    Wait { step_key: String },
+}

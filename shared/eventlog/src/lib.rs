@@ -1,0 +1,138 @@
+//! The event log port: a Kafka-shaped, durable, partitioned log that every DisTorch service
+//! talks through (commands, events, task queues, replies, definitions), and its backends.
+//!
+//! This crate owns the [`EventLog`] contract and its implementations; it knows nothing of
+//! workflows (payloads are opaque bytes). Entry points: [`EventLog`], [`Consumer`],
+//! [`sqlite::SqliteLog`], [`partition_for`], and the [`conformance`] suite every backend runs.
+//!
+//! # Contract (every backend MUST honour it)
+//! - Topics have a fixed number of partitions. A record with key `k` goes to partition
+//!   [`partition_for`]`(k, n)` (Kafka's Java-client murmur2 partitioner), so all records of a
+//!   key are totally ordered.
+//! - Offsets within a partition start at 0 and grow by one per record, without gaps.
+//! - [`EventLog::append`] returns only once every record of the batch is durable (on disk,
+//!   fsynced, or acknowledged by the broker's in-sync replicas); the returned positions are in
+//!   input order. Records of one key keep their order within a batch. A batch MAY be written
+//!   atomically (the embedded log does); callers MUST NOT rely on it.
+//! - A [`Consumer`] belongs to a group. It receives the records of its assigned partitions in
+//!   offset order, starting after the group's committed offset (or at the beginning when
+//!   nothing is committed). A record is delivered at least once: after a crash, everything
+//!   after the last commit is delivered again. Commits are durable when `commit` returns.
+//! - [`Consumer::poll`] SHOULD wake as soon as new records arrive (long-poll), and returns an
+//!   empty batch when `wait` elapses.
+
+pub mod conformance;
+mod partitioner;
+pub mod sqlite;
+
+pub use partitioner::{murmur2, partition_for};
+
+use async_trait::async_trait;
+use std::time::Duration;
+
+/// A record to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRecord {
+    pub topic: String,
+    /// Partitioning key; also delivered with the record.
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+}
+
+impl NewRecord {
+    pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: Vec<u8>) -> Self {
+        Self { topic: topic.into(), key: key.into(), headers: Vec::new(), payload }
+    }
+}
+
+/// A stored record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub topic: String,
+    pub partition: u32,
+    pub offset: u64,
+    pub key: String,
+    pub headers: Vec<(String, String)>,
+    pub payload: Vec<u8>,
+    /// Append time, milliseconds since the Unix epoch.
+    pub timestamp_ms: i64,
+}
+
+/// Where an appended record landed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Position {
+    pub partition: u32,
+    pub offset: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("unknown topic {0:?}")]
+    UnknownTopic(String),
+    #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
+    UnknownPartition { topic: String, partitions: u32, partition: u32 },
+    #[error("topic {topic:?} already exists with {existing} partitions, not {requested}")]
+    PartitionMismatch { topic: String, existing: u32, requested: u32 },
+    #[error("the log is closed")]
+    Closed,
+    #[error("storage error: {0}")]
+    Storage(String),
+}
+
+impl LogError {
+    /// Whether retrying the same call later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, LogError::Storage(_))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, LogError>;
+
+#[async_trait]
+pub trait EventLog: Send + Sync + 'static {
+    /// Creates the topic if missing. Idempotent; an existing topic with another partition
+    /// count is an error.
+    async fn create_topic(&self, topic: &str, partitions: u32) -> Result<()>;
+
+    /// Number of partitions of an existing topic.
+    async fn partitions(&self, topic: &str) -> Result<u32>;
+
+    /// Appends a batch durably (see the crate contract). Topics MUST exist.
+    async fn append(&self, records: Vec<NewRecord>) -> Result<Vec<Position>>;
+
+    /// The offset the next appended record of this partition will get.
+    async fn end_offset(&self, topic: &str, partition: u32) -> Result<u64>;
+
+    /// Reads up to `max` records of one partition starting at `from`, waiting up to `wait`
+    /// for the first one when there is none yet. For replays and for readers that track
+    /// their own position (engine recovery, reply and subscription feeds).
+    async fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<Record>>;
+
+    /// Joins `group` for `topics`. The embedded log assigns every partition of the topics to
+    /// the one member; a distributed backend assigns a share and rebalances.
+    async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>>;
+
+    /// The committed next-offset of `group` on a partition, if any.
+    async fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>>;
+}
+
+#[async_trait]
+pub trait Consumer: Send {
+    /// Up to `max` records from the assigned partitions, each partition in offset order.
+    async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>>;
+
+    /// Durably records, for each `(topic, partition)`, the offset of the next record to
+    /// deliver to this group (the last processed offset + 1).
+    async fn commit(&mut self, offsets: &[(String, u32, u64)]) -> Result<()>;
+
+    /// The partitions currently assigned to this member.
+    fn assignment(&self) -> Vec<(String, u32)>;
+}
