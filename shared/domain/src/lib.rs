@@ -14,6 +14,8 @@ pub mod definition;
 pub mod event;
 pub mod expr;
 pub mod ids;
+pub mod topics;
+pub mod view;
 pub mod workflow;
 
 pub use command::{Command, CommandEnvelope};
