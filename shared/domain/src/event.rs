@@ -66,13 +66,28 @@ pub enum Event {
         parent: Option<String>,
     },
     /// A non-task step (switch, parallel, foreach, wait, child run) finished.
-    StepCompleted { step_key: String, output: Value },
+    StepCompleted {
+        step_key: String,
+        output: Value,
+    },
     /// A step failed and its policy is `continue`: the run goes on without its output.
-    StepFailed { step_key: String, error: ErrorInfo },
+    StepFailed {
+        step_key: String,
+        error: ErrorInfo,
+    },
     /// `branch` is the index of the matching case, `None` for the default branch.
-    BranchChosen { step_key: String, branch: Option<usize> },
-    ForeachStarted { step_key: String, items: Vec<Value> },
-    TimerStarted { step_key: String, fire_at_ms: i64 },
+    BranchChosen {
+        step_key: String,
+        branch: Option<usize>,
+    },
+    ForeachStarted {
+        step_key: String,
+        items: Vec<Value>,
+    },
+    TimerStarted {
+        step_key: String,
+        fire_at_ms: i64,
+    },
     ChildWorkflowRequested {
         step_key: String,
         child_id: WorkflowId,
@@ -82,7 +97,10 @@ pub enum Event {
         input: Value,
     },
     /// The run stopped waiting for a child that it no longer needs (cancel, fail, join any).
-    ChildCancelRequested { step_key: String, child_id: WorkflowId },
+    ChildCancelRequested {
+        step_key: String,
+        child_id: WorkflowId,
+    },
     /// An attempt of a task is ready for a worker on `queue`.
     TaskScheduled {
         task_id: TaskId,
@@ -102,7 +120,11 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         schedule_to_start_timeout_ms: Option<u64>,
     },
-    TaskStarted { task_id: TaskId, attempt: u32, worker_id: String },
+    TaskStarted {
+        task_id: TaskId,
+        attempt: u32,
+        worker_id: String,
+    },
     TaskHeartbeat {
         task_id: TaskId,
         attempt: u32,
@@ -128,14 +150,29 @@ pub enum Event {
         metrics: Option<TaskMetrics>,
     },
     /// The task waits in the dead-letter queue for an operator.
-    TaskParked { task_id: TaskId, error: ErrorInfo },
-    TaskCancelled { task_id: TaskId },
+    TaskParked {
+        task_id: TaskId,
+        error: ErrorInfo,
+    },
+    TaskCancelled {
+        task_id: TaskId,
+    },
     /// Operator skip: the task counts as completed with `output`.
-    TaskSkipped { task_id: TaskId, output: Value },
+    TaskSkipped {
+        task_id: TaskId,
+        output: Value,
+    },
     /// Operator retry: a new attempt follows with a fresh attempt budget.
-    TaskRetried { task_id: TaskId },
-    /// An ad-hoc task step, inserted into the top-level sequence at `position`.
-    TaskAdded { step: Value, position: usize },
+    TaskRetried {
+        task_id: TaskId,
+    },
+    /// An ad-hoc task step, inserted into the top-level sequence at `position`; it will run
+    /// as `task_id` (reserved now so the caller gets the id at once).
+    TaskAdded {
+        step: Value,
+        position: usize,
+        task_id: TaskId,
+    },
     WorkflowPaused,
     WorkflowResumed,
     /// Compensation began: completed steps are undone in reverse completion order. With
@@ -145,8 +182,12 @@ pub enum Event {
         #[serde(default)]
         then_cancel: bool,
     },
-    WorkflowCompleted { output: Value },
-    WorkflowFailed { error: ErrorInfo },
+    WorkflowCompleted {
+        output: Value,
+    },
+    WorkflowFailed {
+        error: ErrorInfo,
+    },
     WorkflowCompensated,
     WorkflowCancelled {
         #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -20,7 +20,10 @@ pub enum Status {
 
 impl Status {
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Completed | Status::Failed | Status::Compensated | Status::Cancelled)
+        matches!(
+            self,
+            Status::Completed | Status::Failed | Status::Compensated | Status::Cancelled
+        )
     }
 
     pub fn as_str(self) -> &'static str {
@@ -54,10 +57,41 @@ pub enum TaskStatus {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Timer {
     /// Backoff before the next attempt.
-    Retry { task_id: TaskId, attempt: u32 },
-    ScheduleToStart { task_id: TaskId, attempt: u32 },
-    StartToClose { task_id: TaskId, attempt: u32 },
-    Heartbeat { task_id: TaskId, attempt: u32 },
+    Retry {
+        task_id: TaskId,
+        attempt: u32,
+    },
+    ScheduleToStart {
+        task_id: TaskId,
+        attempt: u32,
+    },
+    StartToClose {
+        task_id: TaskId,
+        attempt: u32,
+    },
+    Heartbeat {
+        task_id: TaskId,
+        attempt: u32,
+    },
     /// A `wait` step.
-    Wait { step_key: String },
+    Wait {
+        step_key: String,
+    },
+}
+
+mod context;
+mod decide;
+mod plan;
+mod state;
+
+pub use decide::{Decision, decide, handle};
+pub use state::{StepState, StepStatus, TaskState, Workflow, evolve};
+
+use crate::definition::Definition;
+use std::sync::Arc;
+
+/// Where the state machine finds definitions (the engine's registry; a map in tests).
+pub trait DefinitionSource {
+    /// `version: None` means the latest.
+    fn definition(&self, name: &str, version: Option<u32>) -> Option<Arc<Definition>>;
 }

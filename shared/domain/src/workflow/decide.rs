@@ -1,0 +1,681 @@
+//! Commands -> events. `handle` validates a command against the run's state (rejecting it
+//! without touching anything), then emits and applies its events and lets the planner
+//! carry the run forward.
+
+use super::plan::Planner;
+use super::state::{StepStatus, TaskState, Workflow, evolve};
+use super::{DefinitionSource, TaskStatus, Timer};
+use crate::command::{Command, CommandEnvelope, ErrorInfo, Rejection, TaskMetrics};
+use crate::definition::{RetryPolicy, StepKind};
+use crate::event::{Event, EventEnvelope, SCHEMA_VERSION, TaskKind};
+use crate::ids::{CommandId, TaskId};
+use serde_json::{Value, json};
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// New events of the run, already applied to the state passed to [`handle`].
+    pub events: Vec<EventEnvelope>,
+    /// Command-specific answer for the caller (see `Outcome::Accepted::result`).
+    pub result: Value,
+    /// The command id had been applied before; nothing changed.
+    pub duplicate: bool,
+}
+
+/// Safety net against a planner bug looping forever; far above any real definition.
+const MAX_PLANNING_ROUNDS: usize = 100_000;
+
+/// Pure form of [`handle`]: the state is left untouched.
+pub fn decide(
+    state: Option<&Workflow>,
+    cmd: &CommandEnvelope,
+    defs: &dyn DefinitionSource,
+    now_ms: i64,
+) -> Result<Decision, Rejection> {
+    let mut copy = state.cloned();
+    handle(&mut copy, cmd, defs, now_ms)
+}
+
+/// Applies `cmd` to the run in place. On `Err` the state is unchanged.
+pub fn handle(
+    state: &mut Option<Workflow>,
+    cmd: &CommandEnvelope,
+    defs: &dyn DefinitionSource,
+    now_ms: i64,
+) -> Result<Decision, Rejection> {
+    if let Some(wf) = state.as_ref() {
+        if wf.applied.contains(&cmd.id) {
+            return Ok(Decision {
+                events: Vec::new(),
+                result: summary(wf),
+                duplicate: true,
+            });
+        }
+    }
+    if let Command::StartWorkflow { .. } = &cmd.command {
+        return start(state, cmd, defs, now_ms);
+    }
+    if let Command::RegisterDefinition { .. } = &cmd.command {
+        return Err(Rejection::Invalid(
+            "definitions are registered by the engine, not by a run".into(),
+        ));
+    }
+    let Some(wf) = state.as_mut() else {
+        let what = match cmd.command.workflow_id() {
+            Some(id) => format!("workflow {id} not found"),
+            None => "malformed task id".to_string(),
+        };
+        return Err(Rejection::NotFound(what));
+    };
+    let mut tx = Tx {
+        wf,
+        cmd_id: cmd.id.clone(),
+        now: now_ms,
+        events: Vec::new(),
+    };
+    let result = tx.run(&cmd.command)?;
+    Ok(Decision {
+        events: tx.events,
+        result,
+        duplicate: false,
+    })
+}
+
+fn summary(wf: &Workflow) -> Value {
+    json!({ "workflow_id": wf.id, "status": wf.status() })
+}
+
+fn start(
+    state: &mut Option<Workflow>,
+    cmd: &CommandEnvelope,
+    defs: &dyn DefinitionSource,
+    now: i64,
+) -> Result<Decision, Rejection> {
+    let Command::StartWorkflow {
+        workflow_id,
+        definition,
+        version,
+        input,
+        idempotency_key,
+        parent,
+    } = &cmd.command
+    else {
+        unreachable!("start() is only called for StartWorkflow")
+    };
+    if let Some(wf) = state.as_ref() {
+        let mut result = summary(wf);
+        result["existing"] = json!(true);
+        return Ok(Decision {
+            events: Vec::new(),
+            result,
+            duplicate: true,
+        });
+    }
+    let def = defs.definition(definition, *version).ok_or_else(|| {
+        Rejection::NotFound(match version {
+            Some(v) => format!("definition {definition:?} version {v} is not registered"),
+            None => format!("definition {definition:?} is not registered"),
+        })
+    })?;
+    if let Some(schema) = &def.input_schema {
+        schema.validate(input).map_err(|e| {
+            Rejection::Invalid(format!(
+                "input does not match the input_schema of {} v{}: {e}",
+                def.name, def.version
+            ))
+        })?;
+    }
+    let first = EventEnvelope {
+        workflow_id: *workflow_id,
+        seq: 1,
+        at_ms: now,
+        command_id: Some(cmd.id.clone()),
+        v: SCHEMA_VERSION,
+        event: Event::WorkflowStarted {
+            definition: def.name.clone(),
+            version: def.version,
+            input: input.clone(),
+            idempotency_key: idempotency_key.clone(),
+            parent: parent.clone(),
+        },
+    };
+    let wf = state.insert(Workflow::new(&first, def).expect("a WorkflowStarted event"));
+    let mut tx = Tx {
+        wf,
+        cmd_id: cmd.id.clone(),
+        now,
+        events: vec![first],
+    };
+    tx.advance();
+    let mut result = summary(tx.wf);
+    result["existing"] = json!(false);
+    Ok(Decision {
+        events: tx.events,
+        result,
+        duplicate: false,
+    })
+}
+
+struct Tx<'w> {
+    wf: &'w mut Workflow,
+    cmd_id: CommandId,
+    now: i64,
+    events: Vec<EventEnvelope>,
+}
+
+fn conflict(msg: impl Into<String>) -> Rejection {
+    Rejection::Conflict(msg.into())
+}
+
+fn status_name(s: TaskStatus) -> &'static str {
+    match s {
+        TaskStatus::Scheduled => "scheduled",
+        TaskStatus::Running => "running",
+        TaskStatus::Completed => "completed",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Skipped => "skipped",
+        TaskStatus::Cancelled => "cancelled",
+    }
+}
+
+impl Tx<'_> {
+    fn emit(&mut self, events: Vec<Event>) {
+        for event in events {
+            let env = EventEnvelope {
+                workflow_id: self.wf.id,
+                seq: self.wf.last_seq + 1,
+                at_ms: self.now,
+                command_id: Some(self.cmd_id.clone()),
+                v: SCHEMA_VERSION,
+                event,
+            };
+            evolve(self.wf, &env);
+            self.events.push(env);
+        }
+    }
+
+    /// Lets the planner move the run until it has nothing more to do.
+    fn advance(&mut self) {
+        for _ in 0..MAX_PLANNING_ROUNDS {
+            let next = Planner::new(self.wf, self.now).next();
+            if next.is_empty() {
+                return;
+            }
+            self.emit(next);
+        }
+        let error = ErrorInfo::new("internal", "the planner did not settle; the run was failed");
+        self.emit(vec![Event::WorkflowFailed { error }]);
+    }
+
+    fn not_terminal(&self) -> Result<(), Rejection> {
+        match self.wf.terminal {
+            Some(s) => Err(conflict(format!(
+                "workflow {} is {}",
+                self.wf.id,
+                s.as_str()
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    fn task(&self, id: &TaskId) -> Result<&TaskState, Rejection> {
+        self.wf
+            .tasks
+            .get(id)
+            .ok_or_else(|| Rejection::NotFound(format!("task {id} not found")))
+    }
+
+    /// The attempt a worker reports on must be the current, unfinished one.
+    fn current(&self, id: &TaskId, attempt: u32) -> Result<&TaskState, Rejection> {
+        self.not_terminal()?;
+        let t = self.task(id)?;
+        if t.attempt != attempt {
+            return Err(conflict(format!(
+                "attempt {attempt} of task {id} is superseded: the current attempt is {}",
+                t.attempt
+            )));
+        }
+        if t.retry_at_ms.is_some() {
+            return Err(conflict(format!(
+                "attempt {attempt} of task {id} has already failed; attempt {} is scheduled",
+                attempt + 1
+            )));
+        }
+        if !t.is_active() {
+            return Err(conflict(format!("task {id} is {}", status_name(t.status))));
+        }
+        Ok(t)
+    }
+
+    fn run(&mut self, cmd: &Command) -> Result<Value, Rejection> {
+        match cmd {
+            Command::StartTask {
+                task_id,
+                attempt,
+                worker_id,
+            } => {
+                let t = self.current(task_id, *attempt)?;
+                if t.status == TaskStatus::Running {
+                    return Err(conflict(format!(
+                        "attempt {attempt} of task {task_id} is already running"
+                    )));
+                }
+                self.emit(vec![Event::TaskStarted {
+                    task_id: task_id.clone(),
+                    attempt: *attempt,
+                    worker_id: worker_id.clone(),
+                }]);
+            }
+            Command::CompleteTask {
+                task_id,
+                attempt,
+                output,
+                metrics,
+            } => {
+                self.current(task_id, *attempt)?;
+                self.emit(vec![Event::TaskCompleted {
+                    task_id: task_id.clone(),
+                    attempt: *attempt,
+                    output: output.clone(),
+                    metrics: metrics.clone(),
+                }]);
+                self.advance();
+            }
+            Command::FailTask {
+                task_id,
+                attempt,
+                error,
+                metrics,
+            } => {
+                self.current(task_id, *attempt)?;
+                self.attempt_failed(task_id, error.clone(), metrics.clone());
+            }
+            Command::Heartbeat {
+                task_id,
+                attempt,
+                checkpoint,
+            } => {
+                self.current(task_id, *attempt)?;
+                self.emit(vec![Event::TaskHeartbeat {
+                    task_id: task_id.clone(),
+                    attempt: *attempt,
+                    checkpoint: checkpoint.clone(),
+                }]);
+                return Ok(json!({ "cancel_requested": false }));
+            }
+            Command::RetryTask { task_id } => {
+                self.not_terminal()?;
+                let t = self.task(task_id)?;
+                if !t.parked {
+                    return Err(conflict(format!(
+                        "task {task_id} is {} and not in the dead-letter queue; only parked tasks can be retried",
+                        status_name(t.status)
+                    )));
+                }
+                let budget = self.retry_policy(t).max_attempts;
+                let next = reschedule(t, t.attempt + budget);
+                self.emit(vec![
+                    Event::TaskRetried {
+                        task_id: task_id.clone(),
+                    },
+                    next,
+                ]);
+                self.advance();
+            }
+            Command::SkipTask { task_id, output } => {
+                self.not_terminal()?;
+                let t = self.task(task_id)?;
+                if !(t.parked || t.is_active()) {
+                    return Err(conflict(format!(
+                        "task {task_id} is {}; only parked or unfinished tasks can be skipped",
+                        status_name(t.status)
+                    )));
+                }
+                self.emit(vec![Event::TaskSkipped {
+                    task_id: task_id.clone(),
+                    output: output.clone(),
+                }]);
+                self.advance();
+            }
+            Command::CancelWorkflow {
+                compensate, reason, ..
+            } => {
+                self.not_terminal()?;
+                let mut events = Vec::new();
+                if self.wf.paused {
+                    events.push(Event::WorkflowResumed);
+                }
+                if *compensate {
+                    if self.wf.compensation.is_some() {
+                        return Err(conflict(format!(
+                            "workflow {} is already compensating",
+                            self.wf.id
+                        )));
+                    }
+                    let msg = reason
+                        .clone()
+                        .unwrap_or_else(|| "cancelled by an operator".into());
+                    let mut p = Planner::new(self.wf, self.now);
+                    p.start_compensation(ErrorInfo::new("cancelled", msg), true);
+                    events.extend(p.out);
+                } else {
+                    let mut p = Planner::new(self.wf, self.now);
+                    p.cancel_under(None);
+                    events.extend(p.out);
+                    events.push(Event::WorkflowCancelled {
+                        reason: reason.clone(),
+                    });
+                }
+                self.emit(events);
+                self.advance();
+                return Ok(summary(self.wf));
+            }
+            Command::PauseWorkflow { .. } => {
+                self.not_terminal()?;
+                if self.wf.paused {
+                    return Err(conflict(format!(
+                        "workflow {} is already paused",
+                        self.wf.id
+                    )));
+                }
+                self.emit(vec![Event::WorkflowPaused]);
+                return Ok(summary(self.wf));
+            }
+            Command::ResumeWorkflow { .. } => {
+                self.not_terminal()?;
+                if !self.wf.paused {
+                    return Err(conflict(format!(
+                        "workflow {} is not paused (status: {})",
+                        self.wf.id,
+                        self.wf.status().as_str()
+                    )));
+                }
+                self.emit(vec![Event::WorkflowResumed]);
+                self.advance();
+                return Ok(summary(self.wf));
+            }
+            Command::AddTask { step, .. } => {
+                self.not_terminal()?;
+                if self.wf.compensation.is_some() {
+                    return Err(conflict(format!("workflow {} is compensating", self.wf.id)));
+                }
+                let taken: Vec<String> = self
+                    .wf
+                    .extra_steps
+                    .iter()
+                    .map(|(_, s, _)| s.id.clone())
+                    .collect();
+                let parsed = self
+                    .wf
+                    .definition
+                    .parse_step(step, &taken)
+                    .map_err(|e| Rejection::Invalid(e.to_string()))?;
+                if !matches!(parsed.kind, StepKind::Task(_)) {
+                    return Err(Rejection::Invalid(
+                        "an added step must be a task step".into(),
+                    ));
+                }
+                let position = self.insert_position();
+                let task_id = TaskId::new(self.wf.id, self.wf.next_task);
+                self.emit(vec![Event::TaskAdded {
+                    step: step.clone(),
+                    position,
+                    task_id: task_id.clone(),
+                }]);
+                self.advance();
+                return Ok(json!({ "task_id": task_id }));
+            }
+            Command::ChildFinished {
+                step_key,
+                child_id,
+                output,
+                error,
+                ..
+            } => {
+                let wf = &*self.wf;
+                let waiting = wf.terminal.is_none()
+                    && wf.steps.get(step_key).is_some_and(|s| {
+                        s.status == StepStatus::Running && s.child == Some(*child_id)
+                    });
+                if !waiting {
+                    // A child that ended after its parent stopped waiting: nothing to do.
+                    return Ok(json!({}));
+                }
+                match error {
+                    None => self.emit(vec![Event::StepCompleted {
+                        step_key: step_key.clone(),
+                        output: output.clone().unwrap_or(Value::Null),
+                    }]),
+                    Some(error) => {
+                        let step_id = wf.steps[step_key].step_id.clone();
+                        let Some(step) = wf.find_step(&step_id) else {
+                            return Ok(json!({}));
+                        };
+                        let mut p = Planner::new(wf, self.now);
+                        p.step_failed(step, step_key, None, error.clone());
+                        let out = p.out;
+                        self.emit(out);
+                    }
+                }
+                self.advance();
+            }
+            Command::FireTimer { timer, .. } => self.fire(timer),
+            Command::StartWorkflow { .. } | Command::RegisterDefinition { .. } => {
+                unreachable!("handled by handle()")
+            }
+        }
+        Ok(json!({}))
+    }
+
+    /// Ad-hoc tasks run after the top-level step in flight, before the ones not yet begun.
+    fn insert_position(&self) -> usize {
+        let root = self.wf.root_steps();
+        for (i, s) in root.iter().enumerate() {
+            match self.wf.steps.get(&s.id) {
+                None => return i,
+                Some(st) if st.status == StepStatus::Running => return i + 1,
+                Some(_) => {}
+            }
+        }
+        root.len()
+    }
+
+    fn retry_policy(&self, t: &TaskState) -> RetryPolicy {
+        let wf = &*self.wf;
+        let step = wf.find_step(&t.step_id);
+        match t.kind {
+            TaskKind::Step => match step.map(|s| &s.kind) {
+                Some(StepKind::Task(spec)) => spec.retry.clone(),
+                _ => RetryPolicy::default(),
+            },
+            TaskKind::Compensation => step
+                .and_then(super::state::compensation_of)
+                .and_then(|name| wf.definition.compensations.get(name))
+                .map(|c| c.retry.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// An attempt failed (worker report or timeout): retry with backoff, or give up and
+    /// apply the policy.
+    fn attempt_failed(&mut self, task_id: &TaskId, error: ErrorInfo, metrics: Option<TaskMetrics>) {
+        let t = &self.wf.tasks[task_id];
+        let policy = self.retry_policy(t);
+        let attempt = t.attempt;
+        let retry = error.retryable
+            && !policy.non_retryable.iter().any(|k| *k == error.kind)
+            && attempt < t.max_attempts;
+        if retry {
+            // The attempt number within the current budget (an operator retry starts a new one).
+            let local = policy
+                .max_attempts
+                .saturating_sub(t.max_attempts - attempt)
+                .max(1);
+            let delay = backoff(&policy, local, task_id);
+            self.emit(vec![Event::TaskFailed {
+                task_id: task_id.clone(),
+                attempt,
+                error,
+                retry_at_ms: Some(self.now.saturating_add(delay)),
+                metrics,
+            }]);
+            return;
+        }
+        let (kind, step_key, step_id) = (t.kind, t.step_key.clone(), t.step_id.clone());
+        self.emit(vec![Event::TaskFailed {
+            task_id: task_id.clone(),
+            attempt,
+            error: error.clone(),
+            retry_at_ms: None,
+            metrics,
+        }]);
+        let events = match kind {
+            // A compensation that keeps failing waits for an operator.
+            TaskKind::Compensation => vec![Event::TaskParked {
+                task_id: task_id.clone(),
+                error,
+            }],
+            TaskKind::Step => {
+                let wf = &*self.wf;
+                let mut p = Planner::new(wf, self.now);
+                match wf.find_step(&step_id) {
+                    Some(step) => p.step_failed(step, &step_key, Some(task_id), error),
+                    None => p.fail_run(error),
+                }
+                p.out
+            }
+        };
+        self.emit(events);
+        self.advance();
+    }
+
+    fn fire(&mut self, timer: &Timer) {
+        let now = self.now;
+        let wf = &*self.wf;
+        if wf.terminal.is_some() {
+            return;
+        }
+        let timeout = |kind: &str, what: &str, ms: Option<u64>| {
+            let ms = ms.unwrap_or_default();
+            ErrorInfo::new(
+                format!("timeout.{kind}"),
+                format!("{what} timeout of {ms} ms exceeded"),
+            )
+        };
+        match timer {
+            Timer::Retry { task_id, attempt } => {
+                let Some(t) = wf.tasks.get(task_id) else {
+                    return;
+                };
+                if wf.paused || t.attempt != *attempt || t.retry_at_ms.is_none_or(|at| at > now) {
+                    return;
+                }
+                let next = reschedule(t, t.max_attempts);
+                self.emit(vec![next]);
+            }
+            Timer::ScheduleToStart { task_id, attempt } => {
+                let Some(t) = wf.tasks.get(task_id) else {
+                    return;
+                };
+                let due =
+                    t.scheduled_ms + t.schedule_to_start_timeout_ms.unwrap_or(u64::MAX) as i64;
+                if t.attempt != *attempt
+                    || t.status != TaskStatus::Scheduled
+                    || t.retry_at_ms.is_some()
+                    || due > now
+                {
+                    return;
+                }
+                let e = timeout(
+                    "schedule_to_start",
+                    "schedule-to-start",
+                    t.schedule_to_start_timeout_ms,
+                );
+                self.attempt_failed(task_id, e, None);
+            }
+            Timer::StartToClose { task_id, attempt } => {
+                let Some(t) = wf.tasks.get(task_id) else {
+                    return;
+                };
+                let due = t.started_ms.unwrap_or(t.scheduled_ms) + t.timeout_ms as i64;
+                if t.attempt != *attempt || t.status != TaskStatus::Running || due > now {
+                    return;
+                }
+                let e = timeout("start_to_close", "start-to-close", Some(t.timeout_ms));
+                self.attempt_failed(task_id, e, None);
+            }
+            Timer::Heartbeat { task_id, attempt } => {
+                let Some(t) = wf.tasks.get(task_id) else {
+                    return;
+                };
+                let Some(hb) = t.heartbeat_timeout_ms else {
+                    return;
+                };
+                let last = t
+                    .last_heartbeat_ms
+                    .or(t.started_ms)
+                    .unwrap_or(t.scheduled_ms);
+                if t.attempt != *attempt
+                    || t.status != TaskStatus::Running
+                    || last + hb as i64 > now
+                {
+                    return;
+                }
+                let e = timeout("heartbeat", "heartbeat", Some(hb));
+                self.attempt_failed(task_id, e, None);
+            }
+            Timer::Wait { step_key } => {
+                let Some(s) = wf.steps.get(step_key) else {
+                    return;
+                };
+                if s.status != StepStatus::Running || s.fire_at_ms.is_none_or(|at| at > now) {
+                    return;
+                }
+                self.emit(vec![Event::StepCompleted {
+                    step_key: step_key.clone(),
+                    output: Value::Null,
+                }]);
+                self.advance();
+            }
+        }
+    }
+}
+
+/// The next attempt of a task, carrying its last checkpoint.
+fn reschedule(t: &TaskState, max_attempts: u32) -> Event {
+    Event::TaskScheduled {
+        task_id: t.id.clone(),
+        step_key: t.step_key.clone(),
+        step_id: t.step_id.clone(),
+        kind: t.kind,
+        task: t.task.clone(),
+        queue: t.queue.clone(),
+        attempt: t.attempt + 1,
+        max_attempts,
+        input: t.input.clone(),
+        checkpoint: t.checkpoint.clone(),
+        timeout_ms: t.timeout_ms,
+        heartbeat_timeout_ms: t.heartbeat_timeout_ms,
+        schedule_to_start_timeout_ms: t.schedule_to_start_timeout_ms,
+    }
+}
+
+/// Exponential backoff with cap and jitter. The jitter is a deterministic function of the
+/// task and attempt, so replaying a decision gives the same schedule.
+pub(crate) fn backoff(policy: &RetryPolicy, attempt: u32, task_id: &TaskId) -> i64 {
+    let base = policy.initial_interval.as_millis() as f64
+        * policy
+            .backoff_coefficient
+            .powi(attempt.saturating_sub(1) as i32);
+    let capped = base.min(policy.max_interval.as_millis() as f64);
+    let unit = {
+        // FNV-1a over the id and attempt, mapped to [-1, 1].
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in task_id.0.bytes().chain(attempt.to_le_bytes()) {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        (h % 2001) as f64 / 1000.0 - 1.0
+    };
+    (capped * (1.0 + policy.jitter * unit)).max(0.0).round() as i64
+}

@@ -1,0 +1,565 @@
+//! The state of one run, folded from its events by [`evolve`].
+
+use super::{Status, TaskStatus, Timer};
+use crate::command::{ErrorInfo, ParentRef};
+use crate::definition::{Definition, Step, StepKind};
+use crate::event::{Event, EventEnvelope, TaskKind};
+use crate::ids::{CommandId, TaskId, WorkflowId};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepStatus {
+    Running,
+    Completed,
+    /// Failed under `on_failure: continue`: done, without output.
+    Failed,
+    Skipped,
+    /// Abandoned: the run or its `parallel` (join any) no longer needs it.
+    Cancelled,
+}
+
+impl StepStatus {
+    /// Whether the enclosing sequence may move past this step.
+    pub fn is_done(self) -> bool {
+        !matches!(self, StepStatus::Running)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StepState {
+    pub step_id: String,
+    pub status: StepStatus,
+    pub output: Value,
+    /// Key of the enclosing container step.
+    pub parent: Option<String>,
+    /// `switch`: the case taken (`Some(None)` = default).
+    pub branch: Option<Option<usize>>,
+    /// `foreach`: the items, evaluated once when the step started.
+    pub items: Option<Vec<Value>>,
+    /// `wait`: when it is over.
+    pub fire_at_ms: Option<i64>,
+    /// `workflow`: the child run.
+    pub child: Option<WorkflowId>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TaskState {
+    pub id: TaskId,
+    pub step_key: String,
+    pub step_id: String,
+    pub kind: TaskKind,
+    pub task: String,
+    pub queue: String,
+    pub attempt: u32,
+    /// The attempt number after which no retry follows.
+    pub max_attempts: u32,
+    pub status: TaskStatus,
+    pub input: Value,
+    pub output: Value,
+    pub error: Option<ErrorInfo>,
+    pub checkpoint: Option<Value>,
+    pub parked: bool,
+    /// Set while waiting for the backoff before the next attempt.
+    pub retry_at_ms: Option<i64>,
+    pub scheduled_ms: i64,
+    pub started_ms: Option<i64>,
+    pub last_heartbeat_ms: Option<i64>,
+    pub timeout_ms: u64,
+    pub heartbeat_timeout_ms: Option<u64>,
+    pub schedule_to_start_timeout_ms: Option<u64>,
+}
+
+impl TaskState {
+    /// Scheduled, running, or waiting for a retry: a worker may still report on it.
+    pub fn is_active(&self) -> bool {
+        matches!(self.status, TaskStatus::Scheduled | TaskStatus::Running)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Compensation {
+    pub reason: ErrorInfo,
+    pub then_cancel: bool,
+}
+
+/// One run. Built by [`Workflow::new`] from its `WorkflowStarted` event, then by [`evolve`].
+#[derive(Debug, Clone)]
+pub struct Workflow {
+    pub id: WorkflowId,
+    pub definition: Arc<Definition>,
+    pub input: Value,
+    pub parent: Option<ParentRef>,
+    pub idempotency_key: Option<String>,
+    pub created_ms: i64,
+    pub updated_ms: i64,
+    pub last_seq: u64,
+    pub terminal: Option<Status>,
+    pub paused: bool,
+    pub compensation: Option<Compensation>,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+    pub steps: HashMap<String, StepState>,
+    pub tasks: HashMap<TaskId, TaskState>,
+    /// Task number the next new task gets.
+    pub next_task: u32,
+    /// Keys of completed task steps, in completion order (compensation runs it backwards).
+    pub completed_order: Vec<String>,
+    /// Ad-hoc task steps in order of addition: (index in the top-level sequence as it was
+    /// then, step, reserved task id).
+    pub extra_steps: Vec<(usize, Step, TaskId)>,
+    pub applied: HashSet<CommandId>,
+}
+
+impl Workflow {
+    /// The run as of its first event; `None` unless that event is `WorkflowStarted`.
+    pub fn new(env: &EventEnvelope, definition: Arc<Definition>) -> Option<Workflow> {
+        let Event::WorkflowStarted {
+            input,
+            idempotency_key,
+            parent,
+            ..
+        } = &env.event
+        else {
+            return None;
+        };
+        let mut applied = HashSet::new();
+        if let Some(c) = &env.command_id {
+            applied.insert(c.clone());
+        }
+        Some(Workflow {
+            id: env.workflow_id,
+            definition,
+            input: input.clone(),
+            parent: parent.clone(),
+            idempotency_key: idempotency_key.clone(),
+            created_ms: env.at_ms,
+            updated_ms: env.at_ms,
+            last_seq: env.seq,
+            terminal: None,
+            paused: false,
+            compensation: None,
+            output: None,
+            error: None,
+            steps: HashMap::new(),
+            tasks: HashMap::new(),
+            next_task: 1,
+            completed_order: Vec::new(),
+            extra_steps: Vec::new(),
+            applied,
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        if let Some(t) = self.terminal {
+            t
+        } else if self.paused {
+            Status::Paused
+        } else if self.tasks.values().any(|t| t.parked) {
+            Status::Parked
+        } else if self.compensation.is_some() {
+            Status::Compensating
+        } else {
+            Status::Running
+        }
+    }
+
+    /// The top-level sequence: the definition's steps with ad-hoc tasks inserted.
+    pub fn root_steps(&self) -> std::borrow::Cow<'_, [Step]> {
+        if self.extra_steps.is_empty() {
+            return std::borrow::Cow::Borrowed(&self.definition.steps);
+        }
+        let mut steps = self.definition.steps.clone();
+        // Each position was an index into the sequence as it stood when the task was added,
+        // so inserting in order of addition rebuilds it exactly.
+        for (pos, step, _) in &self.extra_steps {
+            steps.insert((*pos).min(steps.len()), step.clone());
+        }
+        std::borrow::Cow::Owned(steps)
+    }
+
+    /// A step of the definition or an ad-hoc one, by id.
+    pub fn find_step(&self, id: &str) -> Option<&Step> {
+        self.definition.step(id).or_else(|| {
+            self.extra_steps
+                .iter()
+                .map(|(_, s, _)| s)
+                .find(|s| s.id == id)
+        })
+    }
+
+    /// The task id reserved for an ad-hoc step, if `step_key` is one.
+    pub fn reserved_task(&self, step_key: &str) -> Option<&TaskId> {
+        self.extra_steps
+            .iter()
+            .find(|(_, s, _)| s.id == step_key)
+            .map(|(_, _, t)| t)
+    }
+
+    /// Whether `key` is `ancestor` or nested (at any depth) inside it.
+    pub fn is_under(&self, key: &str, ancestor: &str) -> bool {
+        let mut cur = Some(key);
+        while let Some(k) = cur {
+            if k == ancestor {
+                return true;
+            }
+            cur = self.steps.get(k).and_then(|s| s.parent.as_deref());
+        }
+        false
+    }
+
+    /// Every timer the engine should hold for this run right now.
+    pub fn timers(&self) -> Vec<(i64, Timer)> {
+        let mut out = Vec::new();
+        if self.terminal.is_some() {
+            return out;
+        }
+        for t in self.tasks.values() {
+            let (id, attempt) = (t.id.clone(), t.attempt);
+            if let Some(at) = t.retry_at_ms {
+                out.push((
+                    at,
+                    Timer::Retry {
+                        task_id: id,
+                        attempt,
+                    },
+                ));
+                continue;
+            }
+            match t.status {
+                TaskStatus::Scheduled => {
+                    if let Some(s2s) = t.schedule_to_start_timeout_ms {
+                        let at = t.scheduled_ms + s2s as i64;
+                        out.push((
+                            at,
+                            Timer::ScheduleToStart {
+                                task_id: id,
+                                attempt,
+                            },
+                        ));
+                    }
+                }
+                TaskStatus::Running => {
+                    let started = t.started_ms.unwrap_or(t.scheduled_ms);
+                    let at = started + t.timeout_ms as i64;
+                    out.push((
+                        at,
+                        Timer::StartToClose {
+                            task_id: id.clone(),
+                            attempt,
+                        },
+                    ));
+                    if let Some(hb) = t.heartbeat_timeout_ms {
+                        let last = t.last_heartbeat_ms.unwrap_or(started);
+                        out.push((
+                            last + hb as i64,
+                            Timer::Heartbeat {
+                                task_id: id,
+                                attempt,
+                            },
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (key, s) in &self.steps {
+            if let (StepStatus::Running, Some(at)) = (s.status, s.fire_at_ms) {
+                out.push((
+                    at,
+                    Timer::Wait {
+                        step_key: key.clone(),
+                    },
+                ));
+            }
+        }
+        out
+    }
+}
+
+fn task_number(id: &TaskId) -> Option<u32> {
+    id.0.rsplit_once('.').and_then(|(_, n)| n.parse().ok())
+}
+
+/// Applies one event of this run. Total: an event that does not fit the state (which a
+/// correct log never holds) is ignored rather than corrupting it.
+pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
+    if env.seq <= wf.last_seq {
+        return;
+    }
+    wf.last_seq = env.seq;
+    wf.updated_ms = env.at_ms;
+    if let Some(c) = &env.command_id {
+        wf.applied.insert(c.clone());
+    }
+    let at = env.at_ms;
+    match &env.event {
+        Event::WorkflowStarted { .. } => {}
+        Event::StepStarted {
+            step_key,
+            step_id,
+            parent,
+        } => {
+            wf.steps.insert(
+                step_key.clone(),
+                new_step(step_id, StepStatus::Running, parent),
+            );
+        }
+        Event::StepSkipped {
+            step_key,
+            step_id,
+            parent,
+        } => {
+            wf.steps.insert(
+                step_key.clone(),
+                new_step(step_id, StepStatus::Skipped, parent),
+            );
+        }
+        Event::StepCompleted { step_key, output } => {
+            if let Some(s) = wf.steps.get_mut(step_key) {
+                s.status = StepStatus::Completed;
+                s.output = output.clone();
+            }
+        }
+        Event::StepFailed { step_key, .. } => set_step_status(wf, step_key, StepStatus::Failed),
+        Event::BranchChosen { step_key, branch } => {
+            if let Some(s) = wf.steps.get_mut(step_key) {
+                s.branch = Some(*branch);
+            }
+        }
+        Event::ForeachStarted { step_key, items } => {
+            if let Some(s) = wf.steps.get_mut(step_key) {
+                s.items = Some(items.clone());
+            }
+        }
+        Event::TimerStarted {
+            step_key,
+            fire_at_ms,
+        } => {
+            if let Some(s) = wf.steps.get_mut(step_key) {
+                s.fire_at_ms = Some(*fire_at_ms);
+            }
+        }
+        Event::ChildWorkflowRequested {
+            step_key, child_id, ..
+        } => {
+            if let Some(s) = wf.steps.get_mut(step_key) {
+                s.child = Some(*child_id);
+            }
+        }
+        Event::ChildCancelRequested { step_key, .. } => {
+            set_step_status(wf, step_key, StepStatus::Cancelled)
+        }
+        Event::TaskScheduled {
+            task_id,
+            step_key,
+            step_id,
+            kind,
+            task,
+            queue,
+            attempt,
+            max_attempts,
+            input,
+            checkpoint,
+            timeout_ms,
+            heartbeat_timeout_ms,
+            schedule_to_start_timeout_ms,
+        } => {
+            if let Some(n) = task_number(task_id) {
+                wf.next_task = wf.next_task.max(n + 1);
+            }
+            let t = wf
+                .tasks
+                .entry(task_id.clone())
+                .or_insert_with(|| TaskState {
+                    id: task_id.clone(),
+                    step_key: step_key.clone(),
+                    step_id: step_id.clone(),
+                    kind: *kind,
+                    task: task.clone(),
+                    queue: queue.clone(),
+                    attempt: 0,
+                    max_attempts: 0,
+                    status: TaskStatus::Scheduled,
+                    input: Value::Null,
+                    output: Value::Null,
+                    error: None,
+                    checkpoint: None,
+                    parked: false,
+                    retry_at_ms: None,
+                    scheduled_ms: at,
+                    started_ms: None,
+                    last_heartbeat_ms: None,
+                    timeout_ms: 0,
+                    heartbeat_timeout_ms: None,
+                    schedule_to_start_timeout_ms: None,
+                });
+            t.attempt = *attempt;
+            t.max_attempts = *max_attempts;
+            t.status = TaskStatus::Scheduled;
+            t.input = input.clone();
+            t.checkpoint = checkpoint.clone();
+            t.parked = false;
+            t.retry_at_ms = None;
+            t.scheduled_ms = at;
+            t.started_ms = None;
+            t.last_heartbeat_ms = None;
+            t.timeout_ms = *timeout_ms;
+            t.heartbeat_timeout_ms = *heartbeat_timeout_ms;
+            t.schedule_to_start_timeout_ms = *schedule_to_start_timeout_ms;
+        }
+        Event::TaskStarted { task_id, .. } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.status = TaskStatus::Running;
+                t.started_ms = Some(at);
+                t.last_heartbeat_ms = Some(at);
+            }
+        }
+        Event::TaskHeartbeat {
+            task_id,
+            checkpoint,
+            ..
+        } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.last_heartbeat_ms = Some(at);
+                if checkpoint.is_some() {
+                    t.checkpoint = checkpoint.clone();
+                }
+            }
+        }
+        Event::TaskCompleted {
+            task_id, output, ..
+        } => finish_task(wf, task_id, TaskStatus::Completed, output.clone(), true),
+        Event::TaskSkipped { task_id, output } => {
+            finish_task(wf, task_id, TaskStatus::Skipped, output.clone(), false)
+        }
+        Event::TaskFailed {
+            task_id,
+            error,
+            retry_at_ms,
+            ..
+        } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.error = Some(error.clone());
+                t.retry_at_ms = *retry_at_ms;
+                t.status = if retry_at_ms.is_some() {
+                    TaskStatus::Scheduled
+                } else {
+                    TaskStatus::Failed
+                };
+            }
+        }
+        Event::TaskParked { task_id, error } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.parked = true;
+                t.status = TaskStatus::Failed;
+                t.error = Some(error.clone());
+            }
+        }
+        Event::TaskCancelled { task_id } => {
+            let mut step = None;
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.status = TaskStatus::Cancelled;
+                t.retry_at_ms = None;
+                if t.kind == TaskKind::Step {
+                    step = Some(t.step_key.clone());
+                }
+            }
+            if let Some(key) = step {
+                set_step_status(wf, &key, StepStatus::Cancelled);
+            }
+        }
+        Event::TaskRetried { task_id } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.parked = false;
+            }
+        }
+        Event::TaskAdded {
+            step,
+            position,
+            task_id,
+        } => {
+            let taken: Vec<String> = wf
+                .extra_steps
+                .iter()
+                .map(|(_, s, _)| s.id.clone())
+                .collect();
+            if let Ok(step) = wf.definition.parse_step(step, &taken) {
+                if let Some(n) = task_number(task_id) {
+                    wf.next_task = wf.next_task.max(n + 1);
+                }
+                wf.extra_steps.push((*position, step, task_id.clone()));
+            }
+        }
+        Event::WorkflowPaused => wf.paused = true,
+        Event::WorkflowResumed => wf.paused = false,
+        Event::CompensationStarted {
+            reason,
+            then_cancel,
+        } => {
+            wf.compensation = Some(Compensation {
+                reason: reason.clone(),
+                then_cancel: *then_cancel,
+            });
+        }
+        Event::WorkflowCompleted { output } => {
+            wf.terminal = Some(Status::Completed);
+            wf.output = Some(output.clone());
+        }
+        Event::WorkflowFailed { error } => {
+            wf.terminal = Some(Status::Failed);
+            wf.error = Some(error.clone());
+        }
+        Event::WorkflowCompensated => wf.terminal = Some(Status::Compensated),
+        Event::WorkflowCancelled { .. } => wf.terminal = Some(Status::Cancelled),
+    }
+}
+
+fn new_step(step_id: &str, status: StepStatus, parent: &Option<String>) -> StepState {
+    StepState {
+        step_id: step_id.to_string(),
+        status,
+        output: Value::Null,
+        parent: parent.clone(),
+        branch: None,
+        items: None,
+        fire_at_ms: None,
+        child: None,
+    }
+}
+
+fn set_step_status(wf: &mut Workflow, key: &str, status: StepStatus) {
+    if let Some(s) = wf.steps.get_mut(key) {
+        s.status = status;
+    }
+}
+
+fn finish_task(wf: &mut Workflow, id: &TaskId, status: TaskStatus, output: Value, record: bool) {
+    let Some(t) = wf.tasks.get_mut(id) else {
+        return;
+    };
+    t.status = status;
+    t.output = output.clone();
+    t.parked = false;
+    t.retry_at_ms = None;
+    if t.kind != TaskKind::Step {
+        return;
+    }
+    let key = t.step_key.clone();
+    if let Some(s) = wf.steps.get_mut(&key) {
+        s.status = StepStatus::Completed;
+        s.output = output;
+    }
+    if record {
+        wf.completed_order.push(key);
+    }
+}
+
+/// Whether a step (by kind) is a task step that names a compensation.
+pub(crate) fn compensation_of(step: &Step) -> Option<&str> {
+    match &step.kind {
+        StepKind::Task(spec) => spec.compensate.as_deref(),
+        _ => None,
+    }
+}
