@@ -1,1 +1,411 @@
-//! (being written)
+//! The engine: the command handlers of DisTorch. It owns runs (one writer per partition),
+//! turns commands into events with the pure `distorch_domain::workflow::handle`, keeps the
+//! runs' timers, and appends each batch's output (events, task dispatches, replies,
+//! registered definitions, dead letters) to the log in one group commit.
+//!
+//! It talks to nothing but the [`EventLog`] port: no HTTP, no read models. Entry point:
+//! [`Engine::run`].
+//!
+//! Crash safety: the engine commits its command offsets only after the batch's output is
+//! durable. After a crash the uncommitted commands come back; every run remembers the
+//! command ids it applied (they are in its events), so a redelivered command is answered
+//! again but changes nothing.
+
+mod metrics;
+mod registry;
+mod timers;
+
+pub use metrics::Metrics;
+
+use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
+use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
+use distorch_domain::topics::{TaskDispatch, Topics};
+use distorch_domain::workflow::{Workflow, evolve, handle};
+use distorch_domain::{CommandId, WorkflowId};
+use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
+use registry::Registry;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use timers::Timers;
+
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(default)]
+pub struct EngineConfig {
+    /// Partitions of the commands, events, replies and task topics (when it creates them).
+    pub partitions: u32,
+    /// Most commands handled per group commit.
+    pub batch: usize,
+    /// Consumer group of the engines on the commands topic.
+    pub group: String,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self { partitions: 8, batch: 2000, group: "engine".into() }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("undecodable record in {topic}[{partition}]@{offset}: {reason}")]
+    Corrupt { topic: String, partition: u32, offset: u64, reason: String },
+}
+
+pub struct Engine {
+    log: Arc<dyn EventLog>,
+    topics: Topics,
+    config: EngineConfig,
+    metrics: Metrics,
+}
+
+/// What one batch produces, appended at once.
+#[derive(Default)]
+struct Output {
+    records: Vec<NewRecord>,
+    touched: HashSet<WorkflowId>,
+}
+
+struct State {
+    registry: Registry,
+    runs: HashMap<WorkflowId, Workflow>,
+    timers: Timers,
+    queues: HashSet<String>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn json_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(v).expect("domain types always serialise")
+}
+
+impl Engine {
+    pub fn new(log: Arc<dyn EventLog>, topics: Topics, config: EngineConfig, metrics: Metrics) -> Self {
+        Self { log, topics, config, metrics }
+    }
+
+    /// Creates the topics the engine writes (idempotent).
+    pub async fn ensure_topics(&self) -> Result<(), EngineError> {
+        let p = self.config.partitions;
+        let t = &self.topics;
+        for (topic, n) in [(t.commands(), p), (t.events(), p), (t.replies(), p), (t.definitions(), 1), (t.dlq(), 1)] {
+            self.log.create_topic(&topic, n).await?;
+        }
+        Ok(())
+    }
+
+    /// Runs until `shutdown` resolves, finishing the batch in hand.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        self.ensure_topics().await?;
+        let mut consumer = self.log.consumer(&self.config.group, &[self.topics.commands()]).await?;
+        let mut state = State {
+            registry: Registry::default(),
+            runs: HashMap::new(),
+            timers: Timers::default(),
+            queues: HashSet::new(),
+        };
+        self.recover(&mut state, &consumer.assignment()).await?;
+        tokio::pin!(shutdown);
+        let mut last_lag = std::time::Instant::now() - Duration::from_secs(5);
+        loop {
+            let now = now_ms();
+            let wait = state
+                .timers
+                .next_deadline()
+                .map_or(1000, |at| (at - now).clamp(0, 1000)) as u64;
+            let records = tokio::select! {
+                r = consumer.poll(self.config.batch, Duration::from_millis(wait)) => r?,
+                () = &mut shutdown => break,
+            };
+            self.process(&mut state, &mut *consumer, records).await?;
+            if last_lag.elapsed() > Duration::from_secs(1) {
+                last_lag = std::time::Instant::now();
+                self.update_lag(&*consumer).await;
+            }
+        }
+        tracing::info!("engine stopped");
+        Ok(())
+    }
+
+    async fn process(
+        &self,
+        state: &mut State,
+        consumer: &mut dyn Consumer,
+        records: Vec<Record>,
+    ) -> Result<(), EngineError> {
+        let now = now_ms();
+        let mut out = Output::default();
+        let mut offsets: BTreeMap<(String, u32), u64> = BTreeMap::new();
+        for rec in &records {
+            offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            self.handle_record(state, rec, now, &mut out);
+        }
+        for (run, timer) in state.timers.take_due(now) {
+            let cmd = CommandEnvelope {
+                id: CommandId::derived(&format!("timer/{run}/{timer:?}")),
+                reply_to: None,
+                command: Command::FireTimer { workflow_id: run, timer },
+            };
+            self.handle_command(state, &cmd, now, &mut out);
+        }
+        for run in out.touched.drain() {
+            let timers = state.runs.get(&run).map(Workflow::timers).unwrap_or_default();
+            state.timers.set(run, timers);
+        }
+        if !out.records.is_empty() {
+            self.ensure_queue_topics(state, &out.records).await?;
+            self.log.append(std::mem::take(&mut out.records)).await?;
+        }
+        if !offsets.is_empty() {
+            let offsets: Vec<(String, u32, u64)> =
+                offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
+            consumer.commit(&offsets).await?;
+        }
+        self.metrics.runs_in_memory.set(state.runs.len() as i64);
+        self.metrics.timers.set(state.timers.len() as i64);
+        Ok(())
+    }
+
+    async fn ensure_queue_topics(&self, state: &mut State, records: &[NewRecord]) -> Result<(), EngineError> {
+        let prefix = self.topics.tasks("");
+        for r in records {
+            if r.topic.starts_with(&prefix) && !state.queues.contains(&r.topic) {
+                self.log.create_topic(&r.topic, self.config.partitions).await?;
+                state.queues.insert(r.topic.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn handle_record(&self, state: &mut State, rec: &Record, now: i64, out: &mut Output) {
+        self.metrics.commands.inc();
+        match serde_json::from_slice::<CommandEnvelope>(&rec.payload) {
+            Ok(cmd) => self.handle_command(state, &cmd, now, out),
+            Err(e) => {
+                self.metrics.malformed_commands.inc();
+                let reason = format!("malformed command: {e}");
+                tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "command moved to the DLQ");
+                self.dead_letter(rec, &reason, out);
+            }
+        }
+    }
+
+    fn dead_letter(&self, rec: &Record, reason: &str, out: &mut Output) {
+        let mut r = NewRecord::new(self.topics.dlq(), rec.key.clone(), rec.payload.clone());
+        r.headers = rec.headers.clone();
+        r.headers.push(("reason".into(), reason.to_string()));
+        r.headers.push(("source".into(), format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset)));
+        out.records.push(r);
+    }
+
+    fn reply(&self, cmd: &CommandEnvelope, outcome: Outcome, out: &mut Output) {
+        if let Some(to) = &cmd.reply_to {
+            let reply = Reply { command_id: cmd.id.clone(), outcome };
+            out.records.push(NewRecord::new(self.topics.replies(), to.clone(), json_bytes(&reply)));
+        }
+    }
+
+    fn handle_command(&self, state: &mut State, cmd: &CommandEnvelope, now: i64, out: &mut Output) {
+        if let Command::RegisterDefinition { source } = &cmd.command {
+            return self.register(state, cmd, source, now, out);
+        }
+        let Some(run) = cmd.command.workflow_id() else {
+            self.metrics.commands_rejected.inc();
+            let r = Rejection::NotFound(format!("{} names a malformed task id", cmd.command.name()));
+            return self.reply(cmd, Outcome::Rejected { rejection: r }, out);
+        };
+        let mut slot = state.runs.remove(&run);
+        let result = handle(&mut slot, cmd, &state.registry, now);
+        if let Some(wf) = slot {
+            state.runs.insert(run, wf);
+        }
+        match result {
+            Ok(decision) => {
+                let wf = state.runs.get(&run).expect("a run exists after an accepted command");
+                for env in &decision.events {
+                    self.record_event(wf, env, now, out);
+                }
+                if !decision.events.is_empty() {
+                    out.touched.insert(run);
+                }
+                let outcome = Outcome::Accepted { seq: wf.last_seq, result: decision.result };
+                self.reply(cmd, outcome, out);
+            }
+            Err(rejection) => {
+                self.metrics.commands_rejected.inc();
+                tracing::debug!(command = cmd.command.name(), %run, %rejection, "command rejected");
+                if let Command::StartWorkflow { parent: Some(parent), workflow_id, .. } = &cmd.command {
+                    // The parent waits for this child: tell it the child never started.
+                    let notice = CommandEnvelope {
+                        id: CommandId::derived(&format!("child-start-rejected/{}", cmd.id)),
+                        reply_to: None,
+                        command: Command::ChildFinished {
+                            workflow_id: parent.workflow_id,
+                            step_key: parent.step_key.clone(),
+                            child_id: *workflow_id,
+                            output: None,
+                            error: Some(ErrorInfo {
+                                kind: "child.start".into(),
+                                message: rejection.to_string(),
+                                retryable: false,
+                            }),
+                        },
+                    };
+                    let key = parent.workflow_id.to_string();
+                    out.records.push(NewRecord::new(self.topics.commands(), key, json_bytes(&notice)));
+                }
+                self.reply(cmd, Outcome::Rejected { rejection }, out);
+            }
+        }
+    }
+
+    fn register(&self, state: &mut State, cmd: &CommandEnvelope, source: &serde_json::Value, now: i64, out: &mut Output) {
+        if let Some((name, version)) = state.registry.applied(&cmd.id) {
+            let result = json!({ "name": name, "version": version });
+            return self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
+        }
+        let name = source.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let version = state.registry.next_version(name);
+        match distorch_domain::definition::Definition::from_source(source, version) {
+            Ok(def) => {
+                let reg = DefinitionRegistered {
+                    name: def.name.clone(),
+                    command_id: Some(cmd.id.clone()),
+                    version,
+                    at_ms: now,
+                    source: def.source.clone(),
+                    v: SCHEMA_VERSION,
+                };
+                state.registry.add(&reg);
+                out.records.push(NewRecord::new(self.topics.definitions(), reg.name.clone(), json_bytes(&reg)));
+                let result = json!({ "name": reg.name, "version": version });
+                self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
+            }
+            Err(e) => {
+                self.metrics.commands_rejected.inc();
+                let rejection = Rejection::Invalid(e.to_string());
+                self.reply(cmd, Outcome::Rejected { rejection }, out);
+            }
+        }
+    }
+
+    /// Queues an event for the log, plus the task dispatch it implies, and counts it.
+    fn record_event(&self, wf: &Workflow, env: &EventEnvelope, now: i64, out: &mut Output) {
+        let key = wf.id.to_string();
+        out.records.push(NewRecord::new(self.topics.events(), key.clone(), json_bytes(env)));
+        match &env.event {
+            Event::WorkflowStarted { .. } => {
+                self.metrics.runs_started.inc();
+            }
+            Event::TaskScheduled { task_id, step_id, task, queue, attempt, input, checkpoint, heartbeat_timeout_ms, .. } => {
+                let dispatch = TaskDispatch {
+                    task_id: task_id.clone(),
+                    workflow_id: wf.id,
+                    step_id: step_id.clone(),
+                    task: task.clone(),
+                    queue: queue.clone(),
+                    attempt: *attempt,
+                    input: input.clone(),
+                    checkpoint: checkpoint.clone(),
+                    heartbeat_timeout_ms: *heartbeat_timeout_ms,
+                };
+                out.records.push(NewRecord::new(self.topics.tasks(queue), key, json_bytes(&dispatch)));
+                self.metrics.tasks_dispatched.get_or_create(&metrics::QueueLabel { queue: queue.clone() }).inc();
+            }
+            Event::TaskFailed { task_id, .. } => {
+                if let Some(t) = wf.tasks.get(task_id) {
+                    self.metrics.attempts_failed.get_or_create(&metrics::QueueLabel { queue: t.queue.clone() }).inc();
+                }
+            }
+            Event::TaskCompleted { task_id, .. } => {
+                if let Some(t) = wf.tasks.get(task_id) {
+                    self.metrics.step_latency.observe((now - t.scheduled_ms).max(0) as f64 / 1000.0);
+                }
+            }
+            e if e.is_terminal() => {
+                let status = wf.status().as_str().to_string();
+                self.metrics.runs_finished.get_or_create(&metrics::StatusLabel { status }).inc();
+                self.metrics.run_latency.observe((now - wf.created_ms).max(0) as f64 / 1000.0);
+            }
+            _ => {}
+        }
+    }
+
+    /// Rebuilds definitions and the runs of the owned partitions from the log.
+    async fn recover(&self, state: &mut State, assignment: &[(String, u32)]) -> Result<(), EngineError> {
+        let started = std::time::Instant::now();
+        let defs = self.topics.definitions();
+        for rec in self.read_all(&defs, 0).await? {
+            let reg: DefinitionRegistered = decode(&rec)?;
+            state.registry.add(&reg);
+        }
+        let events = self.topics.events();
+        let mut count = 0usize;
+        for (_, partition) in assignment {
+            for rec in self.read_all(&events, *partition).await? {
+                let env: EventEnvelope = decode(&rec)?;
+                count += 1;
+                match state.runs.get_mut(&env.workflow_id) {
+                    Some(wf) => evolve(wf, &env),
+                    None => {
+                        if let Event::WorkflowStarted { definition, version, .. } = &env.event {
+                            use distorch_domain::workflow::DefinitionSource;
+                            match state.registry.definition(definition, Some(*version)) {
+                                Some(def) => {
+                                    if let Some(wf) = Workflow::new(&env, def) {
+                                        state.runs.insert(env.workflow_id, wf);
+                                    }
+                                }
+                                None => tracing::error!(run = %env.workflow_id, %definition, version,
+                                    "run's definition is missing from the log; run skipped"),
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        for (id, wf) in &state.runs {
+            state.timers.set(*id, wf.timers());
+        }
+        tracing::info!(runs = state.runs.len(), events = count, elapsed_ms = started.elapsed().as_millis() as u64, "engine state recovered");
+        Ok(())
+    }
+
+    async fn read_all(&self, topic: &str, partition: u32) -> Result<Vec<Record>, EngineError> {
+        let end = self.log.end_offset(topic, partition).await?;
+        let mut out = Vec::new();
+        let mut from = 0;
+        while from < end {
+            let batch = self.log.read(topic, partition, from, 5000, Duration::ZERO).await?;
+            let Some(last) = batch.last() else { break };
+            from = last.offset + 1;
+            out.extend(batch);
+        }
+        Ok(out)
+    }
+
+    async fn update_lag(&self, consumer: &dyn Consumer) {
+        let mut lag = 0i64;
+        for (topic, p) in consumer.assignment() {
+            let end = self.log.end_offset(&topic, p).await.unwrap_or(0);
+            let done = self.log.committed(&self.config.group, &topic, p).await.ok().flatten().unwrap_or(0);
+            lag += end.saturating_sub(done) as i64;
+        }
+        self.metrics.command_lag.set(lag);
+    }
+}
+
+fn decode<T: serde::de::DeserializeOwned>(rec: &Record) -> Result<T, EngineError> {
+    serde_json::from_slice(&rec.payload).map_err(|e| EngineError::Corrupt {
+        topic: rec.topic.clone(),
+        partition: rec.partition,
+        offset: rec.offset,
+        reason: e.to_string(),
+    })
+}

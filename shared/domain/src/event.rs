@@ -182,16 +182,27 @@ pub enum Event {
         #[serde(default)]
         then_cancel: bool,
     },
+    // Terminal events repeat the run's parent so that the saga processor can tell the
+    // parent without keeping state of its own.
     WorkflowCompleted {
         output: Value,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
     },
     WorkflowFailed {
         error: ErrorInfo,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
     },
-    WorkflowCompensated,
+    WorkflowCompensated {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
+    },
     WorkflowCancelled {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        parent: Option<ParentRef>,
     },
 }
 
@@ -224,7 +235,7 @@ impl Event {
             CompensationStarted { .. } => "compensation_started",
             WorkflowCompleted { .. } => "workflow_completed",
             WorkflowFailed { .. } => "workflow_failed",
-            WorkflowCompensated => "workflow_compensated",
+            WorkflowCompensated { .. } => "workflow_compensated",
             WorkflowCancelled { .. } => "workflow_cancelled",
         }
     }
@@ -235,7 +246,7 @@ impl Event {
             self,
             Event::WorkflowCompleted { .. }
                 | Event::WorkflowFailed { .. }
-                | Event::WorkflowCompensated
+                | Event::WorkflowCompensated { .. }
                 | Event::WorkflowCancelled { .. }
         )
     }
@@ -245,6 +256,9 @@ impl Event {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DefinitionRegistered {
     pub name: String,
+    /// The registering command, so a redelivered registration is not a new version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command_id: Option<CommandId>,
     pub version: u32,
     pub at_ms: i64,
     /// The normalised JSON document.

@@ -204,7 +204,8 @@ impl Tx<'_> {
             self.emit(next);
         }
         let error = ErrorInfo::new("internal", "the planner did not settle; the run was failed");
-        self.emit(vec![Event::WorkflowFailed { error }]);
+        let parent = self.wf.parent.clone();
+        self.emit(vec![Event::WorkflowFailed { error, parent }]);
     }
 
     fn not_terminal(&self) -> Result<(), Rejection> {
@@ -364,6 +365,7 @@ impl Tx<'_> {
                     events.extend(p.out);
                     events.push(Event::WorkflowCancelled {
                         reason: reason.clone(),
+                        parent: self.wf.parent.clone(),
                     });
                 }
                 self.emit(events);

@@ -330,7 +330,7 @@ impl<'a> Planner<'a> {
 
     pub fn fail_run(&mut self, error: ErrorInfo) {
         self.cancel_under(None);
-        self.out.push(Event::WorkflowFailed { error });
+        self.out.push(Event::WorkflowFailed { error, parent: self.wf.parent.clone() });
     }
 
     pub fn start_compensation(&mut self, reason: ErrorInfo, then_cancel: bool) {
@@ -444,9 +444,10 @@ impl<'a> Planner<'a> {
         self.out.push(if comp.then_cancel {
             Event::WorkflowCancelled {
                 reason: Some(comp.reason.message.clone()),
+                parent: wf.parent.clone(),
             }
         } else {
-            Event::WorkflowCompensated
+            Event::WorkflowCompensated { parent: wf.parent.clone() }
         });
     }
 
@@ -472,6 +473,6 @@ impl<'a> Planner<'a> {
                 Value::Object(out)
             }
         };
-        self.out.push(Event::WorkflowCompleted { output });
+        self.out.push(Event::WorkflowCompleted { output, parent: wf.parent.clone() });
     }
 }

@@ -503,15 +503,15 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                 then_cancel: *then_cancel,
             });
         }
-        Event::WorkflowCompleted { output } => {
+        Event::WorkflowCompleted { output, .. } => {
             wf.terminal = Some(Status::Completed);
             wf.output = Some(output.clone());
         }
-        Event::WorkflowFailed { error } => {
+        Event::WorkflowFailed { error, .. } => {
             wf.terminal = Some(Status::Failed);
             wf.error = Some(error.clone());
         }
-        Event::WorkflowCompensated => wf.terminal = Some(Status::Compensated),
+        Event::WorkflowCompensated { .. } => wf.terminal = Some(Status::Compensated),
         Event::WorkflowCancelled { .. } => wf.terminal = Some(Status::Cancelled),
     }
 }

@@ -1,0 +1,70 @@
+//! Engine metrics, registered into the process's Prometheus registry.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StatusLabel {
+    pub status: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct QueueLabel {
+    pub queue: String,
+}
+
+#[derive(Clone)]
+pub struct Metrics {
+    pub runs_started: Counter,
+    pub runs_finished: Family<StatusLabel, Counter>,
+    pub tasks_dispatched: Family<QueueLabel, Counter>,
+    pub attempts_failed: Family<QueueLabel, Counter>,
+    /// Seconds from an attempt's scheduling to its completion.
+    pub step_latency: Histogram,
+    /// Seconds from a run's start to its end.
+    pub run_latency: Histogram,
+    pub commands: Counter,
+    pub commands_rejected: Counter,
+    pub malformed_commands: Counter,
+    /// Records on the commands topic not yet processed by this engine.
+    pub command_lag: Gauge,
+    pub runs_in_memory: Gauge,
+    pub timers: Gauge,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Self {
+            runs_started: Counter::default(),
+            runs_finished: Family::default(),
+            tasks_dispatched: Family::default(),
+            attempts_failed: Family::default(),
+            step_latency: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
+            run_latency: Histogram::new(exponential_buckets(0.005, 2.0, 22)),
+            commands: Counter::default(),
+            commands_rejected: Counter::default(),
+            malformed_commands: Counter::default(),
+            command_lag: Gauge::default(),
+            runs_in_memory: Gauge::default(),
+            timers: Gauge::default(),
+        };
+        let r = registry.sub_registry_with_prefix("distorch");
+        r.register("runs_started", "Runs started", m.runs_started.clone());
+        r.register("runs_finished", "Runs ended, by final status", m.runs_finished.clone());
+        r.register("tasks_dispatched", "Task attempts dispatched to a queue", m.tasks_dispatched.clone());
+        r.register("attempts_failed", "Task attempts failed or timed out", m.attempts_failed.clone());
+        r.register("step_latency_seconds", "Schedule-to-completion time of a task attempt", m.step_latency.clone());
+        r.register("run_latency_seconds", "Start-to-end time of a run", m.run_latency.clone());
+        r.register("engine_commands", "Commands processed by the engine", m.commands.clone());
+        r.register("engine_commands_rejected", "Commands the engine rejected", m.commands_rejected.clone());
+        r.register("engine_malformed_commands", "Command records moved to the DLQ", m.malformed_commands.clone());
+        r.register("engine_command_lag", "Command records not yet processed (log consumer lag)", m.command_lag.clone());
+        r.register("engine_runs_in_memory", "Runs whose state the engine holds", m.runs_in_memory.clone());
+        r.register("engine_timers", "Pending timers", m.timers.clone());
+        m
+    }
+}
