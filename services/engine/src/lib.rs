@@ -126,7 +126,8 @@ impl Engine {
             self.process(&mut state, &mut *consumer, records).await?;
             if last_lag.elapsed() > Duration::from_secs(1) {
                 last_lag = std::time::Instant::now();
-                self.update_lag(&*consumer).await;
+                let assignment = consumer.assignment();
+                self.update_lag(&assignment).await;
             }
         }
         tracing::info!("engine stopped");
@@ -390,11 +391,11 @@ impl Engine {
         Ok(out)
     }
 
-    async fn update_lag(&self, consumer: &dyn Consumer) {
+    async fn update_lag(&self, assignment: &[(String, u32)]) {
         let mut lag = 0i64;
-        for (topic, p) in consumer.assignment() {
-            let end = self.log.end_offset(&topic, p).await.unwrap_or(0);
-            let done = self.log.committed(&self.config.group, &topic, p).await.ok().flatten().unwrap_or(0);
+        for (topic, p) in assignment {
+            let end = self.log.end_offset(topic, *p).await.unwrap_or(0);
+            let done = self.log.committed(&self.config.group, topic, *p).await.ok().flatten().unwrap_or(0);
             lag += end.saturating_sub(done) as i64;
         }
         self.metrics.command_lag.set(lag);

@@ -1,0 +1,77 @@
+//! Configuration: defaults, then a TOML file, then `DISTORCH__SECTION__KEY` environment
+//! variables, then command-line flags (each layer overrides the one before).
+
+use distorch_api::ApiConfig;
+use distorch_engine::EngineConfig;
+use distorch_projector::ProjectorConfig;
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub standalone: StandaloneConfig,
+    pub telemetry: TelemetryConfig,
+    pub api: ApiConfig,
+    pub engine: EngineConfig,
+    pub projector: ProjectorConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StandaloneConfig {
+    /// Address of the HTTP API (`127.0.0.1:0` picks a free port and prints it).
+    pub listen: String,
+    /// Where the embedded log and read models live.
+    pub data_dir: PathBuf,
+}
+
+impl Default for StandaloneConfig {
+    fn default() -> Self {
+        Self { listen: "127.0.0.1:8000".into(), data_dir: PathBuf::from("./distorch-data") }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// `text` or `json`.
+    pub log_format: String,
+    /// A `tracing` filter, e.g. `info,distorch_engine=debug`; `RUST_LOG` overrides it.
+    pub log_level: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self { log_format: "text".into(), log_level: "info".into() }
+    }
+}
+
+/// Loads the layered configuration. `file` must exist when given explicitly; the default
+/// `distorch.toml` in the working directory is optional.
+pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
+    let mut fig = Figment::new();
+    match file {
+        Some(path) => {
+            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            fig = fig.merge(Toml::file(path));
+        }
+        None => fig = fig.merge(Toml::file("distorch.toml")),
+    }
+    fig = fig.merge(Env::prefixed("DISTORCH__").split("__")).merge(overrides);
+    fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+/// Flag overrides for the `standalone` section.
+pub fn standalone_flags(listen: Option<String>, data_dir: Option<PathBuf>) -> Figment {
+    let mut fig = Figment::new();
+    if let Some(listen) = listen {
+        fig = fig.merge(Serialized::default("standalone.listen", listen));
+    }
+    if let Some(dir) = data_dir {
+        fig = fig.merge(Serialized::default("standalone.data_dir", dir));
+    }
+    fig
+}

@@ -1,0 +1,103 @@
+//! Durability: SIGKILL `distorch standalone` while workers are completing tasks, restart it
+//! on the same data dir, and check that every accepted run completes, and that no task is
+//! handed to a worker again once its completion was acknowledged.
+
+mod common;
+
+use common::{Server, tempdir};
+use serde_json::{Value, json};
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+const RUNS: usize = 200;
+const STEPS: usize = 5;
+
+#[derive(Default)]
+struct Ledger {
+    /// Tasks whose completion the server acknowledged with 200.
+    completed: HashSet<String>,
+    /// Tasks handed out again after that acknowledgement.
+    violations: Vec<String>,
+}
+
+async fn worker(base: Arc<RwLock<String>>, ledger: Arc<Mutex<Ledger>>, done: Arc<AtomicBool>, acks: Arc<AtomicUsize>) {
+    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+    while !done.load(Ordering::Relaxed) {
+        let url = base.read().unwrap().clone();
+        let polled = http
+            .post(format!("{url}/api/v1/queues/crash/poll"))
+            .json(&json!({"worker_id": "crash-test", "max_tasks": 10, "wait_ms": 300}))
+            .send()
+            .await;
+        let Ok(resp) = polled else {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            continue;
+        };
+        let Ok(body) = resp.json::<Value>().await else { continue };
+        for task in body["tasks"].as_array().cloned().unwrap_or_default() {
+            let id = task["task_id"].as_str().unwrap().to_string();
+            {
+                let mut l = ledger.lock().unwrap();
+                if l.completed.contains(&id) {
+                    l.violations.push(id.clone());
+                }
+            }
+            let resp = http
+                .post(format!("{url}/api/v1/tasks/{id}/complete"))
+                .json(&json!({"attempt": task["attempt"], "output": {"by": "crash-test"}}))
+                .send()
+                .await;
+            if matches!(&resp, Ok(r) if r.status() == 200) {
+                ledger.lock().unwrap().completed.insert(id);
+                acks.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
+    let dir = tempdir();
+    let mut server = Server::start(dir.path());
+    let api = server.api();
+    let steps: Vec<Value> = (0..STEPS).map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": "crash"})).collect();
+    let (status, body) = api.post("/definitions", json!({"name": "crash", "steps": steps})).await;
+    assert_eq!(status, 201, "{body}");
+    let mut ids = Vec::new();
+    for _ in 0..RUNS {
+        ids.push(api.start("crash", json!({})).await);
+    }
+
+    let base = Arc::new(RwLock::new(server.url.clone()));
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let done = Arc::new(AtomicBool::new(false));
+    let acks = Arc::new(AtomicUsize::new(0));
+    let workers: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(worker(base.clone(), ledger.clone(), done.clone(), acks.clone())))
+        .collect();
+
+    // Let a good share of the work happen, then pull the plug.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acks.load(Ordering::Relaxed) < RUNS * STEPS / 3 {
+        assert!(Instant::now() < deadline, "workers made no progress");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    server.kill9();
+    let server = Server::start(dir.path());
+    *base.write().unwrap() = server.url.clone();
+    let api = server.api();
+
+    for id in &ids {
+        let run = api.wait_status(id, "completed").await;
+        assert_eq!(run["tasks"].as_array().unwrap().len(), STEPS, "run {id}");
+    }
+    done.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.await.unwrap();
+    }
+    let ledger = ledger.lock().unwrap();
+    assert!(ledger.violations.is_empty(), "tasks dispatched after their completion was acknowledged: {:?}", ledger.violations);
+    assert_eq!(ledger.completed.len(), RUNS * STEPS, "every step's completion acknowledged once");
+}
