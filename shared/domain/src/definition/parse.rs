@@ -1,5 +1,28 @@
 //! Raw document -> validated [`Definition`](super::Definition).
-use super::Definition;
+//!
+//! The document is walked by hand rather than deserialised with serde: every rule (unknown
+//! fields, one step kind, unique ids across nesting, references to compensations, retry
+//! bounds) then fails with the exact JSON path of the offending value and a message that
+//! lists what would have been accepted. YAML is converted to JSON first so both formats take
+//! one path and the stored `source` is always JSON.
+//!
+//! `schemas/definition.schema.json` describes the same document; keep the two in step.
+
+mod read;
+#[cfg(test)]
+mod tests;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use super::{
+    Compensation, DEFAULT_TIMEOUT, Definition, InputSchema, OnFailure, RetryPolicy, Step, StepKind,
+    TaskSpec,
+};
+use read::{Obj, Result, error, field, index};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFormat {
@@ -15,16 +38,574 @@ pub struct DefinitionError {
     pub message: String,
 }
 
+const ROOT_FIELDS: &[&str] = &[
+    "name",
+    "description",
+    "input_schema",
+    "output",
+    "defaults",
+    "steps",
+    "compensations",
+];
+const DEFAULTS_FIELDS: &[&str] = &["retry", "timeout", "on_failure"];
+const RETRY_FIELDS: &[&str] = &[
+    "max_attempts",
+    "initial_interval",
+    "backoff_coefficient",
+    "max_interval",
+    "jitter",
+    "non_retryable",
+];
+const COMPENSATION_FIELDS: &[&str] = &["task", "queue", "input", "retry", "timeout"];
+
+/// The keys that select a step's kind; a step has exactly one of them.
+const KINDS: &[&str] = &["task", "switch", "parallel", "foreach", "wait", "workflow"];
+const TASK_STEP_FIELDS: &[&str] = &[
+    "id",
+    "when",
+    "on_failure",
+    "task",
+    "queue",
+    "input",
+    "retry",
+    "timeout",
+    "heartbeat_timeout",
+    "schedule_to_start_timeout",
+    "compensate",
+];
+
+/// Fields of a non-task step. Containers take `retry` and `timeout` as defaults for the
+/// steps inside them; `wait` and `workflow` steps run no attempt those could apply to, so
+/// they are rejected there rather than silently ignored.
+fn step_fields(kind: &str) -> Vec<&str> {
+    if kind == "task" {
+        return TASK_STEP_FIELDS.to_vec();
+    }
+    let mut fields = vec!["id", "when", "on_failure", kind];
+    if matches!(kind, "switch" | "parallel" | "foreach") {
+        fields.extend(["retry", "timeout"]);
+    }
+    fields
+}
+
 impl Definition {
     /// Parses and validates a document given as text.
-    pub fn from_text(text: &str, format: SourceFormat, version: u32) -> Result<Definition, DefinitionError> {
-        let _ = (text, format, version);
-        unimplemented!()
+    pub fn from_text(
+        text: &str,
+        format: SourceFormat,
+        version: u32,
+    ) -> std::result::Result<Definition, DefinitionError> {
+        let source = match format {
+            SourceFormat::Json => serde_json::from_str::<Value>(text)
+                .map_err(|e| error("", format!("invalid JSON: {e}")))?,
+            SourceFormat::Yaml => yaml_to_json(text)?,
+        };
+        Definition::from_source(&source, version)
     }
 
     /// Validates and compiles an already-parsed JSON document.
-    pub fn from_source(source: &serde_json::Value, version: u32) -> Result<Definition, DefinitionError> {
-        let _ = (source, version);
-        unimplemented!()
+    pub fn from_source(
+        source: &Value,
+        version: u32,
+    ) -> std::result::Result<Definition, DefinitionError> {
+        let root = Obj::new(source, "", "a definition object", ROOT_FIELDS)?;
+        let name = root
+            .req("name", |v, p| read::name(v, p, "name"))?
+            .to_string();
+        let description = root.opt("description", read::string)?.map(str::to_string);
+        let input_schema = root.opt("input_schema", input_schema)?;
+        let output = root.opt("output", read::expr)?;
+        let defaults = root
+            .opt("defaults", defaults)?
+            .unwrap_or_else(Defaults::builtin);
+
+        let compensations = root
+            .opt("compensations", |v, p| compensations(v, p, &defaults.scope))?
+            .unwrap_or_default();
+
+        let mut builder = Builder::new(&defaults, &compensations);
+        let steps = root.req("steps", |v, p| {
+            let steps = builder.steps(v, p, &defaults.scope)?;
+            if steps.is_empty() {
+                return Err(error(p, "a definition needs at least one step"));
+            }
+            Ok(steps)
+        })?;
+
+        Ok(Definition {
+            name,
+            version,
+            description,
+            input_schema,
+            output,
+            steps,
+            compensations,
+            source: source.clone(),
+        })
+    }
+
+    /// Validates one step added to a running run (an ad-hoc task) against this definition's
+    /// defaults and compensations. Paths in errors are relative to the step (`retry.jitter`).
+    /// Its id must be new to the definition and to `taken_ids` (steps added earlier).
+    pub fn parse_step(
+        &self,
+        value: &Value,
+        taken_ids: &[String],
+    ) -> std::result::Result<Step, DefinitionError> {
+        if let Some(kind) = value
+            .as_object()
+            .and_then(|o| KINDS.iter().find(|k| o.contains_key(**k)))
+            .filter(|k| **k != "task")
+        {
+            return Err(error(
+                "",
+                format!("an added step must be a task step, found a `{kind}` step"),
+            ));
+        }
+        // The stored source was validated when the definition was registered.
+        let defaults = match self.source.get("defaults") {
+            Some(v) => defaults(v, "defaults")?,
+            None => Defaults::builtin(),
+        };
+        let mut builder = Builder::new(&defaults, &self.compensations);
+        collect_ids(&self.steps, "steps", &mut builder.ids);
+        for id in taken_ids {
+            builder
+                .ids
+                .entry(id.clone())
+                .or_insert_with(|| "a step added earlier to this run".to_string());
+        }
+        builder.step(value, "", &defaults.scope)
+    }
+}
+
+fn yaml_to_json(text: &str) -> Result<Value> {
+    // The parser's message already carries the line and column.
+    let yaml_error = |e: serde_yaml_ng::Error| error("", format!("invalid YAML: {e}"));
+    let mut yaml: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+    // Anchors and `<<` merge keys are common in hand-written YAML; resolve them so the
+    // stored JSON is self-contained.
+    yaml.apply_merge().map_err(yaml_error)?;
+    serde_json::to_value(&yaml).map_err(|e| error("", format!("YAML is not valid JSON data: {e}")))
+}
+
+fn input_schema(v: &Value, path: &str) -> Result<InputSchema> {
+    if !v.is_object() && !v.is_boolean() {
+        return Err(error(
+            path,
+            "expected a JSON Schema (an object or a boolean)",
+        ));
+    }
+    jsonschema::validator_for(v)
+        .map(|validator| InputSchema(Arc::new(validator)))
+        .map_err(|e| {
+            let at = e.instance_path().to_string();
+            let at = if at.is_empty() { "/".to_string() } else { at };
+            error(path, format!("invalid JSON Schema at {at}: {e}"))
+        })
+}
+
+/// What a step inherits when it does not say: from `defaults`, or from the container step
+/// it sits in.
+#[derive(Clone)]
+struct Scope {
+    retry: RetryPolicy,
+    timeout: Duration,
+}
+
+struct Defaults {
+    scope: Scope,
+    on_failure: Option<OnFailure>,
+}
+
+impl Defaults {
+    fn builtin() -> Self {
+        Defaults {
+            scope: Scope {
+                retry: RetryPolicy::default(),
+                timeout: DEFAULT_TIMEOUT,
+            },
+            on_failure: None,
+        }
+    }
+}
+
+fn defaults(v: &Value, path: &str) -> Result<Defaults> {
+    let o = Obj::new(v, path, "an object", DEFAULTS_FIELDS)?;
+    let builtin = Defaults::builtin();
+    Ok(Defaults {
+        scope: Scope {
+            retry: o
+                .opt("retry", |v, p| retry(v, p, &builtin.scope.retry))?
+                .unwrap_or(builtin.scope.retry),
+            timeout: o
+                .opt("timeout", read::duration)?
+                .unwrap_or(builtin.scope.timeout),
+        },
+        on_failure: o.opt("on_failure", read::on_failure)?,
+    })
+}
+
+/// A partial policy merged field by field over `base`, then checked as a whole.
+fn retry(v: &Value, path: &str, base: &RetryPolicy) -> Result<RetryPolicy> {
+    let o = Obj::new(v, path, "a retry policy object", RETRY_FIELDS)?;
+    let mut r = base.clone();
+    if let Some(n) = o.opt("max_attempts", |v, p| read::uint(v, p, 1))? {
+        r.max_attempts = n;
+    }
+    if let Some(d) = o.opt("initial_interval", read::duration)? {
+        r.initial_interval = d;
+    }
+    if let Some(c) = o.opt("backoff_coefficient", |v, p| {
+        let c = read::number(v, p)?;
+        if c < 1.0 {
+            return Err(error(p, format!("must be at least 1.0, found {c}")));
+        }
+        Ok(c)
+    })? {
+        r.backoff_coefficient = c;
+    }
+    if let Some(d) = o.opt("max_interval", read::duration)? {
+        r.max_interval = d;
+    }
+    if let Some(j) = o.opt("jitter", |v, p| {
+        let j = read::number(v, p)?;
+        if !(0.0..=1.0).contains(&j) {
+            return Err(error(p, format!("must be between 0.0 and 1.0, found {j}")));
+        }
+        Ok(j)
+    })? {
+        r.jitter = j;
+    }
+    if let Some(types) = o.opt("non_retryable", |v, p| {
+        read::array(v, p)?
+            .iter()
+            .enumerate()
+            .map(|(i, t)| read::non_empty_string(t, &index(p, i)).map(str::to_string))
+            .collect::<Result<Vec<_>>>()
+    })? {
+        r.non_retryable = types;
+    }
+    if r.max_interval < r.initial_interval {
+        // Blame the field this document set; the other one may be inherited.
+        let key = if o.map.contains_key("max_interval") {
+            "max_interval"
+        } else {
+            "initial_interval"
+        };
+        return Err(error(
+            o.at(key),
+            format!(
+                "max_interval ({}) must be at least initial_interval ({})",
+                humantime::format_duration(r.max_interval),
+                humantime::format_duration(r.initial_interval)
+            ),
+        ));
+    }
+    Ok(r)
+}
+
+fn compensations(v: &Value, path: &str, scope: &Scope) -> Result<BTreeMap<String, Compensation>> {
+    let map = v.as_object().ok_or_else(|| {
+        error(
+            path,
+            "expected an object mapping compensation names to tasks",
+        )
+    })?;
+    map.iter()
+        .map(|(name, v)| {
+            let path = field(path, name);
+            if name.trim().is_empty() {
+                return Err(error(path, "compensation names must not be empty"));
+            }
+            let o = Obj::new(v, &path, "a compensation object", COMPENSATION_FIELDS)?;
+            let task = o.req("task", |v, p| read::name(v, p, "task type"))?;
+            let compensation = Compensation {
+                task: task.to_string(),
+                queue: o
+                    .opt("queue", |v, p| read::name(v, p, "queue"))?
+                    .unwrap_or(task)
+                    .to_string(),
+                input: o.opt("input", read::expr)?,
+                retry: o
+                    .opt("retry", |v, p| retry(v, p, &scope.retry))?
+                    .unwrap_or_else(|| scope.retry.clone()),
+                timeout: o.opt("timeout", read::duration)?.unwrap_or(scope.timeout),
+            };
+            Ok((name.clone(), compensation))
+        })
+        .collect()
+}
+
+/// Walks the step tree; owns the definition-wide state (ids seen so far).
+struct Builder<'d> {
+    /// Resolved fallback for steps without their own `on_failure`.
+    on_failure: OnFailure,
+    compensations: &'d BTreeMap<String, Compensation>,
+    /// Every id seen so far, with where it was declared, to name both places on a clash.
+    ids: HashMap<String, String>,
+}
+
+impl<'d> Builder<'d> {
+    fn new(defaults: &Defaults, compensations: &'d BTreeMap<String, Compensation>) -> Self {
+        let on_failure = defaults.on_failure.unwrap_or(if compensations.is_empty() {
+            OnFailure::Fail
+        } else {
+            OnFailure::Compensate
+        });
+        Builder {
+            on_failure,
+            compensations,
+            ids: HashMap::new(),
+        }
+    }
+
+    fn steps(&mut self, v: &Value, path: &str, scope: &Scope) -> Result<Vec<Step>> {
+        read::array(v, path)?
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.step(s, &index(path, i), scope))
+            .collect()
+    }
+
+    /// Like [`Self::steps`] for lists where an empty list would be a mistake.
+    fn non_empty_steps(
+        &mut self,
+        v: &Value,
+        path: &str,
+        scope: &Scope,
+        what: &str,
+    ) -> Result<Vec<Step>> {
+        let steps = self.steps(v, path, scope)?;
+        if steps.is_empty() {
+            return Err(error(path, format!("{what} needs at least one step")));
+        }
+        Ok(steps)
+    }
+
+    fn step(&mut self, v: &Value, path: &str, scope: &Scope) -> Result<Step> {
+        let kind = step_kind(v, path)?;
+        let o = Obj::new(v, path, "a step object", &step_fields(kind))?;
+
+        let id = o.req("id", read::step_id)?;
+        if let Some(first) = self.ids.get(id) {
+            return Err(error(
+                o.at("id"),
+                format!("duplicate step id `{id}`: already used at {first}"),
+            ));
+        }
+        self.ids.insert(id.to_string(), o.at("id"));
+
+        let when = o.opt("when", read::expr)?;
+        let on_failure = o
+            .opt("on_failure", read::on_failure)?
+            .unwrap_or(self.on_failure);
+        let scope = Scope {
+            retry: o
+                .opt("retry", |v, p| retry(v, p, &scope.retry))?
+                .unwrap_or_else(|| scope.retry.clone()),
+            timeout: o.opt("timeout", read::duration)?.unwrap_or(scope.timeout),
+        };
+
+        let kind_path = o.at(kind);
+        let kind_value = &o.map[kind];
+        let kind = match kind {
+            "task" => StepKind::Task(self.task(&o, scope)?),
+            "switch" => self.switch(kind_value, &kind_path, &scope)?,
+            "parallel" => self.parallel(kind_value, &kind_path, &scope)?,
+            "foreach" => self.foreach(kind_value, &kind_path, &scope)?,
+            "wait" => StepKind::Wait(read::duration(kind_value, &kind_path)?),
+            "workflow" => child_workflow(kind_value, &kind_path)?,
+            other => unreachable!("step_kind returned {other}"),
+        };
+        Ok(Step {
+            id: id.to_string(),
+            when,
+            on_failure,
+            kind,
+        })
+    }
+
+    fn task(&self, o: &Obj<'_>, scope: Scope) -> Result<TaskSpec> {
+        let task = o.req("task", |v, p| read::name(v, p, "task type"))?;
+        let compensate = o.opt("compensate", |v, p| {
+            let name = read::string(v, p)?;
+            if self.compensations.contains_key(name) {
+                return Ok(name.to_string());
+            }
+            let known: Vec<&str> = self.compensations.keys().map(String::as_str).collect();
+            Err(error(
+                p,
+                if known.is_empty() {
+                    format!("unknown compensation `{name}`: the definition has no `compensations`")
+                } else {
+                    format!(
+                        "unknown compensation `{name}`; defined: {}",
+                        known.join(", ")
+                    )
+                },
+            ))
+        })?;
+        Ok(TaskSpec {
+            task: task.to_string(),
+            queue: o
+                .opt("queue", |v, p| read::name(v, p, "queue"))?
+                .unwrap_or(task)
+                .to_string(),
+            input: o.opt("input", read::expr)?,
+            retry: scope.retry,
+            timeout: scope.timeout,
+            heartbeat_timeout: o.opt("heartbeat_timeout", read::duration)?,
+            schedule_to_start_timeout: o.opt("schedule_to_start_timeout", read::duration)?,
+            compensate,
+        })
+    }
+
+    fn switch(&mut self, v: &Value, path: &str, scope: &Scope) -> Result<StepKind> {
+        let o = Obj::new(v, path, "a switch object", &["cases", "default"])?;
+        let cases = o.req("cases", |v, p| {
+            let cases = read::array(v, p)?;
+            if cases.is_empty() {
+                return Err(error(p, "a switch needs at least one case"));
+            }
+            cases
+                .iter()
+                .enumerate()
+                .map(|(i, case)| {
+                    let case = Obj::new(case, &index(p, i), "a case object", &["when", "steps"])?;
+                    let when = case.req("when", read::expr)?;
+                    let steps = case.req("steps", |v, p| self.steps(v, p, scope))?;
+                    Ok((when, steps))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let default = o
+            .opt("default", |v, p| self.steps(v, p, scope))?
+            .unwrap_or_default();
+        Ok(StepKind::Switch { cases, default })
+    }
+
+    fn parallel(&mut self, v: &Value, path: &str, scope: &Scope) -> Result<StepKind> {
+        let o = Obj::new(v, path, "a parallel object", &["join", "branches"])?;
+        let join = o.opt("join", read::join)?.unwrap_or(super::Join::All);
+        let branches = o.req("branches", |v, p| {
+            let branches = read::array(v, p)?;
+            if branches.is_empty() {
+                return Err(error(p, "a parallel step needs at least one branch"));
+            }
+            branches
+                .iter()
+                .enumerate()
+                .map(|(i, branch)| {
+                    let branch = Obj::new(branch, &index(p, i), "a branch object", &["steps"])?;
+                    branch.req("steps", |v, p| {
+                        self.non_empty_steps(v, p, scope, "a branch")
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        Ok(StepKind::Parallel { join, branches })
+    }
+
+    fn foreach(&mut self, v: &Value, path: &str, scope: &Scope) -> Result<StepKind> {
+        let o = Obj::new(
+            v,
+            path,
+            "a foreach object",
+            &["items", "max_concurrency", "steps"],
+        )?;
+        let items = o.req("items", read::expr)?;
+        let max_concurrency = o
+            .opt("max_concurrency", |v, p| read::uint(v, p, 1))?
+            .unwrap_or(u32::MAX);
+        let steps = o.req("steps", |v, p| {
+            self.non_empty_steps(v, p, scope, "a foreach step")
+        })?;
+        Ok(StepKind::Foreach {
+            items,
+            max_concurrency,
+            steps,
+        })
+    }
+}
+
+/// The one kind key a step carries. Checked before unknown fields so that a step with a
+/// misspelt or missing kind gets a message about kinds, not a list of allowed fields.
+fn step_kind(v: &Value, path: &str) -> Result<&'static str> {
+    let Some(map) = v.as_object() else {
+        return Err(read::expected(path, "a step object", v));
+    };
+    let present: Vec<&'static str> = KINDS
+        .iter()
+        .copied()
+        .filter(|k| map.contains_key(*k))
+        .collect();
+    match present.as_slice() {
+        [kind] => Ok(kind),
+        [] => {
+            let known = |k: &str| TASK_STEP_FIELDS.contains(&k) || KINDS.contains(&k);
+            Err(match map.keys().find(|k| !known(k)) {
+                Some(unknown) => error(
+                    field(path, unknown),
+                    format!(
+                        "unknown step kind `{unknown}`; a step needs exactly one of: {}",
+                        KINDS.join(", ")
+                    ),
+                ),
+                None => error(
+                    path,
+                    format!(
+                        "missing step kind; a step needs exactly one of: {}",
+                        KINDS.join(", ")
+                    ),
+                ),
+            })
+        }
+        many => Err(error(
+            path,
+            format!(
+                "ambiguous step kind: found {}; a step has exactly one",
+                many.iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            ),
+        )),
+    }
+}
+
+fn child_workflow(v: &Value, path: &str) -> Result<StepKind> {
+    let o = Obj::new(v, path, "a workflow object", &["name", "version", "input"])?;
+    Ok(StepKind::Workflow {
+        name: o
+            .req("name", |v, p| read::name(v, p, "workflow name"))?
+            .to_string(),
+        version: o.opt("version", |v, p| read::uint(v, p, 1))?,
+        input: o.opt("input", read::expr)?,
+    })
+}
+
+/// Records the ids of an already-built tree under the paths they had in the document.
+fn collect_ids(steps: &[Step], path: &str, ids: &mut HashMap<String, String>) {
+    for (i, step) in steps.iter().enumerate() {
+        let path = index(path, i);
+        ids.insert(step.id.clone(), field(&path, "id"));
+        match &step.kind {
+            StepKind::Switch { cases, default } => {
+                for (j, (_, steps)) in cases.iter().enumerate() {
+                    collect_ids(steps, &format!("{path}.switch.cases[{j}].steps"), ids);
+                }
+                collect_ids(default, &format!("{path}.switch.default"), ids);
+            }
+            StepKind::Parallel { branches, .. } => {
+                for (j, steps) in branches.iter().enumerate() {
+                    collect_ids(steps, &format!("{path}.parallel.branches[{j}].steps"), ids);
+                }
+            }
+            StepKind::Foreach { steps, .. } => {
+                collect_ids(steps, &format!("{path}.foreach.steps"), ids)
+            }
+            StepKind::Task(_) | StepKind::Wait(_) | StepKind::Workflow { .. } => {}
+        }
     }
 }

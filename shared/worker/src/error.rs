@@ -1,0 +1,95 @@
+//! The crate's one error type.
+
+/// What went wrong talking to the server or configuring a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request never produced an HTTP response (connection refused, reset, timeout).
+    /// Always worth retrying: the server may be restarting.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The server answered with a non-success status. `detail` is the `detail` member of an
+    /// `application/problem+json` body when there was one.
+    #[error("{method} {url} returned {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        detail: Option<String>,
+    },
+    /// A success response whose body did not have the documented shape: the SDK and the
+    /// server disagree on the protocol, retrying will not help.
+    #[error("unexpected response body from {url}: {message}")]
+    Decode { url: String, message: String },
+    /// A builder was given an unusable value.
+    #[error("invalid worker configuration: {0}")]
+    Config(String),
+}
+
+impl Error {
+    /// The HTTP status, when the server answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+
+    /// `409 Conflict`: for task calls, the attempt is superseded (timed out, cancelled or
+    /// already completed) and the worker must drop it.
+    pub fn is_conflict(&self) -> bool {
+        self.status() == Some(409)
+    }
+
+    /// Whether sending the same request again may succeed: transport failures, 5xx, 408 and
+    /// 429. Other 4xx mean the request itself is wrong.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::Transport { .. } => true,
+            Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Error::Decode { .. } | Error::Config(_) => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(code: u16) -> Error {
+        Error::Status {
+            method: "POST",
+            url: "u".into(),
+            status: code,
+            detail: None,
+        }
+    }
+
+    #[test]
+    fn only_server_side_and_throttling_statuses_are_retryable() {
+        for code in [500, 502, 503, 504, 408, 429] {
+            assert!(status(code).is_retryable(), "{code}");
+        }
+        for code in [400, 401, 404, 409, 422] {
+            assert!(!status(code).is_retryable(), "{code}");
+        }
+        assert!(status(409).is_conflict());
+    }
+
+    #[test]
+    fn display_includes_problem_detail() {
+        let e = Error::Status {
+            method: "POST",
+            url: "http://h/api/v1/workflows".into(),
+            status: 404,
+            detail: Some("definition `x` not found".into()),
+        };
+        assert_eq!(
+            e.to_string(),
+            "POST http://h/api/v1/workflows returned 404: definition `x` not found"
+        );
+    }
+}
