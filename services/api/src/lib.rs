@@ -1,1 +1,124 @@
-//! (being written)
+//! The DisTorch REST API: definitions, runs, tasks, the dead-letter queue, the worker
+//! protocol (long-poll, heartbeat, complete, fail), health, metrics and OpenAPI docs.
+//!
+//! This crate owns HTTP concerns only. It never changes state itself: every change is a
+//! command published to the commands topic through the [`EventLog`] port and decided by the
+//! engine, whose reply ([`bus::CommandBus`]) becomes the HTTP answer; reads come from the
+//! [`ReadStore`] port. It must not depend on engine, saga or projector internals, nor on a
+//! concrete backend (the binary chooses them).
+//!
+//! Entry points: [`router`] (builds the axum router and starts the background reply reader),
+//! [`ApiConfig`], [`ApiError`].
+
+pub mod bus;
+pub mod dispatch;
+pub mod dto;
+mod error;
+pub mod metrics;
+mod openapi;
+pub mod problem;
+mod routes;
+
+pub use error::ApiError;
+pub use metrics::SharedRegistry;
+pub use openapi::ApiDoc;
+
+use distorch_domain::topics::Topics;
+use distorch_eventlog::EventLog;
+use distorch_store::ReadStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Configuration of the API service (`[api]`). The listen address belongs to the binary.
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiConfig {
+    /// Larger request bodies are refused with 413.
+    pub max_body_bytes: usize,
+    /// How long a request waits for the engine's reply before answering 503 (the command
+    /// is durable by then and will still be applied).
+    pub command_timeout_ms: u64,
+    /// How long a state-changing request waits for the read model to reflect its command,
+    /// so that a GET right after sees it. On timeout the request still succeeds.
+    pub read_your_writes_ms: u64,
+    /// Prefix of every topic name (`<prefix>.commands`...).
+    pub topic_prefix: String,
+    /// Partition counts used when this service creates a topic first.
+    pub partitions: Partitions,
+    /// Task records a queue dispatcher buffers ahead of polls.
+    pub poll_prefetch: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            command_timeout_ms: 10_000,
+            read_your_writes_ms: 2_000,
+            topic_prefix: "distorch".into(),
+            partitions: Partitions::default(),
+            poll_prefetch: 256,
+        }
+    }
+}
+
+impl ApiConfig {
+    pub fn topics(&self) -> Topics {
+        Topics::with_prefix(self.topic_prefix.clone())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Partitions {
+    pub commands: u32,
+    pub events: u32,
+    /// Per `tasks.<queue>` topic.
+    pub tasks: u32,
+    pub definitions: u32,
+    pub replies: u32,
+}
+
+impl Default for Partitions {
+    fn default() -> Self {
+        Self {
+            commands: 8,
+            events: 8,
+            tasks: 8,
+            definitions: 1,
+            replies: 8,
+        }
+    }
+}
+
+/// Builds the API router and starts its background tasks (reply reader, command writer).
+/// Registers the API's metrics into `registry`; `/metrics` renders the whole registry.
+pub async fn router(
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ReadStore>,
+    config: ApiConfig,
+    registry: SharedRegistry,
+) -> Result<axum::Router, ApiError> {
+    let metrics = metrics::ApiMetrics::default();
+    metrics.register(&mut registry.write().unwrap_or_else(|p| p.into_inner()));
+    let topics = config.topics();
+    let bus = bus::CommandBus::start(
+        log.clone(),
+        &topics,
+        &config.partitions,
+        Duration::from_millis(config.command_timeout_ms),
+        metrics.clone(),
+    )
+    .await?;
+    let dispatchers =
+        dispatch::Dispatchers::new(log, topics, config.partitions.tasks, config.poll_prefetch);
+    let state = routes::AppState {
+        bus,
+        store,
+        dispatchers: Arc::new(dispatchers),
+        metrics,
+        registry,
+        read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+    };
+    Ok(routes::router(state, config.max_body_bytes))
+}

@@ -1,6 +1,7 @@
 //! Durability: SIGKILL `distorch standalone` while workers are completing tasks, restart it
-//! on the same data dir, and check that every accepted run completes, and that no task is
-//! handed to a worker again once its completion was acknowledged.
+//! on the same data dir, and check that every accepted run completes (attempts lost in the
+//! crash are reassigned after their timeout), and that no task is handed to a worker again
+//! once its completion was acknowledged.
 
 mod common;
 
@@ -44,14 +45,23 @@ async fn worker(base: Arc<RwLock<String>>, ledger: Arc<Mutex<Ledger>>, done: Arc
                     l.violations.push(id.clone());
                 }
             }
-            let resp = http
-                .post(format!("{url}/api/v1/tasks/{id}/complete"))
-                .json(&json!({"attempt": task["attempt"], "output": {"by": "crash-test"}}))
-                .send()
-                .await;
-            if matches!(&resp, Ok(r) if r.status() == 200) {
-                ledger.lock().unwrap().completed.insert(id);
-                acks.fetch_add(1, Ordering::Relaxed);
+            // Like the SDK: a completion is retried while the server is unreachable.
+            for _ in 0..100 {
+                let url = base.read().unwrap().clone();
+                let resp = http
+                    .post(format!("{url}/api/v1/tasks/{id}/complete"))
+                    .json(&json!({"attempt": task["attempt"], "output": {"by": "crash-test"}}))
+                    .send()
+                    .await;
+                match resp {
+                    Ok(r) if r.status() == 200 => {
+                        ledger.lock().unwrap().completed.insert(id.clone());
+                        acks.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    Ok(r) if r.status().is_client_error() => break,
+                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
             }
         }
     }
@@ -62,7 +72,7 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
     let dir = tempdir();
     let mut server = Server::start(dir.path());
     let api = server.api();
-    let steps: Vec<Value> = (0..STEPS).map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": "crash"})).collect();
+    let steps: Vec<Value> = (0..STEPS).map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": "crash", "timeout": "2s"})).collect();
     let (status, body) = api.post("/definitions", json!({"name": "crash", "steps": steps})).await;
     assert_eq!(status, 201, "{body}");
     let mut ids = Vec::new();
@@ -91,7 +101,9 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
 
     for id in &ids {
         let run = api.wait_status(id, "completed").await;
-        assert_eq!(run["tasks"].as_array().unwrap().len(), STEPS, "run {id}");
+        let tasks = run["tasks"].as_array().unwrap();
+        assert_eq!(tasks.len(), STEPS, "run {id}");
+        assert!(tasks.iter().all(|t| t["status"] == "completed"), "run {id}: {run}");
     }
     done.store(true, Ordering::Relaxed);
     for w in workers {
@@ -99,5 +111,8 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
     }
     let ledger = ledger.lock().unwrap();
     assert!(ledger.violations.is_empty(), "tasks dispatched after their completion was acknowledged: {:?}", ledger.violations);
-    assert_eq!(ledger.completed.len(), RUNS * STEPS, "every step's completion acknowledged once");
+    // A completion that became durable just before the kill may have lost its answer; the
+    // worker's retry then gets 409. At most the completions in flight at the kill (4 workers
+    // x 10 tasks) can be in that state; everything else was acknowledged.
+    assert!(ledger.completed.len() + 40 >= RUNS * STEPS, "only {} completions acknowledged", ledger.completed.len());
 }

@@ -42,7 +42,12 @@ pub struct NewRecord {
 
 impl NewRecord {
     pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: Vec<u8>) -> Self {
-        Self { topic: topic.into(), key: key.into(), headers: Vec::new(), payload }
+        Self {
+            topic: topic.into(),
+            key: key.into(),
+            headers: Vec::new(),
+            payload,
+        }
     }
 }
 
@@ -71,9 +76,20 @@ pub enum LogError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
     #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
-    UnknownPartition { topic: String, partitions: u32, partition: u32 },
+    UnknownPartition {
+        topic: String,
+        partitions: u32,
+        partition: u32,
+    },
     #[error("topic {topic:?} already exists with {existing} partitions, not {requested}")]
-    PartitionMismatch { topic: String, existing: u32, requested: u32 },
+    PartitionMismatch {
+        topic: String,
+        existing: u32,
+        requested: u32,
+    },
+    /// A request the log can never satisfy as given (e.g. a topic with 0 partitions).
+    #[error("invalid request: {0}")]
+    Invalid(String),
     #[error("the log is closed")]
     Closed,
     #[error("storage error: {0}")]

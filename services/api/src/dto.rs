@@ -1,0 +1,591 @@
+//! Request and response bodies of the REST API. The domain crate carries no framework
+//! derives, so the read models are mirrored here with `ToSchema` for the OpenAPI document.
+//! The `From` conversions destructure every field: a field added to a domain view fails the
+//! build here instead of silently missing from the API.
+
+use distorch_domain::command::{ErrorInfo, TaskMetrics};
+use distorch_domain::event::{EventEnvelope, TaskKind};
+use distorch_domain::view::{DeadLetter, TaskView, WorkflowView};
+use distorch_domain::workflow::{Status, TaskStatus};
+use distorch_store::{DefinitionSummary, WorkflowSummary};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use utoipa::ToSchema;
+
+/// Run status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum WorkflowStatus {
+    Running,
+    Paused,
+    Parked,
+    Compensating,
+    Completed,
+    Failed,
+    Compensated,
+    Cancelled,
+}
+
+impl From<Status> for WorkflowStatus {
+    fn from(status: Status) -> Self {
+        match status {
+            Status::Running => Self::Running,
+            Status::Paused => Self::Paused,
+            Status::Parked => Self::Parked,
+            Status::Compensating => Self::Compensating,
+            Status::Completed => Self::Completed,
+            Status::Failed => Self::Failed,
+            Status::Compensated => Self::Compensated,
+            Status::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// Every status a run can have, for `?status=` validation and its error message.
+pub const ALL_STATUSES: [Status; 8] = [
+    Status::Running,
+    Status::Paused,
+    Status::Parked,
+    Status::Compensating,
+    Status::Completed,
+    Status::Failed,
+    Status::Compensated,
+    Status::Cancelled,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    Scheduled,
+    Running,
+    Completed,
+    Failed,
+    Skipped,
+    Cancelled,
+}
+
+impl From<TaskStatus> for TaskState {
+    fn from(status: TaskStatus) -> Self {
+        match status {
+            TaskStatus::Scheduled => Self::Scheduled,
+            TaskStatus::Running => Self::Running,
+            TaskStatus::Completed => Self::Completed,
+            TaskStatus::Failed => Self::Failed,
+            TaskStatus::Skipped => Self::Skipped,
+            TaskStatus::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+/// `step` for a step's own task, `compensation` for an undo task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    Step,
+    Compensation,
+}
+
+impl From<TaskKind> for Kind {
+    fn from(kind: TaskKind) -> Self {
+        match kind {
+            TaskKind::Step => Self::Step,
+            TaskKind::Compensation => Self::Compensation,
+        }
+    }
+}
+
+/// A failure: of a task attempt, a run, or reported by a worker.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Failure {
+    /// Machine-readable type that a step's `non_retryable` list can name.
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub message: String,
+    /// `false` skips the remaining attempts. Defaults to `true`.
+    #[serde(default = "yes")]
+    pub retryable: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl From<ErrorInfo> for Failure {
+    fn from(
+        ErrorInfo {
+            kind,
+            message,
+            retryable,
+        }: ErrorInfo,
+    ) -> Self {
+        Self {
+            kind,
+            message,
+            retryable,
+        }
+    }
+}
+
+impl From<Failure> for ErrorInfo {
+    fn from(
+        Failure {
+            kind,
+            message,
+            retryable,
+        }: Failure,
+    ) -> Self {
+        Self {
+            kind,
+            message,
+            retryable,
+        }
+    }
+}
+
+/// Resource use of one attempt as measured by the worker.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Metrics {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peak_memory_bytes: Option<u64>,
+}
+
+impl From<TaskMetrics> for Metrics {
+    fn from(
+        TaskMetrics {
+            cpu_ms,
+            peak_memory_bytes,
+        }: TaskMetrics,
+    ) -> Self {
+        Self {
+            cpu_ms,
+            peak_memory_bytes,
+        }
+    }
+}
+
+impl From<Metrics> for TaskMetrics {
+    fn from(
+        Metrics {
+            cpu_ms,
+            peak_memory_bytes,
+        }: Metrics,
+    ) -> Self {
+        Self {
+            cpu_ms,
+            peak_memory_bytes,
+        }
+    }
+}
+
+/// One task of a run (a step's task or a compensation) with its latest attempt.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Task {
+    pub task_id: String,
+    pub workflow_id: String,
+    pub step_id: String,
+    /// The step id, prefixed by `<foreach id>[<i>].` per enclosing foreach iteration.
+    pub step_key: String,
+    pub kind: Kind,
+    /// Task type, e.g. `reserve-stock`.
+    pub task: String,
+    pub queue: String,
+    pub status: TaskState,
+    pub attempt: u32,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<Failure>,
+    /// Waiting in the dead-letter queue for an operator (retry or skip).
+    pub parked: bool,
+    pub worker_id: Option<String>,
+    pub metrics: Option<Metrics>,
+    pub scheduled_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+}
+
+impl From<TaskView> for Task {
+    fn from(view: TaskView) -> Self {
+        let TaskView {
+            task_id,
+            workflow_id,
+            step_id,
+            step_key,
+            kind,
+            task,
+            queue,
+            status,
+            attempt,
+            input,
+            output,
+            error,
+            parked,
+            worker_id,
+            metrics,
+            scheduled_at,
+            started_at,
+            finished_at,
+        } = view;
+        Self {
+            task_id: task_id.0,
+            workflow_id: workflow_id.to_string(),
+            step_id,
+            step_key,
+            kind: kind.into(),
+            task,
+            queue,
+            status: status.into(),
+            attempt,
+            input,
+            output,
+            error: error.map(Into::into),
+            parked,
+            worker_id,
+            metrics: metrics.map(Into::into),
+            scheduled_at,
+            started_at,
+            finished_at,
+        }
+    }
+}
+
+/// A run as the read model shows it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Workflow {
+    pub workflow_id: String,
+    pub definition: String,
+    pub version: u32,
+    pub status: WorkflowStatus,
+    pub input: Value,
+    pub output: Option<Value>,
+    pub error: Option<Failure>,
+    /// RFC 3339.
+    pub created_at: String,
+    pub updated_at: String,
+    /// Keys of the steps in progress.
+    pub current_steps: Vec<String>,
+    pub tasks: Vec<Task>,
+    /// Sequence number of the last event this view reflects.
+    pub last_seq: u64,
+    /// The run that started this one as a child step, if any.
+    pub parent_workflow_id: Option<String>,
+}
+
+impl From<WorkflowView> for Workflow {
+    fn from(view: WorkflowView) -> Self {
+        let WorkflowView {
+            workflow_id,
+            definition,
+            version,
+            status,
+            input,
+            output,
+            error,
+            created_at,
+            updated_at,
+            current_steps,
+            tasks,
+            last_seq,
+            parent_workflow_id,
+        } = view;
+        Self {
+            workflow_id: workflow_id.to_string(),
+            definition,
+            version,
+            status: status.into(),
+            input,
+            output,
+            error: error.map(Into::into),
+            created_at,
+            updated_at,
+            current_steps,
+            tasks: tasks.into_iter().map(Into::into).collect(),
+            last_seq,
+            parent_workflow_id: parent_workflow_id.map(|id| id.to_string()),
+        }
+    }
+}
+
+/// A row of the run list.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkflowRow {
+    pub workflow_id: String,
+    pub definition: String,
+    pub version: u32,
+    pub status: WorkflowStatus,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+impl From<WorkflowSummary> for WorkflowRow {
+    fn from(row: WorkflowSummary) -> Self {
+        let WorkflowSummary {
+            workflow_id,
+            definition,
+            version,
+            status,
+            created_at,
+            updated_at,
+        } = row;
+        Self {
+            workflow_id: workflow_id.to_string(),
+            definition,
+            version,
+            status: status.into(),
+            created_at,
+            updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WorkflowPage {
+    /// Newest first.
+    pub items: Vec<WorkflowRow>,
+    /// Pass as `cursor` for the next page; `null` on the last page.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct History {
+    /// Every event of the run in order (event envelopes: `workflow_id`, `seq`, `at_ms`,
+    /// `type` and the event's fields).
+    #[schema(value_type = Vec<Object>)]
+    pub events: Vec<EventEnvelope>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetterItem {
+    pub task_id: String,
+    pub workflow_id: String,
+    pub step_id: String,
+    pub task: String,
+    pub attempts: u32,
+    pub error: Option<Failure>,
+    pub input: Value,
+}
+
+impl From<DeadLetter> for DeadLetterItem {
+    fn from(dl: DeadLetter) -> Self {
+        let DeadLetter {
+            task_id,
+            workflow_id,
+            step_id,
+            task,
+            attempts,
+            error,
+            input,
+        } = dl;
+        Self {
+            task_id: task_id.0,
+            workflow_id: workflow_id.to_string(),
+            step_id,
+            task,
+            attempts,
+            error: error.map(Into::into),
+            input,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeadLetters {
+    pub items: Vec<DeadLetterItem>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DefinitionRow {
+    pub name: String,
+    pub latest_version: u32,
+    pub versions: Vec<u32>,
+    pub description: Option<String>,
+}
+
+impl From<DefinitionSummary> for DefinitionRow {
+    fn from(row: DefinitionSummary) -> Self {
+        let DefinitionSummary {
+            name,
+            latest_version,
+            versions,
+            description,
+        } = row;
+        Self {
+            name,
+            latest_version,
+            versions,
+            description,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Definitions {
+    pub items: Vec<DefinitionRow>,
+}
+
+/// One registered version of a definition.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DefinitionDoc {
+    pub name: String,
+    pub version: u32,
+    /// The normalised JSON document.
+    pub definition: Value,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Registered {
+    pub name: String,
+    pub version: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartWorkflow {
+    /// Definition name.
+    pub definition: String,
+    /// Latest when absent.
+    #[serde(default)]
+    pub version: Option<u32>,
+    /// Checked against the definition's `input_schema`.
+    #[serde(default)]
+    pub input: Value,
+    /// The same key for the same definition always names the same run: a repeated start
+    /// returns the existing run (200) instead of starting another.
+    #[serde(default)]
+    pub idempotency_key: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunStatus {
+    pub workflow_id: String,
+    /// `null` when the read model has not caught up yet (202).
+    pub status: Option<WorkflowStatus>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Cancel {
+    /// Undo the completed steps (saga) before ending `cancelled`.
+    #[serde(default)]
+    pub compensate: bool,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskCreated {
+    pub task_id: String,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Skip {
+    /// Used as the task's output.
+    #[serde(default)]
+    pub output: Value,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TaskAction {
+    pub task_id: String,
+    pub workflow_id: String,
+    /// `null` when the read model has not caught up yet (202).
+    pub status: Option<TaskState>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Poll {
+    /// Shown on the task and in its events.
+    pub worker_id: String,
+    /// 1 to 100; default 1.
+    #[serde(default)]
+    pub max_tasks: Option<u32>,
+    /// How long to wait for work, 0 to 60000; default 20000.
+    #[serde(default)]
+    pub wait_ms: Option<u64>,
+}
+
+/// One task attempt for a worker.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct PolledTask {
+    pub task_id: String,
+    pub workflow_id: String,
+    pub step_id: String,
+    pub task: String,
+    /// Echo it in heartbeat, complete and fail.
+    pub attempt: u32,
+    pub input: Value,
+    /// The last checkpoint a previous attempt saved with a heartbeat.
+    pub checkpoint: Option<Value>,
+    /// Heartbeat at least this often, or the attempt times out.
+    pub heartbeat_timeout_ms: Option<u64>,
+}
+
+impl From<distorch_domain::topics::TaskDispatch> for PolledTask {
+    fn from(d: distorch_domain::topics::TaskDispatch) -> Self {
+        Self {
+            task_id: d.task_id.0,
+            workflow_id: d.workflow_id.to_string(),
+            step_id: d.step_id,
+            task: d.task,
+            attempt: d.attempt,
+            input: d.input,
+            checkpoint: d.checkpoint,
+            heartbeat_timeout_ms: d.heartbeat_timeout_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Polled {
+    /// Empty when the wait ended without work.
+    pub tasks: Vec<PolledTask>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Complete {
+    pub attempt: u32,
+    #[serde(default)]
+    pub output: Value,
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Fail {
+    pub attempt: u32,
+    pub error: Failure,
+    #[serde(default)]
+    pub metrics: Option<Metrics>,
+}
+
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Heartbeat {
+    pub attempt: u32,
+    /// Progress to hand to the next attempt if this one fails.
+    #[serde(default)]
+    pub checkpoint: Option<Value>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct HeartbeatAck {
+    /// The run is being cancelled: stop and fail the attempt.
+    pub cancel_requested: bool,
+}
+
+/// An empty JSON object.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Empty {}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+}

@@ -1,0 +1,101 @@
+//! The crate's error type and its mapping onto HTTP problems.
+
+use crate::problem::Problem;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use distorch_domain::command::Rejection;
+use distorch_eventlog::LogError;
+use distorch_store::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the request (or the command it became) is invalid.
+    #[error("{0}")]
+    BadRequest(String),
+    /// 404: unknown run, task, definition or route.
+    #[error("{0}")]
+    NotFound(String),
+    /// 409: the engine refused the command in the run's current state (stale attempt,
+    /// verb not allowed in this status).
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    /// The command was appended (so it is durable) but no reply came in time.
+    #[error(
+        "the engine did not answer within {0} s; the command is durable and will still be applied"
+    )]
+    Timeout(f64),
+    /// The service cannot serve the request right now (reply reader down, shutting down).
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("read store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl From<Rejection> for ApiError {
+    fn from(rejection: Rejection) -> Self {
+        match rejection {
+            Rejection::Invalid(detail) => ApiError::BadRequest(detail),
+            Rejection::NotFound(detail) => ApiError::NotFound(detail),
+            Rejection::Conflict(detail) => ApiError::Conflict(detail),
+        }
+    }
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Timeout(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Store(StoreError::BadCursor(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Log(_) | ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::warn!(error = %self, "request failed");
+        }
+        Problem::new(status, self.to_string()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejections_map_to_their_statuses() {
+        let cases = [
+            (Rejection::Invalid("x".into()), 400),
+            (Rejection::NotFound("x".into()), 404),
+            (Rejection::Conflict("x".into()), 409),
+        ];
+        for (rejection, status) in cases {
+            assert_eq!(ApiError::from(rejection).status().as_u16(), status);
+        }
+        assert_eq!(
+            ApiError::Timeout(5.0).status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
+        assert_eq!(
+            ApiError::Store(StoreError::BadCursor("?".into())).status(),
+            StatusCode::BAD_REQUEST
+        );
+        assert!(ApiError::Timeout(5.0).to_string().contains("durable"));
+    }
+}

@@ -1,0 +1,112 @@
+//! The API's own Prometheus metrics, registered into the registry the binary shares with
+//! the other services, and the `/metrics` renderer.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::{Arc, RwLock};
+
+/// The process-wide registry. Services register into it at startup (write lock) and
+/// `/metrics` renders it (read lock); prometheus-client needs `&mut` to register, which is
+/// why a plain `Arc<Registry>` is not enough.
+pub type SharedRegistry = Arc<RwLock<Registry>>;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HttpLabels {
+    method: String,
+    /// The matched route template (`/api/v1/workflows/{id}`), never the raw path, so ids
+    /// do not explode the label cardinality.
+    route: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CommandLabels {
+    command: &'static str,
+    /// `accepted`, `rejected`, `timeout`, `error`, or `published` (no reply asked).
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct QueueLabels {
+    queue: String,
+}
+
+/// Cheap to clone: every field is an `Arc` inside.
+#[derive(Clone, Debug, Default)]
+pub struct ApiMetrics {
+    http_requests: Family<HttpLabels, Counter>,
+    commands: Family<CommandLabels, Counter>,
+    poll_tasks: Family<QueueLabels, Counter>,
+    queue_depth: Family<QueueLabels, Gauge>,
+}
+
+impl ApiMetrics {
+    pub fn register(&self, registry: &mut Registry) {
+        let api = registry.sub_registry_with_prefix("distorch_api");
+        api.register(
+            "http_requests",
+            "HTTP requests served, by method, route and status",
+            self.http_requests.clone(),
+        );
+        api.register(
+            "commands",
+            "Commands published to the engine, by command and outcome",
+            self.commands.clone(),
+        );
+        api.register(
+            "poll_tasks",
+            "Task attempts handed to workers through the poll endpoint, by queue",
+            self.poll_tasks.clone(),
+        );
+        api.register(
+            "queue_depth",
+            "Task records on a queue not yet handed out (log end offsets minus the api-poll \
+             group's commits), refreshed on scrape",
+            self.queue_depth.clone(),
+        );
+    }
+
+    pub fn http_request(&self, method: &str, route: &str, status: u16) {
+        let labels = HttpLabels {
+            method: method.to_owned(),
+            route: route.to_owned(),
+            status,
+        };
+        self.http_requests.get_or_create(&labels).inc();
+    }
+
+    pub fn command(&self, command: &'static str, outcome: &'static str) {
+        self.commands
+            .get_or_create(&CommandLabels { command, outcome })
+            .inc();
+    }
+
+    pub fn tasks_handed_out(&self, queue: &str, n: usize) {
+        let labels = QueueLabels {
+            queue: queue.to_owned(),
+        };
+        self.poll_tasks.get_or_create(&labels).inc_by(n as u64);
+    }
+
+    pub fn set_queue_depth(&self, queue: &str, depth: u64) {
+        let labels = QueueLabels {
+            queue: queue.to_owned(),
+        };
+        self.queue_depth
+            .get_or_create(&labels)
+            .set(i64::try_from(depth).unwrap_or(i64::MAX));
+    }
+}
+
+/// OpenMetrics text of the whole shared registry.
+pub fn render(registry: &SharedRegistry) -> Result<String, std::fmt::Error> {
+    let mut out = String::new();
+    let guard = registry
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    prometheus_client::encoding::text::encode(&mut out, &guard)?;
+    Ok(out)
+}

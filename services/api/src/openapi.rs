@@ -1,0 +1,47 @@
+//! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
+
+use crate::routes::{definitions, ops, tasks, worker, workflows};
+use utoipa::OpenApi;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "DisTorch API",
+        description = "Register workflow definitions, start and operate runs, and run tasks \
+                       as a worker. Every error is `application/problem+json`."
+    ),
+    paths(
+        definitions::register_definition,
+        definitions::list_definitions,
+        definitions::latest_definition,
+        definitions::definition_version,
+        workflows::start_workflow,
+        workflows::list_workflows,
+        workflows::get_workflow,
+        workflows::workflow_history,
+        workflows::cancel_workflow,
+        workflows::pause_workflow,
+        workflows::resume_workflow,
+        workflows::add_task,
+        tasks::get_task,
+        tasks::retry_task,
+        tasks::skip_task,
+        tasks::dead_letters,
+        worker::poll,
+        worker::complete_task,
+        worker::fail_task,
+        worker::heartbeat,
+        ops::healthz,
+        ops::readyz,
+        ops::metrics,
+    ),
+    components(schemas(crate::problem::Problem)),
+    tags(
+        (name = "definitions", description = "Workflow definitions (versioned)"),
+        (name = "workflows", description = "Runs and operator verbs"),
+        (name = "tasks", description = "Tasks and the dead-letter queue"),
+        (name = "workers", description = "The worker protocol"),
+        (name = "ops", description = "Health and metrics"),
+    )
+)]
+pub struct ApiDoc;

@@ -1,0 +1,157 @@
+//! Definition registry: register (JSON or YAML) and read back.
+
+use super::{AppState, accepted};
+use crate::dto::{DefinitionDoc, DefinitionRow, Definitions, Registered};
+use crate::error::ApiError;
+use crate::problem::{Document, Problem};
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use distorch_domain::command::Command;
+use serde_json::Value;
+
+/// Register the next version of a definition.
+///
+/// The body is the definition document as JSON, or as YAML with `Content-Type:
+/// application/yaml`. The engine validates everything (steps, jq expressions, durations,
+/// compensations) and its detail names the offending path.
+#[utoipa::path(
+    post,
+    path = "/api/v1/definitions",
+    tag = "definitions",
+    request_body(
+        description = "A workflow definition document",
+        content((Object = "application/json"), (String = "application/yaml"))
+    ),
+    responses(
+        (status = 201, description = "Registered", body = Registered),
+        (status = 400, description = "Invalid document", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither JSON nor YAML", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn register_definition(
+    State(state): State<AppState>,
+    Document(source): Document,
+) -> Result<impl IntoResponse, ApiError> {
+    // The name is the command's partitioning key, so it must be checked before publishing.
+    let name = match source.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
+        Some(_) => {
+            return Err(ApiError::BadRequest(
+                "`name` of the definition must be a non-empty string".into(),
+            ));
+        }
+        None if !source.is_object() => {
+            return Err(ApiError::BadRequest(
+                "a definition must be an object with at least `name` and `steps`".into(),
+            ));
+        }
+        None => return Err(ApiError::BadRequest("the definition has no `name`".into())),
+    };
+    let (_, result) = accepted(
+        state
+            .bus
+            .send(Command::RegisterDefinition { source })
+            .await?,
+    )?;
+    let name = result
+        .get("name")
+        .and_then(Value::as_str)
+        .map_or(name, str::to_owned);
+    let version = result
+        .get("version")
+        .and_then(Value::as_u64)
+        .and_then(|v| u32::try_from(v).ok())
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!("the engine's reply lacks the version: {result}"))
+        })?;
+    match state
+        .store
+        .wait_for_definition(&name, version, state.read_your_writes)
+        .await
+    {
+        Ok(true) => {}
+        Ok(false) => tracing::debug!(name, version, "definition not readable yet"),
+        Err(e) => tracing::warn!(name, version, error = %e, "waiting for the definition failed"),
+    }
+    let location = format!("/api/v1/definitions/{name}/versions/{version}");
+    Ok((
+        StatusCode::CREATED,
+        [(header::LOCATION, location)],
+        Json(Registered { name, version }),
+    ))
+}
+
+/// List registered definitions.
+#[utoipa::path(
+    get,
+    path = "/api/v1/definitions",
+    tag = "definitions",
+    responses((status = 200, description = "Every definition with its versions", body = Definitions))
+)]
+pub(crate) async fn list_definitions(
+    State(state): State<AppState>,
+) -> Result<Json<Definitions>, ApiError> {
+    let items = state.store.definitions().await?;
+    Ok(Json(Definitions {
+        items: items.into_iter().map(DefinitionRow::from).collect(),
+    }))
+}
+
+/// The latest version of a definition.
+#[utoipa::path(
+    get,
+    path = "/api/v1/definitions/{name}",
+    tag = "definitions",
+    params(("name" = String, Path, description = "Definition name")),
+    responses(
+        (status = 200, description = "Latest version", body = DefinitionDoc),
+        (status = 404, description = "Unknown definition", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn latest_definition(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<DefinitionDoc>, ApiError> {
+    let def = state.store.definition(&name, None).await?;
+    let def = def.ok_or_else(|| ApiError::NotFound(format!("no definition named {name:?}")))?;
+    Ok(Json(DefinitionDoc {
+        name: def.name,
+        version: def.version,
+        definition: def.source,
+    }))
+}
+
+/// One version of a definition.
+#[utoipa::path(
+    get,
+    path = "/api/v1/definitions/{name}/versions/{version}",
+    tag = "definitions",
+    params(
+        ("name" = String, Path, description = "Definition name"),
+        ("version" = u32, Path, description = "Version, from 1"),
+    ),
+    responses(
+        (status = 200, description = "That version", body = DefinitionDoc),
+        (status = 400, description = "Version is not a number", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown definition or version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn definition_version(
+    State(state): State<AppState>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<DefinitionDoc>, ApiError> {
+    let version: u32 = version.parse().map_err(|_| {
+        ApiError::BadRequest(format!("version {version:?} is not a positive integer"))
+    })?;
+    let def = state.store.definition(&name, Some(version)).await?;
+    let def = def.ok_or_else(|| {
+        ApiError::NotFound(format!("definition {name:?} has no version {version}"))
+    })?;
+    Ok(Json(DefinitionDoc {
+        name: def.name,
+        version: def.version,
+        definition: def.source,
+    }))
+}

@@ -1,0 +1,142 @@
+//! HTTP routes. Handlers validate what they can name precisely (ids, query values, body
+//! shape), publish one command, and translate the engine's outcome; everything the engine
+//! knows better (definitions, schemas, state transitions) is left to its rejection.
+
+pub(crate) mod definitions;
+pub(crate) mod ops;
+pub(crate) mod tasks;
+pub(crate) mod worker;
+pub(crate) mod workflows;
+
+pub(crate) use definitions::*;
+pub(crate) use ops::*;
+pub(crate) use tasks::*;
+pub(crate) use worker::*;
+pub(crate) use workflows::*;
+
+use crate::bus::CommandBus;
+use crate::dispatch::Dispatchers;
+use crate::error::ApiError;
+use crate::metrics::{ApiMetrics, SharedRegistry};
+use crate::openapi::ApiDoc;
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use distorch_domain::command::Outcome;
+use distorch_domain::{TaskId, WorkflowId};
+use distorch_store::ReadStore;
+use serde_json::Value;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+#[derive(Clone)]
+pub(crate) struct AppState {
+    pub bus: CommandBus,
+    pub store: Arc<dyn ReadStore>,
+    pub dispatchers: Arc<Dispatchers>,
+    pub metrics: ApiMetrics,
+    pub registry: SharedRegistry,
+    pub read_your_writes: Duration,
+}
+
+impl AppState {
+    /// Waits (bounded) until the run's view reflects event `seq`. A slow projector only
+    /// costs freshness, never the request, so failures are logged and reported as `false`.
+    async fn caught_up(&self, id: WorkflowId, seq: u64) -> bool {
+        match self
+            .store
+            .wait_for_seq(id, seq, self.read_your_writes)
+            .await
+        {
+            Ok(done) => done,
+            Err(e) => {
+                tracing::warn!(workflow_id = %id, error = %e, "waiting for the read model failed");
+                false
+            }
+        }
+    }
+}
+
+pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route(
+            "/api/v1/definitions",
+            post(register_definition).get(list_definitions),
+        )
+        .route("/api/v1/definitions/{name}", get(latest_definition))
+        .route(
+            "/api/v1/definitions/{name}/versions/{version}",
+            get(definition_version),
+        )
+        .route(
+            "/api/v1/workflows",
+            post(start_workflow).get(list_workflows),
+        )
+        .route("/api/v1/workflows/{id}", get(get_workflow))
+        .route("/api/v1/workflows/{id}/history", get(workflow_history))
+        .route("/api/v1/workflows/{id}/cancel", post(cancel_workflow))
+        .route("/api/v1/workflows/{id}/pause", post(pause_workflow))
+        .route("/api/v1/workflows/{id}/resume", post(resume_workflow))
+        .route("/api/v1/workflows/{id}/tasks", post(add_task))
+        .route("/api/v1/tasks/{task_id}", get(get_task))
+        .route("/api/v1/tasks/{task_id}/retry", post(retry_task))
+        .route("/api/v1/tasks/{task_id}/skip", post(skip_task))
+        .route("/api/v1/tasks/{task_id}/complete", post(complete_task))
+        .route("/api/v1/tasks/{task_id}/fail", post(fail_task))
+        .route("/api/v1/tasks/{task_id}/heartbeat", post(heartbeat))
+        .route("/api/v1/queues/{queue}/poll", post(poll))
+        .route("/api/v1/dlq", get(dead_letters))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .merge(SwaggerUi::new("/docs").url("/api/v1/openapi.json", ApiDoc::openapi()))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .layer(middleware::from_fn_with_state(state.clone(), track))
+        .with_state(state)
+}
+
+/// Counts requests by route template and status.
+async fn track(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(req).await;
+    state
+        .metrics
+        .http_request(method.as_str(), &route, response.status().as_u16());
+    response
+}
+
+pub(crate) fn parse_workflow_id(raw: &str) -> Result<WorkflowId, ApiError> {
+    raw.parse().map_err(|e| {
+        ApiError::BadRequest(format!(
+            "{raw:?} is not a workflow id (expected a UUID): {e}"
+        ))
+    })
+}
+
+pub(crate) fn parse_task_id(raw: &str) -> Result<(TaskId, WorkflowId), ApiError> {
+    let id = TaskId(raw.to_owned());
+    match id.workflow_id() {
+        Some(workflow) => Ok((id, workflow)),
+        None => Err(ApiError::BadRequest(format!(
+            "{raw:?} is not a task id (expected <workflow uuid>.<number>)"
+        ))),
+    }
+}
+
+/// The accepted command's `(seq, result)`, or its rejection as an HTTP error.
+pub(crate) fn accepted(outcome: Outcome) -> Result<(u64, Value), ApiError> {
+    match outcome {
+        Outcome::Accepted { seq, result } => Ok((seq, result)),
+        Outcome::Rejected { rejection } => Err(rejection.into()),
+    }
+}

@@ -1,0 +1,347 @@
+//! Runs: start, read, list, history, and the operator verbs (cancel, pause, resume, add task).
+
+use super::{AppState, accepted, parse_workflow_id};
+use crate::dto::{
+    ALL_STATUSES, Cancel, History, RunStatus, StartWorkflow, TaskCreated, Workflow, WorkflowPage,
+    WorkflowRow, WorkflowStatus,
+};
+use crate::error::ApiError;
+use crate::problem::{Json as JsonBody, OptionalJson, Problem};
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+use distorch_domain::WorkflowId;
+use distorch_domain::command::Command;
+use distorch_domain::workflow::Status;
+use distorch_store::WorkflowFilter;
+use serde_json::Value;
+
+const DEFAULT_LIMIT: usize = 50;
+const MAX_LIMIT: usize = 1000;
+
+fn status_of(result: &Value) -> Option<Status> {
+    serde_json::from_value(result.get("status")?.clone()).ok()
+}
+
+/// Start a run.
+///
+/// With an `idempotency_key`, repeating the request returns the run it started (200)
+/// instead of starting another. The response is sent once the run is readable.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    request_body = StartWorkflow,
+    responses(
+        (status = 201, description = "Started", body = RunStatus),
+        (status = 200, description = "The run this idempotency key already started", body = RunStatus),
+        (status = 400, description = "Bad body, or input fails the definition's input_schema", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown definition or version", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn start_workflow(
+    State(state): State<AppState>,
+    JsonBody(req): JsonBody<StartWorkflow>,
+) -> Result<impl IntoResponse, ApiError> {
+    if req.definition.trim().is_empty() {
+        return Err(ApiError::BadRequest(
+            "`definition` must name a definition".into(),
+        ));
+    }
+    let workflow_id = match &req.idempotency_key {
+        Some(key) => WorkflowId::from_idempotency_key(&req.definition, key),
+        None => WorkflowId::new_random(uuid::Uuid::now_v7()),
+    };
+    let command = Command::StartWorkflow {
+        workflow_id,
+        definition: req.definition,
+        version: req.version,
+        input: req.input,
+        idempotency_key: req.idempotency_key,
+        parent: None,
+    };
+    let (seq, result) = accepted(state.bus.send(command).await?)?;
+    let workflow_id = result
+        .get("workflow_id")
+        .and_then(Value::as_str)
+        .and_then(|id| id.parse().ok())
+        .unwrap_or(workflow_id);
+    let existing = result
+        .get("existing")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    let caught_up = state.caught_up(workflow_id, seq).await;
+    let mut status = status_of(&result);
+    if status.is_none() && caught_up {
+        status = state.store.workflow(workflow_id).await?.map(|v| v.status);
+    }
+    let code = if existing {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    let body = RunStatus {
+        workflow_id: workflow_id.to_string(),
+        status: status.map(WorkflowStatus::from),
+    };
+    Ok((
+        code,
+        [(header::LOCATION, format!("/api/v1/workflows/{workflow_id}"))],
+        Json(body),
+    ))
+}
+
+/// A run with its tasks.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 200, description = "The run", body = Workflow),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn get_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Workflow>, ApiError> {
+    let id = parse_workflow_id(&id)?;
+    let view = state.store.workflow(id).await?;
+    let view = view.ok_or_else(|| ApiError::NotFound(format!("no workflow run {id}")))?;
+    Ok(Json(view.into()))
+}
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only runs in this status.
+    status: Option<String>,
+    /// Only runs of this definition.
+    definition: Option<String>,
+    /// Page size, 1 to 1000; default 50.
+    limit: Option<String>,
+    /// `next_cursor` of the previous page.
+    cursor: Option<String>,
+}
+
+/// List runs, newest first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows",
+    tag = "workflows",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "One page of runs", body = WorkflowPage),
+        (status = 400, description = "Bad status, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn list_workflows(
+    State(state): State<AppState>,
+    query: Result<Query<ListQuery>, QueryRejection>,
+) -> Result<Json<WorkflowPage>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
+    let status = match query.status.as_deref() {
+        None | Some("") => None,
+        Some(raw) => Some(
+            ALL_STATUSES
+                .into_iter()
+                .find(|s| s.as_str() == raw)
+                .ok_or_else(|| {
+                    let allowed: Vec<_> = ALL_STATUSES.iter().map(|s| s.as_str()).collect();
+                    ApiError::BadRequest(format!(
+                        "status {raw:?} is not one of: {}",
+                        allowed.join(", ")
+                    ))
+                })?,
+        ),
+    };
+    let limit = match query.limit.as_deref() {
+        None | Some("") => DEFAULT_LIMIT,
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "limit {raw:?} must be an integer from 1 to {MAX_LIMIT}"
+                )));
+            }
+        },
+    };
+    let filter = WorkflowFilter {
+        status,
+        definition: query.definition.filter(|d| !d.is_empty()),
+    };
+    let cursor = query.cursor.as_deref().filter(|c| !c.is_empty());
+    let page = state.store.workflows(&filter, limit, cursor).await?;
+    Ok(Json(WorkflowPage {
+        items: page.items.into_iter().map(WorkflowRow::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Every event of a run, in order.
+#[utoipa::path(
+    get,
+    path = "/api/v1/workflows/{id}/history",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 200, description = "The run's events", body = History),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn workflow_history(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<History>, ApiError> {
+    let id = parse_workflow_id(&id)?;
+    let events = state.store.history(id).await?;
+    if events.is_empty() {
+        return Err(ApiError::NotFound(format!("no workflow run {id}")));
+    }
+    Ok(Json(History { events }))
+}
+
+/// Publishes a verb about a run and answers with its status once the view reflects it
+/// (200), or with whatever the engine said when the view lags (202).
+async fn run_verb(
+    state: &AppState,
+    workflow_id: WorkflowId,
+    command: Command,
+) -> Result<(StatusCode, Json<RunStatus>), ApiError> {
+    let (seq, result) = accepted(state.bus.send(command).await?)?;
+    let (code, status) = if state.caught_up(workflow_id, seq).await {
+        let view = state.store.workflow(workflow_id).await?;
+        (
+            StatusCode::OK,
+            view.map(|v| v.status).or_else(|| status_of(&result)),
+        )
+    } else {
+        (StatusCode::ACCEPTED, status_of(&result))
+    };
+    let body = RunStatus {
+        workflow_id: workflow_id.to_string(),
+        status: status.map(Into::into),
+    };
+    Ok((code, Json(body)))
+}
+
+/// Cancel a run, optionally compensating its completed steps first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/cancel",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    request_body(content = Option<Cancel>, description = "Optional"),
+    responses(
+        (status = 200, description = "Applied", body = RunStatus),
+        (status = 202, description = "Applied; the read model has not caught up yet", body = RunStatus),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the run's status", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn cancel_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    OptionalJson(req): OptionalJson<Cancel>,
+) -> Result<impl IntoResponse, ApiError> {
+    let workflow_id = parse_workflow_id(&id)?;
+    let command = Command::CancelWorkflow {
+        workflow_id,
+        compensate: req.compensate,
+        reason: req.reason,
+    };
+    run_verb(&state, workflow_id, command).await
+}
+
+/// Pause a run: nothing new is scheduled until it is resumed.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/pause",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 200, description = "Applied", body = RunStatus),
+        (status = 202, description = "Applied; the read model has not caught up yet", body = RunStatus),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the run's status", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn pause_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let workflow_id = parse_workflow_id(&id)?;
+    run_verb(&state, workflow_id, Command::PauseWorkflow { workflow_id }).await
+}
+
+/// Resume a paused run.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/resume",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    responses(
+        (status = 200, description = "Applied", body = RunStatus),
+        (status = 202, description = "Applied; the read model has not caught up yet", body = RunStatus),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not allowed in the run's status", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn resume_workflow(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<impl IntoResponse, ApiError> {
+    let workflow_id = parse_workflow_id(&id)?;
+    run_verb(&state, workflow_id, Command::ResumeWorkflow { workflow_id }).await
+}
+
+/// Add an ad-hoc task step that runs after the steps in flight.
+///
+/// The body is a task step as written in a definition (`id`, `task`, optional `queue`,
+/// `input`, `retry`...); the engine validates it like a definition step.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/tasks",
+    tag = "workflows",
+    params(("id" = String, Path, description = "Run id (UUID)")),
+    request_body(content = Object, description = "A task step"),
+    responses(
+        (status = 201, description = "Added", body = TaskCreated),
+        (status = 400, description = "Invalid step", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run has ended", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn add_task(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(step): JsonBody<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let workflow_id = parse_workflow_id(&id)?;
+    if !step.is_object() {
+        return Err(ApiError::BadRequest(
+            "the body must be a task step object such as {\"id\": \"notify\", \"task\": \"send-email\"}"
+                .into(),
+        ));
+    }
+    let (seq, result) = accepted(
+        state
+            .bus
+            .send(Command::AddTask { workflow_id, step })
+            .await?,
+    )?;
+    let task_id = result
+        .get("task_id")
+        .and_then(Value::as_str)
+        .ok_or_else(|| {
+            ApiError::Unavailable(format!("the engine's reply lacks the task id: {result}"))
+        })?
+        .to_owned();
+    state.caught_up(workflow_id, seq).await;
+    Ok((StatusCode::CREATED, Json(TaskCreated { task_id })))
+}

@@ -1,0 +1,132 @@
+//! Read side: a small pool of read connections used from tokio's blocking threads.
+//!
+//! WAL mode lets these read while the writer thread writes, so a slow replay never delays an
+//! acknowledgement. Queries are synchronous SQLite calls, so they run on `spawn_blocking`
+//! and never on the async worker threads.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use super::schema::{self, storage};
+use super::topic::Topic;
+use crate::{LogError, Record, Result};
+
+/// Idle connections kept for reuse; more may exist briefly under a burst of reads.
+const MAX_IDLE: usize = 8;
+
+#[derive(Debug)]
+pub(crate) struct ReadPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReadPool {
+    pub(crate) fn new(path: PathBuf) -> Self {
+        Self {
+            path,
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` with a read connection on a blocking thread.
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || pool.with(f))
+            .await
+            .map_err(|e| LogError::Storage(format!("read task failed: {e}")))?
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match conn {
+            Some(conn) => conn,
+            None => self.open()?,
+        };
+        let out = f(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < MAX_IDLE {
+            idle.push(conn);
+        }
+        out
+    }
+
+    fn open(&self) -> Result<Connection> {
+        let conn = Connection::open(&self.path).map_err(storage("opening a read connection"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(storage("setting busy_timeout"))?;
+        // Belt and braces: the single-writer design relies on nobody else writing.
+        conn.pragma_update(None, "query_only", true)
+            .map_err(storage("setting query_only"))?;
+        conn.set_prepared_statement_cache_capacity(16);
+        Ok(conn)
+    }
+}
+
+/// What a read needs to know about its topic, detached from the shared `Topic`.
+#[derive(Debug, Clone)]
+pub(crate) struct Source {
+    pub(crate) topic_id: i64,
+    pub(crate) topic: String,
+    pub(crate) partition: u32,
+}
+
+impl Source {
+    pub(crate) fn new(topic: &Topic, partition: u32) -> Self {
+        Self {
+            topic_id: topic.id,
+            topic: topic.name.clone(),
+            partition,
+        }
+    }
+}
+
+/// Up to `max` records of one partition from offset `from`, in offset order.
+pub(crate) fn read_records(
+    conn: &Connection,
+    source: &Source,
+    from: u64,
+    max: usize,
+) -> Result<Vec<Record>> {
+    let mut stmt = conn
+        .prepare_cached(schema::SELECT_RECORDS)
+        .map_err(storage("preparing a read"))?;
+    let limit = i64::try_from(max).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query(params![source.topic_id, source.partition, from, limit])
+        .map_err(storage("reading records"))?;
+    let mut records = Vec::with_capacity(max.min(1024));
+    while let Some(row) = rows.next().map_err(storage("reading records"))? {
+        let headers: Option<Vec<u8>> = row.get(2).map_err(storage("reading headers"))?;
+        records.push(Record {
+            topic: source.topic.clone(),
+            partition: source.partition,
+            offset: row.get(0).map_err(storage("reading an offset"))?,
+            key: row.get(1).map_err(storage("reading a key"))?,
+            headers: schema::decode_headers(headers.as_deref())?,
+            payload: row.get(3).map_err(storage("reading a payload"))?,
+            timestamp_ms: row.get(4).map_err(storage("reading a timestamp"))?,
+        });
+    }
+    Ok(records)
+}
+
+pub(crate) fn group_offset(conn: &Connection, group: &str, source: &Source) -> Result<Option<u64>> {
+    conn.prepare_cached(schema::SELECT_GROUP_OFFSET)
+        .and_then(|mut stmt| {
+            stmt.query_row(params![group, source.topic_id, source.partition], |row| {
+                row.get(0)
+            })
+            .optional()
+        })
+        .map_err(storage("reading a group offset"))
+}

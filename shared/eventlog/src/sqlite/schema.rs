@@ -1,0 +1,183 @@
+//! Table layout, connection settings and the header encoding of the SQLite log.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::Path;
+use std::time::Duration;
+
+use super::topic::Topic;
+use crate::{LogError, Result};
+
+/// `records` is clustered on (topic, partition, offset) (`WITHOUT ROWID`), so a partition
+/// read is one contiguous range scan and "max offset of a partition" is a single seek.
+/// The column is called `off` because `OFFSET` is an SQL keyword.
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS topics (
+    id         INTEGER PRIMARY KEY,
+    name       TEXT    NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS records (
+    topic_id     INTEGER NOT NULL,
+    part         INTEGER NOT NULL,
+    off          INTEGER NOT NULL,
+    key          TEXT    NOT NULL,
+    headers      BLOB,
+    payload      BLOB    NOT NULL,
+    timestamp_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, part, off)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS group_offsets (
+    grp         TEXT    NOT NULL,
+    topic_id    INTEGER NOT NULL,
+    part        INTEGER NOT NULL,
+    next_offset INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic_id, part)
+) WITHOUT ROWID;
+";
+
+pub(crate) const INSERT_RECORD: &str = "INSERT INTO records \
+    (topic_id, part, off, key, headers, payload, timestamp_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+pub(crate) const INSERT_TOPIC: &str = "INSERT INTO topics (name, partitions) VALUES (?1, ?2)";
+pub(crate) const UPSERT_GROUP_OFFSET: &str = "INSERT INTO group_offsets \
+    (grp, topic_id, part, next_offset) VALUES (?1, ?2, ?3, ?4) \
+    ON CONFLICT (grp, topic_id, part) DO UPDATE SET next_offset = excluded.next_offset";
+pub(crate) const SELECT_RECORDS: &str = "SELECT off, key, headers, payload, timestamp_ms \
+    FROM records WHERE topic_id = ?1 AND part = ?2 AND off >= ?3 ORDER BY off LIMIT ?4";
+pub(crate) const SELECT_GROUP_OFFSET: &str =
+    "SELECT next_offset FROM group_offsets WHERE grp = ?1 AND topic_id = ?2 AND part = ?3";
+
+/// Wraps an SQLite error with what we were doing, so a log line says more than "disk I/O
+/// error".
+pub(crate) fn storage(context: &str) -> impl FnOnce(rusqlite::Error) -> LogError + '_ {
+    move |e| LogError::Storage(format!("{context}: {e}"))
+}
+
+/// Opens a connection with the settings every connection needs.
+///
+/// WAL lets readers run beside the single writer; `synchronous=FULL` fsyncs the WAL on every
+/// commit, which is what makes an acknowledged append survive power loss (NORMAL would only
+/// survive a process crash). The busy timeout covers checkpoints briefly locking readers out.
+pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(storage("opening the log database"))?;
+    conn.busy_timeout(Duration::from_secs(10))
+        .map_err(storage("setting busy_timeout"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(storage("enabling WAL"))?;
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(storage("setting synchronous=FULL"))?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(conn)
+}
+
+pub(crate) fn create_schema(conn: &Connection) -> Result<()> {
+    conn.execute_batch(SCHEMA)
+        .map_err(storage("creating the log schema"))
+}
+
+/// Loads every topic with its partitions' end offsets (one index seek per partition, never a
+/// scan of the records).
+pub(crate) fn load_topics(conn: &Connection) -> Result<Vec<Topic>> {
+    let mut stmt = conn
+        .prepare("SELECT id, name, partitions FROM topics ORDER BY id")
+        .map_err(storage("loading topics"))?;
+    let rows = stmt
+        .query_map([], |row| {
+            Ok((
+                row.get::<_, i64>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, u32>(2)?,
+            ))
+        })
+        .map_err(storage("loading topics"))?
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .map_err(storage("loading topics"))?;
+
+    let mut max_offset = conn
+        .prepare("SELECT MAX(off) FROM records WHERE topic_id = ?1 AND part = ?2")
+        .map_err(storage("loading end offsets"))?;
+    let mut topics = Vec::with_capacity(rows.len());
+    for (id, name, partitions) in rows {
+        let mut ends = Vec::with_capacity(partitions as usize);
+        for partition in 0..partitions {
+            let max: Option<u64> = max_offset
+                .query_row(params![id, partition], |row| row.get(0))
+                .optional()
+                .map_err(storage("loading end offsets"))?
+                .flatten();
+            ends.push(max.map_or(0, |m| m + 1));
+        }
+        topics.push(Topic::new(id, name, ends));
+    }
+    Ok(topics)
+}
+
+/// Headers as `(u32 LE length, bytes)` pairs: compact, order preserving, duplicates allowed
+/// (Kafka headers are a list, not a map). No headers is stored as NULL.
+pub(crate) fn encode_headers(headers: &[(String, String)]) -> Option<Vec<u8>> {
+    if headers.is_empty() {
+        return None;
+    }
+    let len = headers.iter().map(|(k, v)| 8 + k.len() + v.len()).sum();
+    let mut out = Vec::with_capacity(len);
+    for (k, v) in headers {
+        for s in [k, v] {
+            out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+            out.extend_from_slice(s.as_bytes());
+        }
+    }
+    Some(out)
+}
+
+pub(crate) fn decode_headers(blob: Option<&[u8]>) -> Result<Vec<(String, String)>> {
+    fn corrupt() -> LogError {
+        LogError::Storage("corrupt record headers".to_owned())
+    }
+    fn next(rest: &mut &[u8]) -> Result<String> {
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*len) as usize;
+        if tail.len() < len {
+            return Err(corrupt());
+        }
+        let (s, tail) = tail.split_at(len);
+        *rest = tail;
+        String::from_utf8(s.to_vec()).map_err(|_| corrupt())
+    }
+
+    let mut rest = blob.unwrap_or_default();
+    let mut headers = Vec::new();
+    while !rest.is_empty() {
+        let k = next(&mut rest)?;
+        let v = next(&mut rest)?;
+        headers.push((k, v));
+    }
+    Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_round_trip_keeps_order_duplicates_and_empty_strings() {
+        let headers = vec![
+            ("b".to_owned(), "1".to_owned()),
+            ("a".to_owned(), String::new()),
+            ("b".to_owned(), "ü→2".to_owned()),
+        ];
+        let blob = encode_headers(&headers);
+        assert_eq!(decode_headers(blob.as_deref()).unwrap(), headers);
+        assert_eq!(encode_headers(&[]), None);
+        assert!(decode_headers(None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn truncated_headers_are_a_storage_error_not_a_panic() {
+        let blob = encode_headers(&[("key".to_owned(), "value".to_owned())]).unwrap();
+        for cut in 1..blob.len() {
+            assert!(matches!(
+                decode_headers(Some(&blob[..cut])),
+                Err(LogError::Storage(_))
+            ));
+        }
+    }
+}
