@@ -30,7 +30,10 @@ pub struct StandaloneConfig {
 
 impl Default for StandaloneConfig {
     fn default() -> Self {
-        Self { listen: "127.0.0.1:8000".into(), data_dir: PathBuf::from("./distorch-data") }
+        Self {
+            listen: "127.0.0.1:8000".into(),
+            data_dir: PathBuf::from("./distorch-data"),
+        }
     }
 }
 
@@ -45,7 +48,10 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: "text".into(), log_level: "info".into() }
+        Self {
+            log_format: "text".into(),
+            log_level: "info".into(),
+        }
     }
 }
 
@@ -55,13 +61,20 @@ pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
     let mut fig = Figment::new();
     match file {
         Some(path) => {
-            anyhow::ensure!(path.exists(), "config file {} does not exist", path.display());
+            anyhow::ensure!(
+                path.exists(),
+                "config file {} does not exist",
+                path.display()
+            );
             fig = fig.merge(Toml::file(path));
         }
         None => fig = fig.merge(Toml::file("distorch.toml")),
     }
-    fig = fig.merge(Env::prefixed("DISTORCH__").split("__")).merge(overrides);
-    fig.extract().map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    fig = fig
+        .merge(Env::prefixed("DISTORCH__").split("__"))
+        .merge(overrides);
+    fig.extract()
+        .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
 }
 
 /// Flag overrides for the `standalone` section.

@@ -9,7 +9,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "distorch", version, about = "Durable workflow orchestration for microservices")]
+#[command(
+    name = "distorch",
+    version,
+    about = "Durable workflow orchestration for microservices"
+)]
 struct Cli {
     /// TOML configuration file (default: ./distorch.toml when present).
     #[arg(long, global = true, env = "DISTORCH_CONFIG")]
@@ -34,16 +38,17 @@ enum Cmd {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Cmd::Standalone { listen, data_dir } => {
-            config::load(cli.config.as_deref(), config::standalone_flags(listen, data_dir))
-                .and_then(|cfg| {
-                    init_tracing(&cfg.telemetry);
-                    tokio::runtime::Builder::new_multi_thread()
-                        .enable_all()
-                        .build()?
-                        .block_on(standalone::run(cfg))
-                })
-        }
+        Cmd::Standalone { listen, data_dir } => config::load(
+            cli.config.as_deref(),
+            config::standalone_flags(listen, data_dir),
+        )
+        .and_then(|cfg| {
+            init_tracing(&cfg.telemetry);
+            tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?
+                .block_on(standalone::run(cfg))
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -56,8 +61,11 @@ fn main() -> ExitCode {
 
 fn init_tracing(cfg: &config::TelemetryConfig) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log_level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if cfg.log_format == "json" {
         builder.json().init();
     } else {

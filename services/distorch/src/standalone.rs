@@ -18,25 +18,41 @@ use tokio::task::JoinSet;
 
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let dir = &cfg.standalone.data_dir;
-    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
     let log: Arc<dyn EventLog> = Arc::new(
-        SqliteLog::open(dir.join("log.db")).with_context(|| format!("cannot open the event log in {}", dir.display()))?,
+        SqliteLog::open(dir.join("log.db"))
+            .with_context(|| format!("cannot open the event log in {}", dir.display()))?,
     );
     let store: Arc<dyn ReadStore> = Arc::new(
-        SqliteStore::open(dir.join("read.db")).with_context(|| format!("cannot open the read store in {}", dir.display()))?,
+        SqliteStore::open(dir.join("read.db"))
+            .with_context(|| format!("cannot open the read store in {}", dir.display()))?,
     );
     let topics = cfg.api.topics();
-    let registry: SharedRegistry = Arc::new(RwLock::new(prometheus_client::registry::Registry::default()));
+    let registry: SharedRegistry =
+        Arc::new(RwLock::new(prometheus_client::registry::Registry::default()));
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.partitions = cfg.api.partitions.commands;
     let engine = {
         let mut reg = registry.write().unwrap_or_else(|p| p.into_inner());
-        Engine::new(log.clone(), topics.clone(), engine_cfg, Metrics::new(&mut reg))
+        Engine::new(
+            log.clone(),
+            topics.clone(),
+            engine_cfg,
+            Metrics::new(&mut reg),
+        )
     };
     // The engine creates the topics before anyone reads them.
     engine.ensure_topics().await?;
-    let projector = Projector::new(log.clone(), store.clone(), topics.clone(), cfg.projector.clone());
-    projector.stats().register(&mut registry.write().unwrap_or_else(|p| p.into_inner()));
+    let projector = Projector::new(
+        log.clone(),
+        store.clone(),
+        topics.clone(),
+        cfg.projector.clone(),
+    );
+    projector
+        .stats()
+        .register(&mut registry.write().unwrap_or_else(|p| p.into_inner()));
     let saga = Saga::new(log.clone(), topics.clone(), SagaConfig::default());
     let app = distorch_api::router(log.clone(), store, cfg.api.clone(), registry).await?;
 
@@ -45,9 +61,17 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = rx.wait_for(|s| *s).await;
     };
     let mut services: JoinSet<anyhow::Result<&'static str>> = JoinSet::new();
-    spawn(&mut services, "engine", engine.run(stopped(stop_rx.clone())));
+    spawn(
+        &mut services,
+        "engine",
+        engine.run(stopped(stop_rx.clone())),
+    );
     spawn(&mut services, "saga", saga.run(stopped(stop_rx.clone())));
-    spawn(&mut services, "projector", projector.run(stopped(stop_rx.clone())));
+    spawn(
+        &mut services,
+        "projector",
+        projector.run(stopped(stop_rx.clone())),
+    );
 
     let listener = tokio::net::TcpListener::bind(&cfg.standalone.listen)
         .await
@@ -58,7 +82,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %dir.display(), "distorch standalone started");
     let http_stop = stopped(stop_rx.clone());
     services.spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(http_stop).await?;
+        axum::serve(listener, app)
+            .with_graceful_shutdown(http_stop)
+            .await?;
         Ok("api")
     });
 
@@ -83,8 +109,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     result
 }
 
-fn spawn<E>(set: &mut JoinSet<anyhow::Result<&'static str>>, name: &'static str, fut: impl Future<Output = Result<(), E>> + Send + 'static)
-where
+fn spawn<E>(
+    set: &mut JoinSet<anyhow::Result<&'static str>>,
+    name: &'static str,
+    fut: impl Future<Output = Result<(), E>> + Send + 'static,
+) where
     E: std::error::Error + Send + Sync + 'static,
 {
     set.spawn(async move {

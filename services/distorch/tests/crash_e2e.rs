@@ -23,8 +23,16 @@ struct Ledger {
     violations: Vec<String>,
 }
 
-async fn worker(base: Arc<RwLock<String>>, ledger: Arc<Mutex<Ledger>>, done: Arc<AtomicBool>, acks: Arc<AtomicUsize>) {
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+async fn worker(
+    base: Arc<RwLock<String>>,
+    ledger: Arc<Mutex<Ledger>>,
+    done: Arc<AtomicBool>,
+    acks: Arc<AtomicUsize>,
+) {
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
     while !done.load(Ordering::Relaxed) {
         let url = base.read().unwrap().clone();
         let polled = http
@@ -36,7 +44,9 @@ async fn worker(base: Arc<RwLock<String>>, ledger: Arc<Mutex<Ledger>>, done: Arc
             tokio::time::sleep(Duration::from_millis(50)).await;
             continue;
         };
-        let Ok(body) = resp.json::<Value>().await else { continue };
+        let Ok(body) = resp.json::<Value>().await else {
+            continue;
+        };
         for task in body["tasks"].as_array().cloned().unwrap_or_default() {
             let id = task["task_id"].as_str().unwrap().to_string();
             {
@@ -72,8 +82,12 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
     let dir = tempdir();
     let mut server = Server::start(dir.path());
     let api = server.api();
-    let steps: Vec<Value> = (0..STEPS).map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": "crash", "timeout": "2s"})).collect();
-    let (status, body) = api.post("/definitions", json!({"name": "crash", "steps": steps})).await;
+    let steps: Vec<Value> = (0..STEPS)
+        .map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": "crash", "timeout": "2s"}))
+        .collect();
+    let (status, body) = api
+        .post("/definitions", json!({"name": "crash", "steps": steps}))
+        .await;
     assert_eq!(status, 201, "{body}");
     let mut ids = Vec::new();
     for _ in 0..RUNS {
@@ -85,7 +99,14 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
     let done = Arc::new(AtomicBool::new(false));
     let acks = Arc::new(AtomicUsize::new(0));
     let workers: Vec<_> = (0..4)
-        .map(|_| tokio::spawn(worker(base.clone(), ledger.clone(), done.clone(), acks.clone())))
+        .map(|_| {
+            tokio::spawn(worker(
+                base.clone(),
+                ledger.clone(),
+                done.clone(),
+                acks.clone(),
+            ))
+        })
         .collect();
 
     // Let a good share of the work happen, then pull the plug.
@@ -103,16 +124,27 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
         let run = api.wait_status(id, "completed").await;
         let tasks = run["tasks"].as_array().unwrap();
         assert_eq!(tasks.len(), STEPS, "run {id}");
-        assert!(tasks.iter().all(|t| t["status"] == "completed"), "run {id}: {run}");
+        assert!(
+            tasks.iter().all(|t| t["status"] == "completed"),
+            "run {id}: {run}"
+        );
     }
     done.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();
     }
     let ledger = ledger.lock().unwrap();
-    assert!(ledger.violations.is_empty(), "tasks dispatched after their completion was acknowledged: {:?}", ledger.violations);
+    assert!(
+        ledger.violations.is_empty(),
+        "tasks dispatched after their completion was acknowledged: {:?}",
+        ledger.violations
+    );
     // A completion that became durable just before the kill may have lost its answer; the
     // worker's retry then gets 409. At most the completions in flight at the kill (4 workers
     // x 10 tasks) can be in that state; everything else was acknowledged.
-    assert!(ledger.completed.len() + 40 >= RUNS * STEPS, "only {} completions acknowledged", ledger.completed.len());
+    assert!(
+        ledger.completed.len() + 40 >= RUNS * STEPS,
+        "only {} completions acknowledged",
+        ledger.completed.len()
+    );
 }

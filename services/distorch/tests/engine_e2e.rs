@@ -39,7 +39,9 @@ async fn a_run_goes_through_its_steps_with_workers_and_ends_with_its_output() {
     assert_eq!(status, 201, "{body}");
     assert_eq!(body, json!({"name": "order", "version": 1}));
 
-    let id = api.start("order", json!({"order_id": "o-1", "amount": 42})).await;
+    let id = api
+        .start("order", json!({"order_id": "o-1", "amount": 42}))
+        .await;
     let reserve = api.take("inventory").await;
     assert_eq!(reserve["step_id"], "reserve");
     assert_eq!(reserve["input"], json!({"order_id": "o-1", "amount": 42}));
@@ -55,13 +57,21 @@ async fn a_run_goes_through_its_steps_with_workers_and_ends_with_its_output() {
     assert_eq!(run["output"], json!({"order": "o-1", "tracking": "T-9"}));
     let tasks = run["tasks"].as_array().unwrap();
     assert_eq!(tasks.len(), 3);
-    assert!(tasks.iter().all(|t| t["status"] == "completed" && t["kind"] == "step"));
+    assert!(
+        tasks
+            .iter()
+            .all(|t| t["status"] == "completed" && t["kind"] == "step")
+    );
 
     let (status, history) = api.get(&format!("/workflows/{id}/history")).await;
     assert_eq!(status, 200);
     let events = history["events"].as_array().unwrap();
     let seqs: Vec<u64> = events.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
-    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>(), "history is gapless and ordered");
+    assert_eq!(
+        seqs,
+        (1..=seqs.len() as u64).collect::<Vec<_>>(),
+        "history is gapless and ordered"
+    );
     assert_eq!(events.first().unwrap()["type"], "workflow_started");
     assert_eq!(events.last().unwrap()["type"], "workflow_completed");
 }
@@ -80,13 +90,23 @@ async fn a_failed_attempt_is_retried_and_its_stale_completion_is_refused() {
     let (status, body) = api.complete(&first, json!({})).await;
     assert_eq!(status, 409, "completion of a failed attempt: {body}");
     assert_eq!(body["status"], 409);
-    assert!(body["detail"].as_str().unwrap().contains("attempt 1"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("attempt 1"),
+        "{body}"
+    );
 
     let second = api.take("inventory").await;
     assert_eq!(second["attempt"], 2);
-    assert_eq!(second["task_id"], first["task_id"], "a retry is the same task");
+    assert_eq!(
+        second["task_id"], first["task_id"],
+        "a retry is the same task"
+    );
     assert_eq!(api.complete(&second, json!({"held": true})).await.0, 200);
-    let run = api.wait_for(&id, "charge scheduled", |w| w["tasks"].as_array().unwrap().len() == 2).await;
+    let run = api
+        .wait_for(&id, "charge scheduled", |w| {
+            w["tasks"].as_array().unwrap().len() == 2
+        })
+        .await;
     assert_eq!(run["tasks"][0]["attempt"], 2);
     assert_eq!(run["tasks"][0]["status"], "completed");
 }
@@ -113,11 +133,20 @@ async fn exhausted_attempts_compensate_completed_steps_in_reverse_order() {
     api.complete(&refund, json!({})).await;
     let release = api.take("inventory").await;
     assert_eq!(release["task"], "release-stock");
-    assert_eq!(release["input"], json!({"hold": "h-1"}), "compensation input jq sees step outputs");
+    assert_eq!(
+        release["input"],
+        json!({"hold": "h-1"}),
+        "compensation input jq sees step outputs"
+    );
     api.complete(&release, json!({})).await;
 
     let run = api.wait_status(&id, "compensated").await;
-    let kinds: Vec<&str> = run["tasks"].as_array().unwrap().iter().map(|t| t["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = run["tasks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds.iter().filter(|k| **k == "compensation").count(), 2);
 }
 
@@ -138,20 +167,40 @@ steps:
     api.fail(&a, "boom", true).await;
     api.wait_status(&id, "parked").await;
     let (_, dlq) = api.get("/dlq").await;
-    let item = dlq["items"].as_array().unwrap().iter().find(|i| i["workflow_id"] == id.as_str()).cloned();
+    let item = dlq["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["workflow_id"] == id.as_str())
+        .cloned();
     let item = item.expect("parked task listed in the DLQ");
     assert_eq!(item["step_id"], "a");
     assert_eq!(item["error"]["type"], "boom");
 
     let task_id = a["task_id"].as_str().unwrap();
-    let (status, body) = api.post(&format!("/tasks/{task_id}/skip"), json!({"output": {"manual": true}})).await;
+    let (status, body) = api
+        .post(
+            &format!("/tasks/{task_id}/skip"),
+            json!({"output": {"manual": true}}),
+        )
+        .await;
     assert!(status == 200 || status == 202, "{status} {body}");
     let b = api.take("after").await;
-    assert_eq!(b["input"], json!({"manual": true}), "the skip output feeds the next step");
+    assert_eq!(
+        b["input"],
+        json!({"manual": true}),
+        "the skip output feeds the next step"
+    );
     api.complete(&b, json!(1)).await;
     api.wait_status(&id, "completed").await;
     let (_, dlq) = api.get("/dlq").await;
-    assert!(dlq["items"].as_array().unwrap().iter().all(|i| i["workflow_id"] != id.as_str()));
+    assert!(
+        dlq["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["workflow_id"] != id.as_str())
+    );
 }
 
 #[tokio::test]
@@ -166,14 +215,18 @@ async fn a_parked_task_can_be_retried_by_an_operator() {
     api.fail(&a, "boom", true).await;
     api.wait_status(&id, "parked").await;
     let task_id = a["task_id"].as_str().unwrap();
-    let (status, _) = api.post(&format!("/tasks/{task_id}/retry"), json!({})).await;
+    let (status, _) = api
+        .post(&format!("/tasks/{task_id}/retry"), json!({}))
+        .await;
     assert!(status == 200 || status == 202);
     let again = api.take("flaky2").await;
     assert_eq!(again["attempt"], 2);
     api.complete(&again, json!("ok")).await;
     api.wait_status(&id, "completed").await;
     // Retrying something that is not parked is a conflict.
-    let (status, body) = api.post(&format!("/tasks/{task_id}/retry"), json!({})).await;
+    let (status, body) = api
+        .post(&format!("/tasks/{task_id}/retry"), json!({}))
+        .await;
     assert_eq!(status, 409, "{body}");
 }
 
@@ -193,16 +246,28 @@ async fn cancel_pause_and_resume_are_operator_verbs_with_conflicts() {
     assert_eq!(status, 409, "pausing twice");
     // A running attempt may finish while paused, but nothing new is dispatched.
     assert_eq!(api.complete(&reserve, json!({})).await.0, 200);
-    assert!(api.poll("payments", 1, 300).await.is_empty(), "nothing dispatched while paused");
-    api.post(&format!("/workflows/{id}/resume"), json!({})).await;
+    assert!(
+        api.poll("payments", 1, 300).await.is_empty(),
+        "nothing dispatched while paused"
+    );
+    api.post(&format!("/workflows/{id}/resume"), json!({}))
+        .await;
     let charge = api.take("payments").await;
     assert_eq!(charge["step_id"], "charge");
 
-    let (status, _) = api.post(&format!("/workflows/{id}/cancel"), json!({})).await;
+    let (status, _) = api
+        .post(&format!("/workflows/{id}/cancel"), json!({}))
+        .await;
     assert!(status == 200 || status == 202);
     api.wait_status(&id, "cancelled").await;
-    assert_eq!(api.complete(&charge, json!({})).await.0, 409, "completion after cancel");
-    let (status, _) = api.post(&format!("/workflows/{id}/resume"), json!({})).await;
+    assert_eq!(
+        api.complete(&charge, json!({})).await.0,
+        409,
+        "completion after cancel"
+    );
+    let (status, _) = api
+        .post(&format!("/workflows/{id}/resume"), json!({}))
+        .await;
     assert_eq!(status, 409, "resume of a cancelled run");
 }
 
@@ -216,7 +281,11 @@ async fn cancel_with_compensation_undoes_completed_steps_then_ends_cancelled() {
     let reserve = api.take("inventory").await;
     api.complete(&reserve, json!({"hold": 1})).await;
     let _charge = api.take("payments").await;
-    api.post(&format!("/workflows/{id}/cancel"), json!({"compensate": true})).await;
+    api.post(
+        &format!("/workflows/{id}/cancel"),
+        json!({"compensate": true}),
+    )
+    .await;
     let release = api.take("inventory").await;
     assert_eq!(release["task"], "release-stock");
     api.complete(&release, json!({})).await;
@@ -229,7 +298,8 @@ async fn starting_twice_with_one_idempotency_key_gives_one_run() {
     let server = Server::start(dir.path());
     let api = server.api();
     api.register_yaml(ORDER).await;
-    let body = json!({"definition": "order", "input": {"order_id": "o-6"}, "idempotency_key": "k-1"});
+    let body =
+        json!({"definition": "order", "input": {"order_id": "o-6"}, "idempotency_key": "k-1"});
     let (s1, first) = api.post("/workflows", body.clone()).await;
     let (s2, second) = api.post("/workflows", body).await;
     assert_eq!(s1, 201);
@@ -270,7 +340,9 @@ steps:
 "#;
     let (status, body) = api.register_yaml(parent).await;
     assert_eq!(status, 201, "{body}");
-    let id = api.start("flow", json!({"risk": "low", "items": ["a", "b", "c"]})).await;
+    let id = api
+        .start("flow", json!({"risk": "low", "items": ["a", "b", "c"]}))
+        .await;
 
     let approve = api.take("approve").await;
     assert_eq!(approve["step_id"], "auto", "default branch taken");
@@ -278,7 +350,10 @@ steps:
     // The sms branch is skipped (no phone): only one notify task.
     let email = api.take("notify").await;
     assert_eq!(email["step_id"], "email");
-    assert!(api.poll("notify", 5, 200).await.is_empty(), "sms skipped by its `when`");
+    assert!(
+        api.poll("notify", 5, 200).await.is_empty(),
+        "sms skipped by its `when`"
+    );
     api.complete(&email, json!("sent")).await;
 
     // foreach: at most two in flight.
@@ -308,9 +383,21 @@ steps:
 
     let run = api.wait_status(&id, "completed").await;
     let out = &run["output"];
-    assert_eq!(out["route"], json!({"ok": true}), "switch output is its branch's last output");
-    assert_eq!(out["fan"], json!(["sent", null]), "parallel output per branch, skipped is null");
-    assert_eq!(out["pack"], json!([{"packed": "a"}, {"packed": "b"}, {"packed": "c"}]), "foreach output in item order");
+    assert_eq!(
+        out["route"],
+        json!({"ok": true}),
+        "switch output is its branch's last output"
+    );
+    assert_eq!(
+        out["fan"],
+        json!(["sent", null]),
+        "parallel output per branch, skipped is null"
+    );
+    assert_eq!(
+        out["pack"],
+        json!([{"packed": "a"}, {"packed": "b"}, {"packed": "c"}]),
+        "foreach output in item order"
+    );
     assert_eq!(out["invoice"], json!({"invoice": "I-1"}));
 }
 
@@ -325,14 +412,21 @@ async fn a_heartbeat_timeout_reassigns_the_task_with_its_checkpoint() {
     let first = api.take("crunch").await;
     let task_id = first["task_id"].as_str().unwrap();
     let (status, body) = api
-        .post(&format!("/tasks/{task_id}/heartbeat"), json!({"attempt": 1, "checkpoint": {"done": 40}}))
+        .post(
+            &format!("/tasks/{task_id}/heartbeat"),
+            json!({"attempt": 1, "checkpoint": {"done": 40}}),
+        )
         .await;
     assert_eq!(status, 200, "{body}");
     // The worker goes silent; another worker gets the task with the checkpoint.
     let second = api.take("crunch").await;
     assert_eq!(second["attempt"], 2);
     assert_eq!(second["checkpoint"], json!({"done": 40}));
-    assert_eq!(api.complete(&first, json!({})).await.0, 409, "the lost attempt is superseded");
+    assert_eq!(
+        api.complete(&first, json!({})).await.0,
+        409,
+        "the lost attempt is superseded"
+    );
     assert_eq!(api.complete(&second, json!({"done": 100})).await.0, 200);
     api.wait_status(&id, "completed").await;
 }
@@ -342,16 +436,25 @@ async fn an_ad_hoc_task_runs_after_the_step_in_flight() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let api = server.api();
-    api.register_yaml("name: adhoc\nsteps:\n  - {id: one, task: t1}\n  - {id: two, task: t2}\n").await;
+    api.register_yaml("name: adhoc\nsteps:\n  - {id: one, task: t1}\n  - {id: two, task: t2}\n")
+        .await;
     let id = api.start("adhoc", json!({})).await;
     let one = api.take("t1").await;
-    let (status, body) = api.post(&format!("/workflows/{id}/tasks"), json!({"id": "extra", "task": "t-extra"})).await;
+    let (status, body) = api
+        .post(
+            &format!("/workflows/{id}/tasks"),
+            json!({"id": "extra", "task": "t-extra"}),
+        )
+        .await;
     assert_eq!(status, 201, "{body}");
     let extra_id = body["task_id"].as_str().unwrap().to_string();
     api.complete(&one, json!(1)).await;
     let extra = api.take("t-extra").await;
     assert_eq!(extra["task_id"], extra_id.as_str());
-    assert!(api.poll("t2", 1, 200).await.is_empty(), "`two` waits for the added task");
+    assert!(
+        api.poll("t2", 1, 200).await.is_empty(),
+        "`two` waits for the added task"
+    );
     api.complete(&extra, json!(2)).await;
     let two = api.take("t2").await;
     api.complete(&two, json!(3)).await;
@@ -366,12 +469,30 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
 
     // Definitions: each problem named with its path.
     let cases = [
-        ("name: x\nsteps:\n  - {id: a, task: t, colour: red}\n", "colour"),
-        ("name: x\nsteps:\n  - {id: a, task: t}\n  - {id: a, task: u}\n", "duplicate"),
-        ("name: x\nsteps:\n  - {id: a, task: t, compensate: nope}\n", "nope"),
-        ("name: x\nsteps:\n  - {id: a, task: t, when: '.input | ('}\n", "when"),
-        ("name: x\nsteps:\n  - {id: a, task: t, timeout: soon}\n", "timeout"),
-        ("name: x\nsteps:\n  - {id: a, task: t, retry: {max_attempts: 0}}\n", "max_attempts"),
+        (
+            "name: x\nsteps:\n  - {id: a, task: t, colour: red}\n",
+            "colour",
+        ),
+        (
+            "name: x\nsteps:\n  - {id: a, task: t}\n  - {id: a, task: u}\n",
+            "duplicate",
+        ),
+        (
+            "name: x\nsteps:\n  - {id: a, task: t, compensate: nope}\n",
+            "nope",
+        ),
+        (
+            "name: x\nsteps:\n  - {id: a, task: t, when: '.input | ('}\n",
+            "when",
+        ),
+        (
+            "name: x\nsteps:\n  - {id: a, task: t, timeout: soon}\n",
+            "timeout",
+        ),
+        (
+            "name: x\nsteps:\n  - {id: a, task: t, retry: {max_attempts: 0}}\n",
+            "max_attempts",
+        ),
         ("name: x\nsteps:\n  - {id: a, frobnicate: {}}\n", "steps[0]"),
         ("name: [unclosed\n", ""),
     ];
@@ -379,30 +500,53 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         let (status, body) = api.register_yaml(yaml).await;
         assert_eq!(status, 400, "{yaml}: {body}");
         let detail = body["detail"].as_str().unwrap_or_default();
-        assert!(detail.contains(needle), "{yaml}: detail {detail:?} should mention {needle:?}");
+        assert!(
+            detail.contains(needle),
+            "{yaml}: detail {detail:?} should mention {needle:?}"
+        );
     }
     let (status, _) = api.get("/definitions/x").await;
     assert_eq!(status, 404, "no rejected definition was registered");
 
     api.register_yaml(ORDER).await;
-    let (status, body) = api.post("/workflows", json!({"definition": "order", "input": {"amount": 1}})).await;
+    let (status, body) = api
+        .post(
+            "/workflows",
+            json!({"definition": "order", "input": {"amount": 1}}),
+        )
+        .await;
     assert_eq!(status, 400, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("order_id"), "{body}");
-    let (status, _) = api.post("/workflows", json!({"definition": "nope", "input": {}})).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("order_id"),
+        "{body}"
+    );
+    let (status, _) = api
+        .post("/workflows", json!({"definition": "nope", "input": {}}))
+        .await;
     assert_eq!(status, 404);
     let (_, list) = api.get("/workflows").await;
     assert_eq!(list["items"], json!([]), "no run was created by bad starts");
 
     let malformed = api
-        .send(api.http.post(format!("{}/workflows", api.base)).header("content-type", "application/json").body("{\"definition\": "))
+        .send(
+            api.http
+                .post(format!("{}/workflows", api.base))
+                .header("content-type", "application/json")
+                .body("{\"definition\": "),
+        )
         .await;
     assert_eq!(malformed.0, 400);
     let (status, _) = api.get("/workflows/not-a-uuid").await;
     assert_eq!(status, 400);
-    let (status, _) = api.get("/workflows/00000000-0000-0000-0000-000000000000").await;
+    let (status, _) = api
+        .get("/workflows/00000000-0000-0000-0000-000000000000")
+        .await;
     assert_eq!(status, 404);
     let (status, _) = api
-        .post("/tasks/00000000-0000-0000-0000-000000000000.1/complete", json!({"attempt": 1, "output": {}}))
+        .post(
+            "/tasks/00000000-0000-0000-0000-000000000000.1/complete",
+            json!({"attempt": 1, "output": {}}),
+        )
         .await;
     assert_eq!(status, 404);
     let huge = json!({"definition": "order", "input": {"order_id": "x".repeat(2 * 1024 * 1024)}});
@@ -437,18 +581,44 @@ async fn operational_endpoints_answer() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let http = reqwest::Client::new();
-    let health = http.get(format!("{}/healthz", server.url)).send().await.unwrap();
+    let health = http
+        .get(format!("{}/healthz", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status(), 200);
-    let openapi: Value = http.get(format!("{}/api/v1/openapi.json", server.url)).send().await.unwrap().json().await.unwrap();
+    let openapi: Value = http
+        .get(format!("{}/api/v1/openapi.json", server.url))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert!(openapi["paths"]["/api/v1/workflows"].is_object());
-    let docs = http.get(format!("{}/docs/", server.url)).send().await.unwrap();
+    let docs = http
+        .get(format!("{}/docs/", server.url))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(docs.status(), 200);
     let api = server.api();
     api.register_yaml(ORDER).await;
     api.start("order", json!({"order_id": "m"})).await;
     api.take("inventory").await;
-    let metrics = http.get(format!("{}/metrics", server.url)).send().await.unwrap().text().await.unwrap();
-    for name in ["distorch_runs_started_total", "distorch_tasks_dispatched_total", "distorch_run_latency_seconds"] {
+    let metrics = http
+        .get(format!("{}/metrics", server.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in [
+        "distorch_runs_started_total",
+        "distorch_tasks_dispatched_total",
+        "distorch_run_latency_seconds",
+    ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
 }

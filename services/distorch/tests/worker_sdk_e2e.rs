@@ -40,7 +40,10 @@ output: '.steps.crunch.output'
             }
         })
         .handler("crunch", |ctx| async move {
-            assert!(ctx.heartbeat(Some(json!({"progress": 50}))).await, "attempt still current");
+            assert!(
+                ctx.heartbeat(Some(json!({"progress": 50}))).await,
+                "attempt still current"
+            );
             let n = ctx.input["n"].as_u64().unwrap_or(0);
             Ok(json!({"sum": n * 2, "from_attempt": ctx.input["attempt"]}))
         })
@@ -54,20 +57,36 @@ output: '.steps.crunch.output'
     assert_eq!(run["output"], json!({"sum": 42, "from_attempt": 2}));
     assert_eq!(fetch_calls.load(Ordering::SeqCst), 2);
     let tasks = run["tasks"].as_array().unwrap();
-    assert_eq!(tasks[0]["attempt"], 2, "fetch succeeded on its second attempt");
+    assert_eq!(
+        tasks[0]["attempt"], 2,
+        "fetch succeeded on its second attempt"
+    );
     let (_, history) = api.get(&format!("/workflows/{id}/history")).await;
     let events = history["events"].as_array().unwrap();
     let checkpoint = events
         .iter()
         .find(|e| e["type"] == "task_heartbeat")
         .map(|e| e["checkpoint"].clone());
-    assert_eq!(checkpoint, Some(json!({"progress": 50})), "the heartbeat's checkpoint is an event");
-    let completed: Vec<_> = events.iter().filter(|e| e["type"] == "task_completed").collect();
+    assert_eq!(
+        checkpoint,
+        Some(json!({"progress": 50})),
+        "the heartbeat's checkpoint is an event"
+    );
+    let completed: Vec<_> = events
+        .iter()
+        .filter(|e| e["type"] == "task_completed")
+        .collect();
     assert_eq!(completed.len(), 2);
     if cfg!(target_os = "linux") {
         for e in completed {
-            assert!(e["metrics"]["cpu_ms"].is_number(), "worker CPU time reported: {e}");
-            assert!(e["metrics"]["peak_memory_bytes"].as_u64().unwrap_or(0) > 0, "peak memory reported: {e}");
+            assert!(
+                e["metrics"]["cpu_ms"].is_number(),
+                "worker CPU time reported: {e}"
+            );
+            assert!(
+                e["metrics"]["peak_memory_bytes"].as_u64().unwrap_or(0) > 0,
+                "peak memory reported: {e}"
+            );
         }
     }
 }

@@ -20,7 +20,7 @@ pub use metrics::Metrics;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
 use distorch_domain::topics::{TaskDispatch, Topics};
-use distorch_domain::workflow::{Workflow, evolve, handle};
+use distorch_domain::workflow::{TaskStatus, Workflow, evolve, handle};
 use distorch_domain::{CommandId, WorkflowId};
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
 use registry::Registry;
@@ -44,7 +44,11 @@ pub struct EngineConfig {
 
 impl Default for EngineConfig {
     fn default() -> Self {
-        Self { partitions: 8, batch: 2000, group: "engine".into() }
+        Self {
+            partitions: 8,
+            batch: 2000,
+            group: "engine".into(),
+        }
     }
 }
 
@@ -53,7 +57,12 @@ pub enum EngineError {
     #[error("event log: {0}")]
     Log(#[from] LogError),
     #[error("undecodable record in {topic}[{partition}]@{offset}: {reason}")]
-    Corrupt { topic: String, partition: u32, offset: u64, reason: String },
+    Corrupt {
+        topic: String,
+        partition: u32,
+        offset: u64,
+        reason: String,
+    },
 }
 
 pub struct Engine {
@@ -78,7 +87,9 @@ struct State {
 }
 
 fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn json_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
@@ -86,15 +97,31 @@ fn json_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Engine {
-    pub fn new(log: Arc<dyn EventLog>, topics: Topics, config: EngineConfig, metrics: Metrics) -> Self {
-        Self { log, topics, config, metrics }
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        topics: Topics,
+        config: EngineConfig,
+        metrics: Metrics,
+    ) -> Self {
+        Self {
+            log,
+            topics,
+            config,
+            metrics,
+        }
     }
 
     /// Creates the topics the engine writes (idempotent).
     pub async fn ensure_topics(&self) -> Result<(), EngineError> {
         let p = self.config.partitions;
         let t = &self.topics;
-        for (topic, n) in [(t.commands(), p), (t.events(), p), (t.replies(), p), (t.definitions(), 1), (t.dlq(), 1)] {
+        for (topic, n) in [
+            (t.commands(), p),
+            (t.events(), p),
+            (t.replies(), p),
+            (t.definitions(), 1),
+            (t.dlq(), 1),
+        ] {
             self.log.create_topic(&topic, n).await?;
         }
         Ok(())
@@ -103,7 +130,10 @@ impl Engine {
     /// Runs until `shutdown` resolves, finishing the batch in hand.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
         self.ensure_topics().await?;
-        let mut consumer = self.log.consumer(&self.config.group, &[self.topics.commands()]).await?;
+        let mut consumer = self
+            .log
+            .consumer(&self.config.group, &[self.topics.commands()])
+            .await?;
         let mut state = State {
             registry: Registry::default(),
             runs: HashMap::new(),
@@ -151,12 +181,19 @@ impl Engine {
             let cmd = CommandEnvelope {
                 id: CommandId::derived(&format!("timer/{run}/{timer:?}")),
                 reply_to: None,
-                command: Command::FireTimer { workflow_id: run, timer },
+                command: Command::FireTimer {
+                    workflow_id: run,
+                    timer,
+                },
             };
             self.handle_command(state, &cmd, now, &mut out);
         }
         for run in out.touched.drain() {
-            let timers = state.runs.get(&run).map(Workflow::timers).unwrap_or_default();
+            let timers = state
+                .runs
+                .get(&run)
+                .map(Workflow::timers)
+                .unwrap_or_default();
             state.timers.set(run, timers);
         }
         if !out.records.is_empty() {
@@ -173,11 +210,17 @@ impl Engine {
         Ok(())
     }
 
-    async fn ensure_queue_topics(&self, state: &mut State, records: &[NewRecord]) -> Result<(), EngineError> {
+    async fn ensure_queue_topics(
+        &self,
+        state: &mut State,
+        records: &[NewRecord],
+    ) -> Result<(), EngineError> {
         let prefix = self.topics.tasks("");
         for r in records {
             if r.topic.starts_with(&prefix) && !state.queues.contains(&r.topic) {
-                self.log.create_topic(&r.topic, self.config.partitions).await?;
+                self.log
+                    .create_topic(&r.topic, self.config.partitions)
+                    .await?;
                 state.queues.insert(r.topic.clone());
             }
         }
@@ -201,14 +244,24 @@ impl Engine {
         let mut r = NewRecord::new(self.topics.dlq(), rec.key.clone(), rec.payload.clone());
         r.headers = rec.headers.clone();
         r.headers.push(("reason".into(), reason.to_string()));
-        r.headers.push(("source".into(), format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset)));
+        r.headers.push((
+            "source".into(),
+            format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset),
+        ));
         out.records.push(r);
     }
 
     fn reply(&self, cmd: &CommandEnvelope, outcome: Outcome, out: &mut Output) {
         if let Some(to) = &cmd.reply_to {
-            let reply = Reply { command_id: cmd.id.clone(), outcome };
-            out.records.push(NewRecord::new(self.topics.replies(), to.clone(), json_bytes(&reply)));
+            let reply = Reply {
+                command_id: cmd.id.clone(),
+                outcome,
+            };
+            out.records.push(NewRecord::new(
+                self.topics.replies(),
+                to.clone(),
+                json_bytes(&reply),
+            ));
         }
     }
 
@@ -218,7 +271,8 @@ impl Engine {
         }
         let Some(run) = cmd.command.workflow_id() else {
             self.metrics.commands_rejected.inc();
-            let r = Rejection::NotFound(format!("{} names a malformed task id", cmd.command.name()));
+            let r =
+                Rejection::NotFound(format!("{} names a malformed task id", cmd.command.name()));
             return self.reply(cmd, Outcome::Rejected { rejection: r }, out);
         };
         let mut slot = state.runs.remove(&run);
@@ -228,20 +282,31 @@ impl Engine {
         }
         match result {
             Ok(decision) => {
-                let wf = state.runs.get(&run).expect("a run exists after an accepted command");
+                let wf = state
+                    .runs
+                    .get(&run)
+                    .expect("a run exists after an accepted command");
                 for env in &decision.events {
                     self.record_event(wf, env, now, out);
                 }
                 if !decision.events.is_empty() {
                     out.touched.insert(run);
                 }
-                let outcome = Outcome::Accepted { seq: wf.last_seq, result: decision.result };
+                let outcome = Outcome::Accepted {
+                    seq: wf.last_seq,
+                    result: decision.result,
+                };
                 self.reply(cmd, outcome, out);
             }
             Err(rejection) => {
                 self.metrics.commands_rejected.inc();
                 tracing::debug!(command = cmd.command.name(), %run, %rejection, "command rejected");
-                if let Command::StartWorkflow { parent: Some(parent), workflow_id, .. } = &cmd.command {
+                if let Command::StartWorkflow {
+                    parent: Some(parent),
+                    workflow_id,
+                    ..
+                } = &cmd.command
+                {
                     // The parent waits for this child: tell it the child never started.
                     let notice = CommandEnvelope {
                         id: CommandId::derived(&format!("child-start-rejected/{}", cmd.id)),
@@ -259,19 +324,33 @@ impl Engine {
                         },
                     };
                     let key = parent.workflow_id.to_string();
-                    out.records.push(NewRecord::new(self.topics.commands(), key, json_bytes(&notice)));
+                    out.records.push(NewRecord::new(
+                        self.topics.commands(),
+                        key,
+                        json_bytes(&notice),
+                    ));
                 }
                 self.reply(cmd, Outcome::Rejected { rejection }, out);
             }
         }
     }
 
-    fn register(&self, state: &mut State, cmd: &CommandEnvelope, source: &serde_json::Value, now: i64, out: &mut Output) {
+    fn register(
+        &self,
+        state: &mut State,
+        cmd: &CommandEnvelope,
+        source: &serde_json::Value,
+        now: i64,
+        out: &mut Output,
+    ) {
         if let Some((name, version)) = state.registry.applied(&cmd.id) {
             let result = json!({ "name": name, "version": version });
             return self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
         }
-        let name = source.get("name").and_then(|n| n.as_str()).unwrap_or_default();
+        let name = source
+            .get("name")
+            .and_then(|n| n.as_str())
+            .unwrap_or_default();
         let version = state.registry.next_version(name);
         match distorch_domain::definition::Definition::from_source(source, version) {
             Ok(def) => {
@@ -284,7 +363,11 @@ impl Engine {
                     v: SCHEMA_VERSION,
                 };
                 state.registry.add(&reg);
-                out.records.push(NewRecord::new(self.topics.definitions(), reg.name.clone(), json_bytes(&reg)));
+                out.records.push(NewRecord::new(
+                    self.topics.definitions(),
+                    reg.name.clone(),
+                    json_bytes(&reg),
+                ));
                 let result = json!({ "name": reg.name, "version": version });
                 self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
             }
@@ -299,12 +382,33 @@ impl Engine {
     /// Queues an event for the log, plus the task dispatch it implies, and counts it.
     fn record_event(&self, wf: &Workflow, env: &EventEnvelope, now: i64, out: &mut Output) {
         let key = wf.id.to_string();
-        out.records.push(NewRecord::new(self.topics.events(), key.clone(), json_bytes(env)));
+        out.records.push(NewRecord::new(
+            self.topics.events(),
+            key.clone(),
+            json_bytes(env),
+        ));
         match &env.event {
             Event::WorkflowStarted { .. } => {
                 self.metrics.runs_started.inc();
             }
-            Event::TaskScheduled { task_id, step_id, task, queue, attempt, input, checkpoint, heartbeat_timeout_ms, .. } => {
+            Event::TaskScheduled {
+                task_id,
+                step_id,
+                task,
+                queue,
+                attempt,
+                input,
+                checkpoint,
+                heartbeat_timeout_ms,
+                ..
+            } => {
+                // A task parked or cancelled by the same decision is not offered to workers.
+                let offered = wf.tasks.get(task_id).is_some_and(|t| {
+                    t.attempt == *attempt && t.status == TaskStatus::Scheduled && !t.parked
+                });
+                if !offered {
+                    return;
+                }
                 let dispatch = TaskDispatch {
                     task_id: task_id.clone(),
                     workflow_id: wf.id,
@@ -316,30 +420,55 @@ impl Engine {
                     checkpoint: checkpoint.clone(),
                     heartbeat_timeout_ms: *heartbeat_timeout_ms,
                 };
-                out.records.push(NewRecord::new(self.topics.tasks(queue), key, json_bytes(&dispatch)));
-                self.metrics.tasks_dispatched.get_or_create(&metrics::QueueLabel { queue: queue.clone() }).inc();
+                out.records.push(NewRecord::new(
+                    self.topics.tasks(queue),
+                    key,
+                    json_bytes(&dispatch),
+                ));
+                self.metrics
+                    .tasks_dispatched
+                    .get_or_create(&metrics::QueueLabel {
+                        queue: queue.clone(),
+                    })
+                    .inc();
             }
             Event::TaskFailed { task_id, .. } => {
                 if let Some(t) = wf.tasks.get(task_id) {
-                    self.metrics.attempts_failed.get_or_create(&metrics::QueueLabel { queue: t.queue.clone() }).inc();
+                    self.metrics
+                        .attempts_failed
+                        .get_or_create(&metrics::QueueLabel {
+                            queue: t.queue.clone(),
+                        })
+                        .inc();
                 }
             }
             Event::TaskCompleted { task_id, .. } => {
                 if let Some(t) = wf.tasks.get(task_id) {
-                    self.metrics.step_latency.observe((now - t.scheduled_ms).max(0) as f64 / 1000.0);
+                    self.metrics
+                        .step_latency
+                        .observe((now - t.scheduled_ms).max(0) as f64 / 1000.0);
                 }
             }
             e if e.is_terminal() => {
                 let status = wf.status().as_str().to_string();
-                self.metrics.runs_finished.get_or_create(&metrics::StatusLabel { status }).inc();
-                self.metrics.run_latency.observe((now - wf.created_ms).max(0) as f64 / 1000.0);
+                self.metrics
+                    .runs_finished
+                    .get_or_create(&metrics::StatusLabel { status })
+                    .inc();
+                self.metrics
+                    .run_latency
+                    .observe((now - wf.created_ms).max(0) as f64 / 1000.0);
             }
             _ => {}
         }
     }
 
     /// Rebuilds definitions and the runs of the owned partitions from the log.
-    async fn recover(&self, state: &mut State, assignment: &[(String, u32)]) -> Result<(), EngineError> {
+    async fn recover(
+        &self,
+        state: &mut State,
+        assignment: &[(String, u32)],
+    ) -> Result<(), EngineError> {
         let started = std::time::Instant::now();
         let defs = self.topics.definitions();
         for rec in self.read_all(&defs, 0).await? {
@@ -355,7 +484,12 @@ impl Engine {
                 match state.runs.get_mut(&env.workflow_id) {
                     Some(wf) => evolve(wf, &env),
                     None => {
-                        if let Event::WorkflowStarted { definition, version, .. } = &env.event {
+                        if let Event::WorkflowStarted {
+                            definition,
+                            version,
+                            ..
+                        } = &env.event
+                        {
                             use distorch_domain::workflow::DefinitionSource;
                             match state.registry.definition(definition, Some(*version)) {
                                 Some(def) => {
@@ -363,8 +497,10 @@ impl Engine {
                                         state.runs.insert(env.workflow_id, wf);
                                     }
                                 }
-                                None => tracing::error!(run = %env.workflow_id, %definition, version,
-                                    "run's definition is missing from the log; run skipped"),
+                                None => {
+                                    tracing::error!(run = %env.workflow_id, %definition, version,
+                                    "run's definition is missing from the log; run skipped")
+                                }
                             }
                         }
                     }
@@ -374,7 +510,12 @@ impl Engine {
         for (id, wf) in &state.runs {
             state.timers.set(*id, wf.timers());
         }
-        tracing::info!(runs = state.runs.len(), events = count, elapsed_ms = started.elapsed().as_millis() as u64, "engine state recovered");
+        tracing::info!(
+            runs = state.runs.len(),
+            events = count,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "engine state recovered"
+        );
         Ok(())
     }
 
@@ -383,7 +524,10 @@ impl Engine {
         let mut out = Vec::new();
         let mut from = 0;
         while from < end {
-            let batch = self.log.read(topic, partition, from, 5000, Duration::ZERO).await?;
+            let batch = self
+                .log
+                .read(topic, partition, from, 5000, Duration::ZERO)
+                .await?;
             let Some(last) = batch.last() else { break };
             from = last.offset + 1;
             out.extend(batch);
@@ -395,7 +539,13 @@ impl Engine {
         let mut lag = 0i64;
         for (topic, p) in assignment {
             let end = self.log.end_offset(topic, *p).await.unwrap_or(0);
-            let done = self.log.committed(&self.config.group, topic, *p).await.ok().flatten().unwrap_or(0);
+            let done = self
+                .log
+                .committed(&self.config.group, topic, *p)
+                .await
+                .ok()
+                .flatten()
+                .unwrap_or(0);
             lag += end.saturating_sub(done) as i64;
         }
         self.metrics.command_lag.set(lag);

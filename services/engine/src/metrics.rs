@@ -54,16 +54,56 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("distorch");
         r.register("runs_started", "Runs started", m.runs_started.clone());
-        r.register("runs_finished", "Runs ended, by final status", m.runs_finished.clone());
-        r.register("tasks_dispatched", "Task attempts dispatched to a queue", m.tasks_dispatched.clone());
-        r.register("attempts_failed", "Task attempts failed or timed out", m.attempts_failed.clone());
-        r.register("step_latency_seconds", "Schedule-to-completion time of a task attempt", m.step_latency.clone());
-        r.register("run_latency_seconds", "Start-to-end time of a run", m.run_latency.clone());
-        r.register("engine_commands", "Commands processed by the engine", m.commands.clone());
-        r.register("engine_commands_rejected", "Commands the engine rejected", m.commands_rejected.clone());
-        r.register("engine_malformed_commands", "Command records moved to the DLQ", m.malformed_commands.clone());
-        r.register("engine_command_lag", "Command records not yet processed (log consumer lag)", m.command_lag.clone());
-        r.register("engine_runs_in_memory", "Runs whose state the engine holds", m.runs_in_memory.clone());
+        r.register(
+            "runs_finished",
+            "Runs ended, by final status",
+            m.runs_finished.clone(),
+        );
+        r.register(
+            "tasks_dispatched",
+            "Task attempts dispatched to a queue",
+            m.tasks_dispatched.clone(),
+        );
+        r.register(
+            "attempts_failed",
+            "Task attempts failed or timed out",
+            m.attempts_failed.clone(),
+        );
+        r.register(
+            "step_latency_seconds",
+            "Schedule-to-completion time of a task attempt",
+            m.step_latency.clone(),
+        );
+        r.register(
+            "run_latency_seconds",
+            "Start-to-end time of a run",
+            m.run_latency.clone(),
+        );
+        r.register(
+            "engine_commands",
+            "Commands processed by the engine",
+            m.commands.clone(),
+        );
+        r.register(
+            "engine_commands_rejected",
+            "Commands the engine rejected",
+            m.commands_rejected.clone(),
+        );
+        r.register(
+            "engine_malformed_commands",
+            "Command records moved to the DLQ",
+            m.malformed_commands.clone(),
+        );
+        r.register(
+            "engine_command_lag",
+            "Command records not yet processed (log consumer lag)",
+            m.command_lag.clone(),
+        );
+        r.register(
+            "engine_runs_in_memory",
+            "Runs whose state the engine holds",
+            m.runs_in_memory.clone(),
+        );
         r.register("engine_timers", "Pending timers", m.timers.clone());
         m
     }

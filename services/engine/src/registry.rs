@@ -1,9 +1,9 @@
 //! Registered definitions, compiled, by name and version. Fed from the definitions topic.
 
+use distorch_domain::CommandId;
 use distorch_domain::definition::Definition;
 use distorch_domain::event::DefinitionRegistered;
 use distorch_domain::workflow::DefinitionSource;
-use distorch_domain::CommandId;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -25,7 +25,8 @@ impl Registry {
                     .or_default()
                     .insert(reg.version, Arc::new(def));
                 if let Some(id) = &reg.command_id {
-                    self.applied.insert(id.clone(), (reg.name.clone(), reg.version));
+                    self.applied
+                        .insert(id.clone(), (reg.name.clone(), reg.version));
                 }
             }
             Err(e) => tracing::error!(name = %reg.name, version = reg.version, error = %e,

@@ -8,10 +8,10 @@
 //!
 //! Entry points: [`Saga::run`], [`react`].
 
+use distorch_domain::CommandId;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, ParentRef};
 use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::topics::Topics;
-use distorch_domain::CommandId;
 use distorch_eventlog::{EventLog, LogError, NewRecord};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -32,14 +32,24 @@ pub struct SagaConfig {
 
 impl Default for SagaConfig {
     fn default() -> Self {
-        Self { group: "saga".into(), batch: 2000 }
+        Self {
+            group: "saga".into(),
+            batch: 2000,
+        }
     }
 }
 
 /// The commands one event calls for.
 pub fn react(env: &EventEnvelope) -> Vec<CommandEnvelope> {
-    let id = |what: &str| CommandId::derived(&format!("saga/{what}/{}/{}", env.workflow_id, env.seq));
-    let cmd = |what: &str, command| vec![CommandEnvelope { id: id(what), reply_to: None, command }];
+    let id =
+        |what: &str| CommandId::derived(&format!("saga/{what}/{}/{}", env.workflow_id, env.seq));
+    let cmd = |what: &str, command| {
+        vec![CommandEnvelope {
+            id: id(what),
+            reply_to: None,
+            command,
+        }]
+    };
     let finished = |parent: &ParentRef, output, error| {
         cmd(
             "child-finished",
@@ -53,7 +63,13 @@ pub fn react(env: &EventEnvelope) -> Vec<CommandEnvelope> {
         )
     };
     match &env.event {
-        Event::ChildWorkflowRequested { step_key, child_id, definition, version, input } => cmd(
+        Event::ChildWorkflowRequested {
+            step_key,
+            child_id,
+            definition,
+            version,
+            input,
+        } => cmd(
             "start-child",
             Command::StartWorkflow {
                 workflow_id: *child_id,
@@ -61,7 +77,10 @@ pub fn react(env: &EventEnvelope) -> Vec<CommandEnvelope> {
                 version: *version,
                 input: input.clone(),
                 idempotency_key: None,
-                parent: Some(ParentRef { workflow_id: env.workflow_id, step_key: step_key.clone() }),
+                parent: Some(ParentRef {
+                    workflow_id: env.workflow_id,
+                    step_key: step_key.clone(),
+                }),
             },
         ),
         Event::ChildCancelRequested { child_id, .. } => cmd(
@@ -72,18 +91,51 @@ pub fn react(env: &EventEnvelope) -> Vec<CommandEnvelope> {
                 reason: Some(format!("parent {} no longer waits for it", env.workflow_id)),
             },
         ),
-        Event::WorkflowCompleted { output, parent: Some(p) } => finished(p, Some(output.clone()), None),
-        Event::WorkflowFailed { error, parent: Some(p) } => {
-            let error = ErrorInfo { kind: "child.failed".into(), message: error.message.clone(), retryable: false };
+        Event::WorkflowCompleted {
+            output,
+            parent: Some(p),
+        } => finished(p, Some(output.clone()), None),
+        Event::WorkflowFailed {
+            error,
+            parent: Some(p),
+        } => {
+            let error = ErrorInfo {
+                kind: "child.failed".into(),
+                message: error.message.clone(),
+                retryable: false,
+            };
             finished(p, None, Some(error))
         }
         Event::WorkflowCompensated { parent: Some(p) } => {
-            let error = ErrorInfo::new("child.compensated", "the child run failed and was compensated");
-            finished(p, None, Some(ErrorInfo { retryable: false, ..error }))
+            let error = ErrorInfo::new(
+                "child.compensated",
+                "the child run failed and was compensated",
+            );
+            finished(
+                p,
+                None,
+                Some(ErrorInfo {
+                    retryable: false,
+                    ..error
+                }),
+            )
         }
-        Event::WorkflowCancelled { parent: Some(p), reason } => {
-            let message = reason.clone().unwrap_or_else(|| "the child run was cancelled".into());
-            finished(p, None, Some(ErrorInfo { kind: "child.cancelled".into(), message, retryable: false }))
+        Event::WorkflowCancelled {
+            parent: Some(p),
+            reason,
+        } => {
+            let message = reason
+                .clone()
+                .unwrap_or_else(|| "the child run was cancelled".into());
+            finished(
+                p,
+                None,
+                Some(ErrorInfo {
+                    kind: "child.cancelled".into(),
+                    message,
+                    retryable: false,
+                }),
+            )
         }
         _ => Vec::new(),
     }
@@ -97,12 +149,19 @@ pub struct Saga {
 
 impl Saga {
     pub fn new(log: Arc<dyn EventLog>, topics: Topics, config: SagaConfig) -> Self {
-        Self { log, topics, config }
+        Self {
+            log,
+            topics,
+            config,
+        }
     }
 
     /// Consumes the events topic until `shutdown`; commits only after its commands are durable.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SagaError> {
-        let mut consumer = self.log.consumer(&self.config.group, &[self.topics.events()]).await?;
+        let mut consumer = self
+            .log
+            .consumer(&self.config.group, &[self.topics.events()])
+            .await?;
         tokio::pin!(shutdown);
         loop {
             let records = tokio::select! {
@@ -145,7 +204,14 @@ mod tests {
     use serde_json::json;
 
     fn env(event: Event) -> EventEnvelope {
-        EventEnvelope { workflow_id: uuid_from(1), seq: 7, at_ms: 0, command_id: None, v: 1, event }
+        EventEnvelope {
+            workflow_id: uuid_from(1),
+            seq: 7,
+            at_ms: 0,
+            command_id: None,
+            v: 1,
+            event,
+        }
     }
 
     fn uuid_from(n: u128) -> distorch_domain::ids::WorkflowId {
@@ -166,7 +232,12 @@ mod tests {
         assert_eq!(cmds.len(), 1);
         assert_eq!(cmds, react(&e), "same event, same command id");
         match &cmds[0].command {
-            Command::StartWorkflow { workflow_id, parent: Some(p), input, .. } => {
+            Command::StartWorkflow {
+                workflow_id,
+                parent: Some(p),
+                input,
+                ..
+            } => {
                 assert_eq!(*workflow_id, child);
                 assert_eq!(p.step_key, "invoice");
                 assert_eq!(input, &json!({"order": 1}));
@@ -177,17 +248,39 @@ mod tests {
 
     #[test]
     fn a_child_that_ends_tells_its_parent_and_a_top_level_run_tells_no_one() {
-        let parent = ParentRef { workflow_id: uuid_from(9), step_key: "invoice".into() };
-        let done = react(&env(Event::WorkflowCompleted { output: json!(5), parent: Some(parent.clone()) }));
+        let parent = ParentRef {
+            workflow_id: uuid_from(9),
+            step_key: "invoice".into(),
+        };
+        let done = react(&env(Event::WorkflowCompleted {
+            output: json!(5),
+            parent: Some(parent.clone()),
+        }));
         match &done[0].command {
-            Command::ChildFinished { workflow_id, output, error: None, .. } => {
+            Command::ChildFinished {
+                workflow_id,
+                output,
+                error: None,
+                ..
+            } => {
                 assert_eq!(*workflow_id, parent.workflow_id);
                 assert_eq!(output, &Some(json!(5)));
             }
             other => panic!("unexpected {other:?}"),
         }
-        let failed = react(&env(Event::WorkflowFailed { error: ErrorInfo::new("x", "boom"), parent: Some(parent) }));
-        assert!(matches!(&failed[0].command, Command::ChildFinished { error: Some(e), .. } if e.kind == "child.failed"));
-        assert!(react(&env(Event::WorkflowCompleted { output: json!(1), parent: None })).is_empty());
+        let failed = react(&env(Event::WorkflowFailed {
+            error: ErrorInfo::new("x", "boom"),
+            parent: Some(parent),
+        }));
+        assert!(
+            matches!(&failed[0].command, Command::ChildFinished { error: Some(e), .. } if e.kind == "child.failed")
+        );
+        assert!(
+            react(&env(Event::WorkflowCompleted {
+                output: json!(1),
+                parent: None
+            }))
+            .is_empty()
+        );
     }
 }

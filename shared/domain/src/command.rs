@@ -42,7 +42,11 @@ fn yes() -> bool {
 
 impl ErrorInfo {
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { kind: kind.into(), message: message.into(), retryable: true }
+        Self {
+            kind: kind.into(),
+            message: message.into(),
+            retryable: true,
+        }
     }
 }
 
@@ -59,7 +63,9 @@ pub struct TaskMetrics {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Registers the next version of the definition named in `source`.
-    RegisterDefinition { source: Value },
+    RegisterDefinition {
+        source: Value,
+    },
     StartWorkflow {
         workflow_id: WorkflowId,
         definition: String,
@@ -80,13 +86,24 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
-    PauseWorkflow { workflow_id: WorkflowId },
-    ResumeWorkflow { workflow_id: WorkflowId },
+    PauseWorkflow {
+        workflow_id: WorkflowId,
+    },
+    ResumeWorkflow {
+        workflow_id: WorkflowId,
+    },
     /// Adds an ad-hoc task step (raw step JSON, validated by the engine) that runs after the
     /// steps in flight.
-    AddTask { workflow_id: WorkflowId, step: Value },
+    AddTask {
+        workflow_id: WorkflowId,
+        step: Value,
+    },
     /// A worker took the task (from the poll endpoint or a task topic).
-    StartTask { task_id: TaskId, attempt: u32, worker_id: String },
+    StartTask {
+        task_id: TaskId,
+        attempt: u32,
+        worker_id: String,
+    },
     CompleteTask {
         task_id: TaskId,
         attempt: u32,
@@ -109,7 +126,9 @@ pub enum Command {
         checkpoint: Option<Value>,
     },
     /// Operator: run a failed or parked task again.
-    RetryTask { task_id: TaskId },
+    RetryTask {
+        task_id: TaskId,
+    },
     /// Operator: treat the task as done with this output.
     SkipTask {
         task_id: TaskId,
@@ -127,7 +146,10 @@ pub enum Command {
         error: Option<ErrorInfo>,
     },
     /// A timer of the run came due (issued by the engine that owns the run).
-    FireTimer { workflow_id: WorkflowId, timer: crate::workflow::Timer },
+    FireTimer {
+        workflow_id: WorkflowId,
+        timer: crate::workflow::Timer,
+    },
 }
 
 impl Command {
@@ -158,7 +180,10 @@ impl Command {
         match self {
             Command::RegisterDefinition { source } => Some(format!(
                 "definition/{}",
-                source.get("name").and_then(Value::as_str).unwrap_or_default()
+                source
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
             )),
             other => other.workflow_id().map(|w| w.to_string()),
         }
@@ -221,5 +246,7 @@ pub enum Outcome {
         #[serde(default)]
         result: Value,
     },
-    Rejected { rejection: Rejection },
+    Rejected {
+        rejection: Rejection,
+    },
 }

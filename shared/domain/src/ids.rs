@@ -22,12 +22,18 @@ impl WorkflowId {
     /// The id of a run started with an idempotency key: the same key for the same
     /// definition always names the same run, which is what makes starts idempotent.
     pub fn from_idempotency_key(definition: &str, key: &str) -> Self {
-        Self(Uuid::new_v5(&NAMESPACE, format!("start/{definition}/{key}").as_bytes()))
+        Self(Uuid::new_v5(
+            &NAMESPACE,
+            format!("start/{definition}/{key}").as_bytes(),
+        ))
     }
 
     /// The id of the child run started by `step_key` of this run.
     pub fn child(&self, step_key: &str) -> Self {
-        Self(Uuid::new_v5(&NAMESPACE, format!("child/{}/{step_key}", self.0).as_bytes()))
+        Self(Uuid::new_v5(
+            &NAMESPACE,
+            format!("child/{}/{step_key}", self.0).as_bytes(),
+        ))
     }
 }
 

@@ -8,13 +8,17 @@ pub struct Topics {
 
 impl Default for Topics {
     fn default() -> Self {
-        Self { prefix: "distorch".into() }
+        Self {
+            prefix: "distorch".into(),
+        }
     }
 }
 
 impl Topics {
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
-        Self { prefix: prefix.into() }
+        Self {
+            prefix: prefix.into(),
+        }
     }
     /// Commands for the engine, keyed by workflow id (or `definition/<name>`).
     pub fn commands(&self) -> String {

@@ -20,7 +20,10 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_distorch"))
             .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
-            .env("RUST_LOG", std::env::var("DISTORCH_TEST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("DISTORCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -39,7 +42,11 @@ impl Server {
         };
         // Keep draining stdout so the child never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Server { child: Some(child), url, data_dir: data_dir.to_path_buf() }
+        Server {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -56,8 +63,12 @@ impl Server {
 
     /// SIGTERM and wait; returns whether it exited successfully.
     pub fn terminate(&mut self) -> bool {
-        let Some(mut c) = self.child.take() else { return false };
-        let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let Some(mut c) = self.child.take() else {
+            return false;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status();
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = c.try_wait() {
@@ -72,7 +83,10 @@ impl Server {
     }
 
     pub fn api(&self) -> Api {
-        Api { base: format!("{}/api/v1", self.url), http: reqwest::Client::new() }
+        Api {
+            base: format!("{}/api/v1", self.url),
+            http: reqwest::Client::new(),
+        }
     }
 }
 
@@ -100,11 +114,13 @@ impl Api {
     }
 
     pub async fn get(&self, path: &str) -> Resp {
-        self.send(self.http.get(format!("{}{path}", self.base))).await
+        self.send(self.http.get(format!("{}{path}", self.base)))
+            .await
     }
 
     pub async fn post(&self, path: &str, body: Value) -> Resp {
-        self.send(self.http.post(format!("{}{path}", self.base)).json(&body)).await
+        self.send(self.http.post(format!("{}{path}", self.base)).json(&body))
+            .await
     }
 
     pub async fn register_yaml(&self, yaml: &str) -> Resp {
@@ -117,9 +133,17 @@ impl Api {
     }
 
     pub async fn start(&self, definition: &str, input: Value) -> String {
-        let (status, body) = self.post("/workflows", json!({"definition": definition, "input": input})).await;
+        let (status, body) = self
+            .post(
+                "/workflows",
+                json!({"definition": definition, "input": input}),
+            )
+            .await;
         assert_eq!(status, 201, "start {definition}: {body}");
-        body["workflow_id"].as_str().expect("workflow_id").to_string()
+        body["workflow_id"]
+            .as_str()
+            .expect("workflow_id")
+            .to_string()
     }
 
     pub async fn workflow(&self, id: &str) -> Value {
@@ -136,7 +160,10 @@ impl Api {
             if status == 200 && pred(&body) {
                 return body;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what} on {id}; last: {body}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} on {id}; last: {body}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -148,7 +175,10 @@ impl Api {
     /// One poll of `queue` (long-polls up to `wait_ms`).
     pub async fn poll(&self, queue: &str, max: u32, wait_ms: u64) -> Vec<Value> {
         let (status, body) = self
-            .post(&format!("/queues/{queue}/poll"), json!({"worker_id": "test", "max_tasks": max, "wait_ms": wait_ms}))
+            .post(
+                &format!("/queues/{queue}/poll"),
+                json!({"worker_id": "test", "max_tasks": max, "wait_ms": wait_ms}),
+            )
             .await;
         assert_eq!(status, 200, "poll {queue}: {body}");
         body["tasks"].as_array().cloned().unwrap_or_default()
@@ -161,20 +191,31 @@ impl Api {
             if let Some(t) = self.poll(queue, 1, 1000).await.into_iter().next() {
                 return t;
             }
-            assert!(Instant::now() < deadline, "no task arrived on queue {queue}");
+            assert!(
+                Instant::now() < deadline,
+                "no task arrived on queue {queue}"
+            );
         }
     }
 
     pub async fn complete(&self, task: &Value, output: Value) -> Resp {
         let id = task["task_id"].as_str().unwrap();
-        self.post(&format!("/tasks/{id}/complete"), json!({"attempt": task["attempt"], "output": output}))
-            .await
+        self.post(
+            &format!("/tasks/{id}/complete"),
+            json!({"attempt": task["attempt"], "output": output}),
+        )
+        .await
     }
 
     pub async fn fail(&self, task: &Value, kind: &str, retryable: bool) -> Resp {
         let id = task["task_id"].as_str().unwrap();
-        let error = json!({"type": kind, "message": format!("{kind} happened"), "retryable": retryable});
-        self.post(&format!("/tasks/{id}/fail"), json!({"attempt": task["attempt"], "error": error})).await
+        let error =
+            json!({"type": kind, "message": format!("{kind} happened"), "retryable": retryable});
+        self.post(
+            &format!("/tasks/{id}/fail"),
+            json!({"attempt": task["attempt"], "error": error}),
+        )
+        .await
     }
 }
 

@@ -161,7 +161,11 @@ impl InputSchema {
 }
 
 fn display_pointer(p: &str) -> String {
-    if p.is_empty() { "/".to_string() } else { p.to_string() }
+    if p.is_empty() {
+        "/".to_string()
+    } else {
+        p.to_string()
+    }
 }
 
 impl Definition {

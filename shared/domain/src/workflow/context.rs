@@ -60,10 +60,10 @@ pub(crate) fn build(wf: &Workflow, scope: &Scope) -> Value {
             if s.status != StepStatus::Completed {
                 continue;
             }
-            if let Some(rest) = key.strip_prefix(prefix.as_str()) {
-                if visible(rest) {
-                    steps.insert(rest.to_string(), json!({ "output": s.output }));
-                }
+            if let Some(rest) = key.strip_prefix(prefix.as_str())
+                && visible(rest)
+            {
+                steps.insert(rest.to_string(), json!({ "output": s.output }));
             }
         }
     }

@@ -3,7 +3,7 @@
 //! carry the run forward.
 
 use super::plan::Planner;
-use super::state::{StepStatus, TaskState, Workflow, evolve};
+use super::state::{StepStatus, TaskState, Workflow, deadline, evolve};
 use super::{DefinitionSource, TaskStatus, Timer};
 use crate::command::{Command, CommandEnvelope, ErrorInfo, Rejection, TaskMetrics};
 use crate::definition::{RetryPolicy, StepKind};
@@ -43,14 +43,14 @@ pub fn handle(
     defs: &dyn DefinitionSource,
     now_ms: i64,
 ) -> Result<Decision, Rejection> {
-    if let Some(wf) = state.as_ref() {
-        if wf.applied.contains(&cmd.id) {
-            return Ok(Decision {
-                events: Vec::new(),
-                result: summary(wf),
-                duplicate: true,
-            });
-        }
+    if let Some(wf) = state.as_ref()
+        && wf.applied.contains(&cmd.id)
+    {
+        return Ok(Decision {
+            events: Vec::new(),
+            result: summary(wf),
+            duplicate: true,
+        });
     }
     if let Command::StartWorkflow { .. } = &cmd.command {
         return start(state, cmd, defs, now_ms);
@@ -505,7 +505,7 @@ impl Tx<'_> {
         let policy = self.retry_policy(t);
         let attempt = t.attempt;
         let retry = error.retryable
-            && !policy.non_retryable.iter().any(|k| *k == error.kind)
+            && !policy.non_retryable.contains(&error.kind)
             && attempt < t.max_attempts;
         if retry {
             // The attempt number within the current budget (an operator retry starts a new one).
@@ -579,8 +579,10 @@ impl Tx<'_> {
                 let Some(t) = wf.tasks.get(task_id) else {
                     return;
                 };
-                let due =
-                    t.scheduled_ms + t.schedule_to_start_timeout_ms.unwrap_or(u64::MAX) as i64;
+                let Some(s2s) = t.schedule_to_start_timeout_ms else {
+                    return;
+                };
+                let due = deadline(t.scheduled_ms, s2s);
                 if t.attempt != *attempt
                     || t.status != TaskStatus::Scheduled
                     || t.retry_at_ms.is_some()
@@ -599,7 +601,7 @@ impl Tx<'_> {
                 let Some(t) = wf.tasks.get(task_id) else {
                     return;
                 };
-                let due = t.started_ms.unwrap_or(t.scheduled_ms) + t.timeout_ms as i64;
+                let due = deadline(t.started_ms.unwrap_or(t.scheduled_ms), t.timeout_ms);
                 if t.attempt != *attempt || t.status != TaskStatus::Running || due > now {
                     return;
                 }
@@ -619,7 +621,7 @@ impl Tx<'_> {
                     .unwrap_or(t.scheduled_ms);
                 if t.attempt != *attempt
                     || t.status != TaskStatus::Running
-                    || last + hb as i64 > now
+                    || deadline(last, hb) > now
                 {
                     return;
                 }
@@ -630,7 +632,10 @@ impl Tx<'_> {
                 let Some(s) = wf.steps.get(step_key) else {
                     return;
                 };
-                if s.status != StepStatus::Running || s.fire_at_ms.is_none_or(|at| at > now) {
+                if s.status != StepStatus::Running
+                    || s.fire_at_ms.is_none_or(|at| at > now)
+                    || !wf.is_live(step_key)
+                {
                     return;
                 }
                 self.emit(vec![Event::StepCompleted {

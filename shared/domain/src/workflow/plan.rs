@@ -50,10 +50,10 @@ impl<'a> Planner<'a> {
             return self.out;
         }
         let root = wf.root_steps();
-        if let Seq::Done(_) = self.sequence(&root, "", None, &Scope::default()) {
-            if self.out.is_empty() {
-                self.complete_run(&root);
-            }
+        if let Seq::Done(_) = self.sequence(&root, "", None, &Scope::default())
+            && self.out.is_empty()
+        {
+            self.complete_run(&root);
         }
         self.out
     }
@@ -201,7 +201,7 @@ impl<'a> Planner<'a> {
             },
             StepKind::Wait(d) => self.out.push(Event::TimerStarted {
                 step_key: key.to_string(),
-                fire_at_ms: self.now.saturating_add(millis(*d) as i64),
+                fire_at_ms: super::state::deadline(self.now, millis(*d)),
             }),
             StepKind::Workflow {
                 name,
@@ -330,7 +330,10 @@ impl<'a> Planner<'a> {
 
     pub fn fail_run(&mut self, error: ErrorInfo) {
         self.cancel_under(None);
-        self.out.push(Event::WorkflowFailed { error, parent: self.wf.parent.clone() });
+        self.out.push(Event::WorkflowFailed {
+            error,
+            parent: self.wf.parent.clone(),
+        });
     }
 
     pub fn start_compensation(&mut self, reason: ErrorInfo, then_cancel: bool) {
@@ -341,7 +344,9 @@ impl<'a> Planner<'a> {
         });
     }
 
-    /// Cancels the active tasks and child runs under `root` (everything when `None`).
+    /// Cancels the active and parked tasks and the child runs under `root` (everything when
+    /// `None`). A parked task is cancelled too: nothing waits for it any more, so it must
+    /// leave the dead-letter queue rather than keep the run `parked` or be retried later.
     pub fn cancel_under(&mut self, root: Option<&str>) {
         let wf = self.wf;
         let under = |key: &str| root.is_none_or(|r| wf.is_under(key, r));
@@ -349,7 +354,8 @@ impl<'a> Planner<'a> {
             .tasks
             .values()
             .filter(|t| {
-                t.is_active() && (t.kind == TaskKind::Step && under(&t.step_key) || root.is_none())
+                (t.is_active() || t.parked)
+                    && (t.kind == TaskKind::Step && under(&t.step_key) || root.is_none())
             })
             .map(|t| &t.id)
             .collect();
@@ -447,7 +453,9 @@ impl<'a> Planner<'a> {
                 parent: wf.parent.clone(),
             }
         } else {
-            Event::WorkflowCompensated { parent: wf.parent.clone() }
+            Event::WorkflowCompensated {
+                parent: wf.parent.clone(),
+            }
         });
     }
 
@@ -464,15 +472,18 @@ impl<'a> Planner<'a> {
             None => {
                 let mut out = Map::new();
                 for s in root {
-                    if let Some(st) = wf.steps.get(&s.id) {
-                        if st.status == StepStatus::Completed {
-                            out.insert(s.id.clone(), st.output.clone());
-                        }
+                    if let Some(st) = wf.steps.get(&s.id)
+                        && st.status == StepStatus::Completed
+                    {
+                        out.insert(s.id.clone(), st.output.clone());
                     }
                 }
                 Value::Object(out)
             }
         };
-        self.out.push(Event::WorkflowCompleted { output, parent: wf.parent.clone() });
+        self.out.push(Event::WorkflowCompleted {
+            output,
+            parent: wf.parent.clone(),
+        });
     }
 }

@@ -209,6 +209,20 @@ impl Workflow {
         false
     }
 
+    /// Whether every container around `key` is still running. A step left behind by a
+    /// container that finished without it (the losers of a `parallel` with `join: any`) is
+    /// abandoned: its `wait` timer must neither be held nor fire.
+    pub fn is_live(&self, key: &str) -> bool {
+        let mut cur = self.steps.get(key).and_then(|s| s.parent.as_deref());
+        while let Some(k) = cur {
+            match self.steps.get(k) {
+                Some(s) if s.status == StepStatus::Running => cur = s.parent.as_deref(),
+                _ => return false,
+            }
+        }
+        true
+    }
+
     /// Every timer the engine should hold for this run right now.
     pub fn timers(&self) -> Vec<(i64, Timer)> {
         let mut out = Vec::new();
@@ -230,7 +244,7 @@ impl Workflow {
             match t.status {
                 TaskStatus::Scheduled => {
                     if let Some(s2s) = t.schedule_to_start_timeout_ms {
-                        let at = t.scheduled_ms + s2s as i64;
+                        let at = deadline(t.scheduled_ms, s2s);
                         out.push((
                             at,
                             Timer::ScheduleToStart {
@@ -242,7 +256,7 @@ impl Workflow {
                 }
                 TaskStatus::Running => {
                     let started = t.started_ms.unwrap_or(t.scheduled_ms);
-                    let at = started + t.timeout_ms as i64;
+                    let at = deadline(started, t.timeout_ms);
                     out.push((
                         at,
                         Timer::StartToClose {
@@ -253,7 +267,7 @@ impl Workflow {
                     if let Some(hb) = t.heartbeat_timeout_ms {
                         let last = t.last_heartbeat_ms.unwrap_or(started);
                         out.push((
-                            last + hb as i64,
+                            deadline(last, hb),
                             Timer::Heartbeat {
                                 task_id: id,
                                 attempt,
@@ -265,7 +279,9 @@ impl Workflow {
             }
         }
         for (key, s) in &self.steps {
-            if let (StepStatus::Running, Some(at)) = (s.status, s.fire_at_ms) {
+            if let (StepStatus::Running, Some(at), true) =
+                (s.status, s.fire_at_ms, self.is_live(key))
+            {
                 out.push((
                     at,
                     Timer::Wait {
@@ -276,6 +292,12 @@ impl Workflow {
         }
         out
     }
+}
+
+/// `from + ms`, saturating: a timeout too long for the clock means "never", not a
+/// wrapped-around deadline in the past.
+pub(crate) fn deadline(from: i64, ms: u64) -> i64 {
+    from.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX))
 }
 
 fn task_number(id: &TaskId) -> Option<u32> {
@@ -462,6 +484,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
             if let Some(t) = wf.tasks.get_mut(task_id) {
                 t.status = TaskStatus::Cancelled;
                 t.retry_at_ms = None;
+                t.parked = false;
                 if t.kind == TaskKind::Step {
                     step = Some(t.step_key.clone());
                 }
