@@ -1,1 +1,355 @@
-//! (being written)
+//! The projector: keeps the read models (what the API queries) up to date with the log.
+//!
+//! It consumes `distorch.events` and `distorch.definitions` as consumer group `projector`,
+//! folds each polled batch into the [`ReadStore`] in one write, and only then commits the
+//! batch's offsets. Delivery is at-least-once and the store's `apply` is idempotent, so a
+//! crash between the write and the commit just re-applies a batch harmlessly. A record that
+//! does not decode is logged and skipped (counted in [`ProjectorStats`]) so it cannot stall
+//! its partition.
+//!
+//! It talks only to the [`EventLog`] and [`ReadStore`] ports: it MUST NOT depend on a
+//! backend, on other services, or on a web framework. It creates no topics (their
+//! partition counts belong to whoever deploys the log); it waits for them to exist.
+//!
+//! Entry points: [`Projector::new`], [`Projector::run`], [`Projector::stats`].
+
+mod stats;
+
+pub use stats::ProjectorStats;
+
+use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
+use distorch_domain::topics::Topics;
+use distorch_eventlog::{Consumer, EventLog, LogError, Record};
+use distorch_store::{ReadStore, StoreError};
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::time::Instant;
+
+/// How long one poll waits for the first record; bounds shutdown and lag-refresh latency.
+const POLL_WAIT: Duration = Duration::from_millis(200);
+/// End offsets cost a round trip per partition on a broker, so lag is refreshed at most
+/// this often rather than after every batch.
+const LAG_REFRESH: Duration = Duration::from_secs(1);
+const MIN_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(default)]
+pub struct ProjectorConfig {
+    /// Consumer group; two projectors in one group share partitions, in two groups each
+    /// builds its own read model.
+    pub group: String,
+    /// Most records applied in one store write.
+    pub batch: usize,
+}
+
+impl Default for ProjectorConfig {
+    fn default() -> Self {
+        Self {
+            group: "projector".into(),
+            batch: 2000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("event log: {0}")]
+    Log(#[from] LogError),
+    #[error("read store: {0}")]
+    Store(#[from] StoreError),
+}
+
+impl ProjectorError {
+    /// Whether restarting the projector may help.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            ProjectorError::Log(e) => e.is_retryable(),
+            ProjectorError::Store(e) => e.is_retryable(),
+        }
+    }
+}
+
+pub struct Projector {
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ReadStore>,
+    topics: Topics,
+    config: ProjectorConfig,
+    stats: ProjectorStats,
+}
+
+/// A polled batch, decoded and split by topic.
+#[derive(Default)]
+struct Batch {
+    events: Vec<EventEnvelope>,
+    definitions: Vec<DefinitionRegistered>,
+    /// Next offset to commit per partition.
+    offsets: HashMap<(String, u32), u64>,
+    newest_timestamp_ms: Option<i64>,
+}
+
+/// Whether to keep going after a failed call that was waited out.
+enum Retry<T> {
+    Done(T),
+    ShutDown,
+}
+
+impl Projector {
+    pub fn new(
+        log: Arc<dyn EventLog>,
+        store: Arc<dyn ReadStore>,
+        topics: Topics,
+        config: ProjectorConfig,
+    ) -> Self {
+        Self {
+            log,
+            store,
+            topics,
+            config,
+            stats: ProjectorStats::default(),
+        }
+    }
+
+    /// A handle on progress and lag; stays valid after `run` returns.
+    pub fn stats(&self) -> ProjectorStats {
+        self.stats.clone()
+    }
+
+    /// Projects until `shutdown` completes. Transient log and store failures are retried
+    /// with backoff (the batch in hand is kept, so nothing is skipped); an error is returned
+    /// only when retrying cannot help. On shutdown the batch in flight, if any, is left
+    /// uncommitted and will be delivered again.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
+        let mut shutdown = std::pin::pin!(shutdown);
+        let names = [self.topics.events(), self.topics.definitions()];
+        let mut consumer = match self
+            .retrying(&mut shutdown, "joining the consumer group", || {
+                self.log.consumer(&self.config.group, &names)
+            })
+            .await?
+        {
+            Retry::Done(c) => c,
+            Retry::ShutDown => return Ok(()),
+        };
+        tracing::info!(group = %self.config.group, topics = ?names, "projector started");
+
+        let started_ms = now_ms();
+        let mut lag = Lag {
+            positions: HashMap::new(),
+            last_applied_ms: None,
+            refreshed: None,
+        };
+        loop {
+            let polled = tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                polled = consumer.poll(self.config.batch.max(1), POLL_WAIT) => polled,
+            };
+            let records = match polled {
+                Ok(records) => records,
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "poll failed; retrying");
+                    if self.nap(&mut shutdown, MIN_BACKOFF).await {
+                        break;
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            if !records.is_empty() {
+                let batch = self.decode(records);
+                match self.write(&mut shutdown, &mut *consumer, &batch).await? {
+                    Retry::Done(()) => {}
+                    Retry::ShutDown => break,
+                }
+                lag.positions.extend(batch.offsets);
+                lag.last_applied_ms = batch.newest_timestamp_ms.or(lag.last_applied_ms);
+            }
+            if lag
+                .refreshed
+                .is_none_or(|at: Instant| at.elapsed() >= LAG_REFRESH)
+            {
+                lag.refreshed = Some(Instant::now());
+                if let Err(e) = self
+                    .refresh_lag(consumer.assignment(), &mut lag, started_ms)
+                    .await
+                {
+                    tracing::debug!(error = %e, "could not measure lag");
+                }
+            }
+        }
+        tracing::info!("projector stopped");
+        Ok(())
+    }
+
+    fn decode(&self, records: Vec<Record>) -> Batch {
+        let events_topic = self.topics.events();
+        let mut batch = Batch::default();
+        for record in records {
+            let next = batch
+                .offsets
+                .entry((record.topic.clone(), record.partition))
+                .or_default();
+            *next = (*next).max(record.offset + 1);
+            batch.newest_timestamp_ms = batch.newest_timestamp_ms.max(Some(record.timestamp_ms));
+            let decoded = if record.topic == events_topic {
+                serde_json::from_slice(&record.payload).map(|e| batch.events.push(e))
+            } else {
+                serde_json::from_slice(&record.payload).map(|d| batch.definitions.push(d))
+            };
+            if let Err(e) = decoded {
+                self.stats.undecodable();
+                tracing::error!(
+                    topic = %record.topic, partition = record.partition, offset = record.offset,
+                    key = %record.key, error = %e, "skipping a record that does not decode"
+                );
+            }
+        }
+        batch
+    }
+
+    /// Applies the batch, then commits its offsets, each retried until it succeeds.
+    async fn write(
+        &self,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        consumer: &mut dyn Consumer,
+        batch: &Batch,
+    ) -> Result<Retry<()>, ProjectorError> {
+        if !batch.definitions.is_empty() {
+            let applied = self
+                .retrying(shutdown, "applying definitions", || {
+                    self.store.apply_definitions(&batch.definitions)
+                })
+                .await?;
+            if let Retry::ShutDown = applied {
+                return Ok(Retry::ShutDown);
+            }
+        }
+        if !batch.events.is_empty() {
+            let applied = self
+                .retrying(shutdown, "applying events", || {
+                    self.store.apply(&batch.events)
+                })
+                .await?;
+            if let Retry::ShutDown = applied {
+                return Ok(Retry::ShutDown);
+            }
+        }
+        self.stats
+            .applied(batch.events.len(), batch.definitions.len());
+
+        let offsets: Vec<(String, u32, u64)> = batch
+            .offsets
+            .iter()
+            .map(|((t, p), o)| (t.clone(), *p, *o))
+            .collect();
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            match consumer.commit(&offsets).await {
+                Ok(()) => return Ok(Retry::Done(())),
+                Err(e) if e.is_retryable() => {
+                    tracing::warn!(error = %e, "offset commit failed; retrying");
+                    if self.nap(shutdown, backoff).await {
+                        return Ok(Retry::ShutDown);
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// Calls `op` until it succeeds, backing off on retryable errors; an unknown topic counts
+    /// as retryable because the log's owner may create it after we start.
+    async fn retrying<T, E, F, Fut>(
+        &self,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        what: &str,
+        mut op: F,
+    ) -> Result<Retry<T>, ProjectorError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: Into<ProjectorError>,
+    {
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            let err = match op().await {
+                Ok(v) => return Ok(Retry::Done(v)),
+                Err(e) => e.into(),
+            };
+            let waiting_for_topic = matches!(err, ProjectorError::Log(LogError::UnknownTopic(_)));
+            if !err.is_retryable() && !waiting_for_topic {
+                return Err(err);
+            }
+            if let ProjectorError::Store(_) = err {
+                self.stats.store_failed();
+            }
+            tracing::warn!(error = %err, "{what} failed; retrying in {backoff:?}");
+            if self.nap(shutdown, backoff).await {
+                return Ok(Retry::ShutDown);
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// Sleeps unless shutdown comes first; true on shutdown.
+    async fn nap(&self, shutdown: &mut (impl Future<Output = ()> + Unpin), d: Duration) -> bool {
+        tokio::select! {
+            () = shutdown => true,
+            () = tokio::time::sleep(d) => false,
+        }
+    }
+
+    async fn refresh_lag(
+        &self,
+        assignment: Vec<(String, u32)>,
+        lag: &mut Lag,
+        started_ms: i64,
+    ) -> Result<(), LogError> {
+        let mut behind = 0;
+        for (topic, partition) in assignment {
+            let end = self.log.end_offset(&topic, partition).await?;
+            let key = (topic, partition);
+            let position = match lag.positions.get(&key) {
+                Some(p) => *p,
+                None => {
+                    let committed = self
+                        .log
+                        .committed(&self.config.group, &key.0, key.1)
+                        .await?
+                        .unwrap_or(0);
+                    lag.positions.insert(key, committed);
+                    committed
+                }
+            };
+            behind += end.saturating_sub(position);
+        }
+        // Before the first batch, "behind since we started" is the best lower bound known.
+        let reference = lag.last_applied_ms.unwrap_or(started_ms);
+        let seconds = if behind > 0 {
+            (now_ms() - reference).max(0) as f64 / 1000.0
+        } else {
+            0.0
+        };
+        self.stats.set_lag(behind, seconds);
+        Ok(())
+    }
+}
+
+/// What the lag gauges are computed from.
+struct Lag {
+    /// Next offset to apply per partition (committed or applied in this run).
+    positions: HashMap<(String, u32), u64>,
+    /// Log timestamp of the newest applied record.
+    last_applied_ms: Option<i64>,
+    refreshed: Option<Instant>,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

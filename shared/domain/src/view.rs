@@ -1,12 +1,28 @@
 //! Read models as the API shows them, and the pure fold that builds them from events
-//! (`WorkflowView::apply`). The projector persists them; the API serves them.
+//! (`WorkflowView::start` + `WorkflowView::apply`). The projector persists them; the API
+//! serves them.
+//!
+//! Choices the fold makes (the event docs leave them open):
+//! - A task keeps the error of its last failed attempt while later attempts are scheduled
+//!   and run, so an operator can see why attempt 3 exists; `TaskCompleted` clears it, a
+//!   skip keeps it (it explains why the operator skipped).
+//! - The run-level `error` of a live run is the reason compensation began; the fold uses
+//!   it to know, after a pause or a parked task, that the run must go back to
+//!   `compensating` rather than `running`.
+//! - Status precedence for a live run: paused > parked > compensating > running. A task
+//!   that parks while the run is paused leaves it `paused`; resuming then shows `parked`.
+//! - A terminal event clears `current_steps` and takes every task out of the dead-letter
+//!   queue: nothing waits for an operator once the run has ended.
+//! - `TaskRetried` on a run that already `failed` reopens it (the engine only emits it when
+//!   a new attempt follows).
 
 use crate::command::{ErrorInfo, TaskMetrics};
-use crate::event::{EventEnvelope, TaskKind};
+use crate::event::{Event, EventEnvelope, TaskKind};
 use crate::ids::{TaskId, WorkflowId};
 use crate::workflow::{Status, TaskStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use std::time::{Duration, SystemTime};
 
 /// `GET /api/v1/workflows/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -17,12 +33,14 @@ pub struct WorkflowView {
     pub status: Status,
     pub input: Value,
     pub output: Option<Value>,
+    /// Why the run failed, was cancelled, or (while live) why compensation began.
     pub error: Option<ErrorInfo>,
     /// RFC 3339.
     pub created_at: String,
     pub updated_at: String,
-    /// Keys of the steps in progress.
+    /// Keys of the steps in progress, in the order they started.
     pub current_steps: Vec<String>,
+    /// In the order they were first scheduled.
     pub tasks: Vec<TaskView>,
     /// Sequence of the last event folded in.
     pub last_seq: u64,
@@ -70,11 +88,743 @@ pub struct DeadLetter {
     pub input: Value,
 }
 
+impl From<&TaskView> for DeadLetter {
+    fn from(t: &TaskView) -> Self {
+        Self {
+            task_id: t.task_id.clone(),
+            workflow_id: t.workflow_id,
+            step_id: t.step_id.clone(),
+            task: t.task.clone(),
+            attempts: t.attempt,
+            error: t.error.clone(),
+            input: t.input.clone(),
+        }
+    }
+}
+
+/// `at_ms` (ms since the Unix epoch) as RFC 3339 UTC with milliseconds, the form every
+/// view timestamp takes. Times before the epoch clamp to it: engine clocks never produce
+/// them, and a panic in a fold would stall a projector.
+pub fn rfc3339(at_ms: i64) -> String {
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms.max(0).unsigned_abs());
+    humantime::format_rfc3339_millis(at).to_string()
+}
+
 impl WorkflowView {
-    /// Folds one event in. MUST be idempotent: an event with `seq <= last_seq` changes nothing.
-    /// `None` view + a `WorkflowStarted` creates it (see `WorkflowView::start`).
-    pub fn apply(&mut self, event: &EventEnvelope) {
-        let _ = event;
-        todo!("projector helper")
+    /// The view of a run as of its first event; `None` unless it is a `WorkflowStarted`.
+    pub fn start(envelope: &EventEnvelope) -> Option<WorkflowView> {
+        let Event::WorkflowStarted {
+            definition,
+            version,
+            input,
+            parent,
+            ..
+        } = &envelope.event
+        else {
+            return None;
+        };
+        let at = rfc3339(envelope.at_ms);
+        Some(WorkflowView {
+            workflow_id: envelope.workflow_id,
+            definition: definition.clone(),
+            version: *version,
+            status: Status::Running,
+            input: input.clone(),
+            output: None,
+            error: None,
+            created_at: at.clone(),
+            updated_at: at,
+            current_steps: Vec::new(),
+            tasks: Vec::new(),
+            last_seq: envelope.seq,
+            parent_workflow_id: parent.as_ref().map(|p| p.workflow_id),
+        })
+    }
+
+    /// Tasks currently in the dead-letter queue.
+    pub fn dead_letters(&self) -> impl Iterator<Item = DeadLetter> + '_ {
+        self.tasks.iter().filter(|t| t.parked).map(DeadLetter::from)
+    }
+
+    pub fn task(&self, id: &TaskId) -> Option<&TaskView> {
+        self.tasks.iter().find(|t| &t.task_id == id)
+    }
+
+    /// Folds one event in. Idempotent: an event with `seq <= last_seq`, or one about another
+    /// run, changes nothing. Events about a task the view has never seen scheduled are
+    /// ignored (apart from `last_seq`/`updated_at`) rather than invented.
+    pub fn apply(&mut self, envelope: &EventEnvelope) {
+        if envelope.seq <= self.last_seq || envelope.workflow_id != self.workflow_id {
+            return;
+        }
+        self.last_seq = envelope.seq;
+        let at = rfc3339(envelope.at_ms);
+        self.updated_at = at.clone();
+
+        match &envelope.event {
+            // A second start for the same id is a duplicate decision; the first one stands.
+            Event::WorkflowStarted { .. } => {}
+            Event::StepStarted { step_key, .. } => self.step_started(step_key),
+            Event::StepCompleted { step_key, .. } | Event::StepFailed { step_key, .. } => {
+                self.step_finished(step_key)
+            }
+            Event::StepSkipped { .. }
+            | Event::BranchChosen { .. }
+            | Event::ForeachStarted { .. }
+            | Event::TimerStarted { .. }
+            | Event::ChildWorkflowRequested { .. }
+            | Event::ChildCancelRequested { .. }
+            | Event::TaskHeartbeat { .. }
+            | Event::TaskAdded { .. } => {}
+            Event::TaskScheduled {
+                task_id,
+                step_key,
+                step_id,
+                kind,
+                task,
+                queue,
+                attempt,
+                input,
+                ..
+            } => {
+                let fresh = TaskView {
+                    task_id: task_id.clone(),
+                    workflow_id: self.workflow_id,
+                    step_id: step_id.clone(),
+                    step_key: step_key.clone(),
+                    kind: *kind,
+                    task: task.clone(),
+                    queue: queue.clone(),
+                    status: TaskStatus::Scheduled,
+                    attempt: *attempt,
+                    input: input.clone(),
+                    output: None,
+                    error: None,
+                    parked: false,
+                    worker_id: None,
+                    metrics: None,
+                    scheduled_at: at,
+                    started_at: None,
+                    finished_at: None,
+                };
+                match self.tasks.iter_mut().find(|t| &t.task_id == task_id) {
+                    // Only the previous attempt's error survives; see the module doc.
+                    Some(t) => {
+                        *t = TaskView {
+                            error: t.error.take(),
+                            ..fresh
+                        }
+                    }
+                    None => self.tasks.push(fresh),
+                }
+            }
+            Event::TaskStarted {
+                task_id, worker_id, ..
+            } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Running;
+                    t.worker_id = Some(worker_id.clone());
+                    t.started_at = Some(at);
+                }
+            }
+            Event::TaskCompleted {
+                task_id,
+                output,
+                metrics,
+                ..
+            } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Completed;
+                    t.output = Some(output.clone());
+                    t.error = None;
+                    t.metrics = metrics.clone();
+                    t.finished_at = Some(at);
+                    if t.kind == TaskKind::Step {
+                        let key = t.step_key.clone();
+                        self.step_finished(&key);
+                    }
+                }
+            }
+            Event::TaskFailed {
+                task_id,
+                error,
+                retry_at_ms,
+                metrics,
+                ..
+            } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.error = Some(error.clone());
+                    t.metrics = metrics.clone();
+                    if retry_at_ms.is_some() {
+                        // Waiting out the backoff: the next attempt is as good as scheduled.
+                        t.status = TaskStatus::Scheduled;
+                    } else {
+                        t.status = TaskStatus::Failed;
+                        t.finished_at = Some(at);
+                        let key = t.step_key.clone();
+                        self.step_finished(&key);
+                    }
+                }
+            }
+            Event::TaskParked { task_id, error } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Failed;
+                    t.error = Some(error.clone());
+                    t.parked = true;
+                    // The step is not over: it waits for an operator.
+                    let (kind, key) = (t.kind, t.step_key.clone());
+                    if kind == TaskKind::Step {
+                        self.step_started(&key);
+                    }
+                    if self.status != Status::Paused && !self.status.is_terminal() {
+                        self.status = Status::Parked;
+                    }
+                }
+            }
+            Event::TaskRetried { task_id } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.parked = false;
+                    let (kind, key) = (t.kind, t.step_key.clone());
+                    if kind == TaskKind::Step {
+                        self.step_started(&key);
+                    }
+                    if self.status == Status::Failed {
+                        self.error = None;
+                        self.output = None;
+                        self.status = Status::Running;
+                    }
+                    self.refresh_live_status();
+                }
+            }
+            Event::TaskSkipped { task_id, output } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Skipped;
+                    t.output = Some(output.clone());
+                    t.parked = false;
+                    t.finished_at = Some(at);
+                    let key = t.step_key.clone();
+                    self.step_finished(&key);
+                    self.refresh_live_status();
+                }
+            }
+            Event::TaskCancelled { task_id } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Cancelled;
+                    t.parked = false;
+                    t.finished_at = Some(at);
+                    let key = t.step_key.clone();
+                    self.step_finished(&key);
+                    self.refresh_live_status();
+                }
+            }
+            Event::WorkflowPaused => {
+                if !self.status.is_terminal() {
+                    self.status = Status::Paused;
+                }
+            }
+            Event::WorkflowResumed => {
+                if self.status == Status::Paused {
+                    self.status = self.live_status();
+                }
+            }
+            Event::CompensationStarted { reason, .. } => {
+                self.error = Some(reason.clone());
+                if !self.status.is_terminal() && self.status != Status::Paused {
+                    self.status = self.live_status();
+                }
+            }
+            Event::WorkflowCompleted { output, .. } => {
+                self.output = Some(output.clone());
+                self.finish(Status::Completed);
+            }
+            Event::WorkflowFailed { error, .. } => {
+                self.error = Some(error.clone());
+                self.finish(Status::Failed);
+            }
+            Event::WorkflowCompensated { .. } => self.finish(Status::Compensated),
+            Event::WorkflowCancelled { reason, .. } => {
+                if let Some(reason) = reason {
+                    self.error = Some(ErrorInfo {
+                        kind: "cancelled".into(),
+                        message: reason.clone(),
+                        retryable: false,
+                    });
+                }
+                self.finish(Status::Cancelled);
+            }
+        }
+    }
+
+    fn task_mut(&mut self, id: &TaskId) -> Option<&mut TaskView> {
+        self.tasks.iter_mut().find(|t| &t.task_id == id)
+    }
+
+    fn step_started(&mut self, key: &str) {
+        if !self.current_steps.iter().any(|k| k == key) {
+            self.current_steps.push(key.to_owned());
+        }
+    }
+
+    fn step_finished(&mut self, key: &str) {
+        self.current_steps.retain(|k| k != key);
+    }
+
+    fn finish(&mut self, status: Status) {
+        self.status = status;
+        self.current_steps.clear();
+        for t in &mut self.tasks {
+            t.parked = false;
+        }
+    }
+
+    /// What a live, unpaused run shows, from the facts the view holds.
+    fn live_status(&self) -> Status {
+        if self.tasks.iter().any(|t| t.parked) {
+            Status::Parked
+        } else if self.error.is_some() {
+            Status::Compensating
+        } else {
+            Status::Running
+        }
+    }
+
+    /// Re-derives the status after a task left the dead-letter queue, unless a pause or the
+    /// end of the run takes precedence.
+    fn refresh_live_status(&mut self) {
+        if !self.status.is_terminal() && self.status != Status::Paused {
+            self.status = self.live_status();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use uuid::Uuid;
+
+    const WF: WorkflowId = WorkflowId(Uuid::from_u128(7));
+    const T0: i64 = 1_700_000_000_000;
+
+    fn task_id(n: u32) -> TaskId {
+        TaskId::new(WF, n)
+    }
+
+    fn env(seq: u64, event: Event) -> EventEnvelope {
+        EventEnvelope {
+            workflow_id: WF,
+            seq,
+            at_ms: T0 + seq as i64 * 1000,
+            command_id: None,
+            v: 1,
+            event,
+        }
+    }
+
+    fn started() -> Event {
+        Event::WorkflowStarted {
+            definition: "orders".into(),
+            version: 2,
+            input: json!({"order": 1}),
+            idempotency_key: None,
+            parent: None,
+        }
+    }
+
+    fn step_started(key: &str) -> Event {
+        Event::StepStarted {
+            step_key: key.into(),
+            step_id: key.into(),
+            parent: None,
+        }
+    }
+
+    fn scheduled(n: u32, key: &str, kind: TaskKind, attempt: u32) -> Event {
+        Event::TaskScheduled {
+            task_id: task_id(n),
+            step_key: key.into(),
+            step_id: key.into(),
+            kind,
+            task: format!("{key}-task"),
+            queue: "default".into(),
+            attempt,
+            max_attempts: 3,
+            input: json!({"attempt": attempt}),
+            checkpoint: None,
+            timeout_ms: 1000,
+            heartbeat_timeout_ms: None,
+            schedule_to_start_timeout_ms: None,
+        }
+    }
+
+    fn failed(n: u32, attempt: u32, retry: bool) -> Event {
+        Event::TaskFailed {
+            task_id: task_id(n),
+            attempt,
+            error: ErrorInfo::new("boom", format!("attempt {attempt}")),
+            retry_at_ms: retry.then_some(T0 + 60_000),
+            metrics: None,
+        }
+    }
+
+    /// Given the events, when folded in order, then the resulting view.
+    fn given(events: Vec<Event>) -> WorkflowView {
+        let mut envs = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, e)| env(i as u64 + 1, e));
+        let mut view = WorkflowView::start(&envs.next().expect("a start")).expect("a start");
+        for e in envs {
+            view.apply(&e);
+        }
+        view
+    }
+
+    #[test]
+    fn formats_rfc3339_utc_millis() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(T0 + 42), "2023-11-14T22:13:20.042Z");
+        assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn only_a_start_creates_a_view() {
+        assert!(WorkflowView::start(&env(1, Event::WorkflowPaused)).is_none());
+        let view = given(vec![started()]);
+        assert_eq!(view.status, Status::Running);
+        assert_eq!(view.definition, "orders");
+        assert_eq!(view.version, 2);
+        assert_eq!(view.created_at, rfc3339(T0 + 1000));
+        assert_eq!(view.last_seq, 1);
+    }
+
+    #[test]
+    fn replayed_or_foreign_events_change_nothing() {
+        let mut view = given(vec![
+            started(),
+            step_started("a"),
+            scheduled(1, "a", TaskKind::Step, 1),
+        ]);
+        let before = view.clone();
+        view.apply(&env(2, Event::WorkflowPaused));
+        view.apply(&env(3, Event::WorkflowPaused));
+        view.apply(&EventEnvelope {
+            workflow_id: WorkflowId(Uuid::from_u128(8)),
+            ..env(4, Event::WorkflowPaused)
+        });
+        assert_eq!(view, before);
+    }
+
+    #[test]
+    fn a_task_runs_to_completion_and_its_step_ends() {
+        let view = given(vec![
+            started(),
+            step_started("a"),
+            scheduled(1, "a", TaskKind::Step, 1),
+            Event::TaskStarted {
+                task_id: task_id(1),
+                attempt: 1,
+                worker_id: "w1".into(),
+            },
+            Event::TaskCompleted {
+                task_id: task_id(1),
+                attempt: 1,
+                output: json!({"ok": true}),
+                metrics: Some(TaskMetrics {
+                    cpu_ms: Some(3.0),
+                    peak_memory_bytes: None,
+                }),
+            },
+        ]);
+        let t = view.task(&task_id(1)).unwrap();
+        assert_eq!(t.status, TaskStatus::Completed);
+        assert_eq!(t.worker_id.as_deref(), Some("w1"));
+        assert_eq!(t.output, Some(json!({"ok": true})));
+        assert_eq!(t.started_at, Some(rfc3339(T0 + 4000)));
+        assert_eq!(t.finished_at, Some(rfc3339(T0 + 5000)));
+        assert!(t.metrics.is_some());
+        assert!(view.current_steps.is_empty());
+    }
+
+    #[test]
+    fn a_failure_with_backoff_waits_scheduled_and_keeps_its_error_until_success() {
+        let mut view = given(vec![
+            started(),
+            step_started("a"),
+            scheduled(1, "a", TaskKind::Step, 1),
+            Event::TaskStarted {
+                task_id: task_id(1),
+                attempt: 1,
+                worker_id: "w1".into(),
+            },
+            failed(1, 1, true),
+        ]);
+        let t = view.task(&task_id(1)).unwrap();
+        assert_eq!(t.status, TaskStatus::Scheduled);
+        assert_eq!(t.error.as_ref().unwrap().message, "attempt 1");
+        assert_eq!(view.current_steps, ["a"]);
+
+        view.apply(&env(6, scheduled(1, "a", TaskKind::Step, 2)));
+        let t = view.task(&task_id(1)).unwrap();
+        assert_eq!((t.attempt, t.status), (2, TaskStatus::Scheduled));
+        assert!(t.error.is_some() && t.worker_id.is_none() && t.started_at.is_none());
+        assert_eq!(view.tasks.len(), 1);
+
+        view.apply(&env(
+            7,
+            Event::TaskCompleted {
+                task_id: task_id(1),
+                attempt: 2,
+                output: json!(1),
+                metrics: None,
+            },
+        ));
+        assert!(view.task(&task_id(1)).unwrap().error.is_none());
+    }
+
+    #[test]
+    fn a_final_failure_ends_the_step() {
+        let view = given(vec![
+            started(),
+            step_started("a"),
+            scheduled(1, "a", TaskKind::Step, 1),
+            failed(1, 1, false),
+        ]);
+        let t = view.task(&task_id(1)).unwrap();
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert!(t.finished_at.is_some());
+        assert!(view.current_steps.is_empty());
+        assert_eq!(view.status, Status::Running);
+    }
+
+    #[test]
+    fn a_parked_task_parks_the_run_and_a_skip_unparks_it() {
+        let parked = vec![
+            started(),
+            step_started("a"),
+            scheduled(1, "a", TaskKind::Step, 3),
+            failed(1, 3, false),
+            Event::TaskParked {
+                task_id: task_id(1),
+                error: ErrorInfo::new("boom", "out of attempts"),
+            },
+        ];
+        let view = given(parked.clone());
+        assert_eq!(view.status, Status::Parked);
+        let t = view.task(&task_id(1)).unwrap();
+        assert!(t.parked && t.status == TaskStatus::Failed);
+        assert_eq!(view.current_steps, ["a"]);
+        assert_eq!(view.dead_letters().count(), 1);
+
+        let mut skipped = parked;
+        skipped.push(Event::TaskSkipped {
+            task_id: task_id(1),
+            output: json!("manual"),
+        });
+        let view = given(skipped);
+        assert_eq!(view.status, Status::Running);
+        let t = view.task(&task_id(1)).unwrap();
+        assert!(!t.parked && t.status == TaskStatus::Skipped);
+        assert_eq!(t.output, Some(json!("manual")));
+        assert!(view.current_steps.is_empty());
+        assert_eq!(view.dead_letters().count(), 0);
+    }
+
+    #[test]
+    fn a_retry_unparks_only_when_no_other_task_is_parked() {
+        let view = given(vec![
+            started(),
+            scheduled(1, "a", TaskKind::Step, 1),
+            scheduled(2, "b", TaskKind::Step, 1),
+            Event::TaskParked {
+                task_id: task_id(1),
+                error: ErrorInfo::new("x", ""),
+            },
+            Event::TaskParked {
+                task_id: task_id(2),
+                error: ErrorInfo::new("x", ""),
+            },
+            Event::TaskRetried {
+                task_id: task_id(1),
+            },
+        ]);
+        assert_eq!(view.status, Status::Parked);
+        assert_eq!(
+            view.dead_letters().map(|d| d.task_id).collect::<Vec<_>>(),
+            [task_id(2)]
+        );
+
+        let mut view = view;
+        view.apply(&env(
+            7,
+            Event::TaskRetried {
+                task_id: task_id(2),
+            },
+        ));
+        assert_eq!(view.status, Status::Running);
+    }
+
+    #[test]
+    fn pause_wins_over_parked_and_resume_restores_it() {
+        let mut view = given(vec![
+            started(),
+            scheduled(1, "a", TaskKind::Step, 1),
+            Event::WorkflowPaused,
+            Event::TaskParked {
+                task_id: task_id(1),
+                error: ErrorInfo::new("x", ""),
+            },
+        ]);
+        assert_eq!(view.status, Status::Paused);
+        view.apply(&env(5, Event::WorkflowResumed));
+        assert_eq!(view.status, Status::Parked);
+    }
+
+    #[test]
+    fn resume_during_compensation_returns_to_compensating() {
+        let mut view = given(vec![
+            started(),
+            Event::CompensationStarted {
+                reason: ErrorInfo::new("card_declined", ""),
+                then_cancel: false,
+            },
+        ]);
+        assert_eq!(view.status, Status::Compensating);
+        view.apply(&env(3, Event::WorkflowPaused));
+        assert_eq!(view.status, Status::Paused);
+        view.apply(&env(4, Event::WorkflowResumed));
+        assert_eq!(view.status, Status::Compensating);
+        view.apply(&env(5, scheduled(1, "a", TaskKind::Compensation, 1)));
+        view.apply(&env(
+            6,
+            Event::TaskParked {
+                task_id: task_id(1),
+                error: ErrorInfo::new("x", ""),
+            },
+        ));
+        assert_eq!(view.status, Status::Parked);
+        view.apply(&env(
+            7,
+            Event::TaskSkipped {
+                task_id: task_id(1),
+                output: Value::Null,
+            },
+        ));
+        assert_eq!(view.status, Status::Compensating);
+        view.apply(&env(8, Event::WorkflowCompensated { parent: None }));
+        assert_eq!(view.status, Status::Compensated);
+        assert_eq!(view.error.as_ref().unwrap().kind, "card_declined");
+    }
+
+    #[test]
+    fn terminal_events_set_outcome_and_clear_work_in_progress() {
+        let base = || {
+            vec![
+                started(),
+                step_started("a"),
+                scheduled(1, "a", TaskKind::Step, 1),
+            ]
+        };
+
+        let mut events = base();
+        events.push(Event::WorkflowCompleted {
+            output: json!({"total": 3}),
+            parent: None,
+        });
+        let view = given(events);
+        assert_eq!(
+            (view.status, view.output),
+            (Status::Completed, Some(json!({"total": 3})))
+        );
+        assert!(view.current_steps.is_empty());
+
+        let mut events = base();
+        events.push(Event::WorkflowFailed {
+            error: ErrorInfo::new("boom", ""),
+            parent: None,
+        });
+        let view = given(events);
+        assert_eq!(view.status, Status::Failed);
+        assert_eq!(view.error.unwrap().kind, "boom");
+
+        let mut events = base();
+        events.push(Event::TaskParked {
+            task_id: task_id(1),
+            error: ErrorInfo::new("x", ""),
+        });
+        events.push(Event::WorkflowCancelled {
+            reason: Some("operator".into()),
+            parent: None,
+        });
+        let view = given(events);
+        assert_eq!(view.status, Status::Cancelled);
+        assert_eq!(view.error.unwrap().message, "operator");
+        assert!(view.tasks.iter().all(|t| !t.parked));
+    }
+
+    #[test]
+    fn cancelled_tasks_and_non_task_steps_leave_current_steps() {
+        let view = given(vec![
+            started(),
+            step_started("p"),
+            step_started("p.a"),
+            step_started("p.b"),
+            scheduled(1, "p.a", TaskKind::Step, 1),
+            Event::TaskCancelled {
+                task_id: task_id(1),
+            },
+            Event::StepFailed {
+                step_key: "p.b".into(),
+                error: ErrorInfo::new("x", ""),
+            },
+        ]);
+        assert_eq!(view.current_steps, ["p"]);
+        assert_eq!(
+            view.task(&task_id(1)).unwrap().status,
+            TaskStatus::Cancelled
+        );
+        let mut view = view;
+        view.apply(&env(
+            8,
+            Event::StepCompleted {
+                step_key: "p".into(),
+                output: Value::Null,
+            },
+        ));
+        assert!(view.current_steps.is_empty());
+    }
+
+    #[test]
+    fn a_retry_after_failure_reopens_the_run() {
+        let view = given(vec![
+            started(),
+            scheduled(1, "a", TaskKind::Step, 1),
+            failed(1, 1, false),
+            Event::WorkflowFailed {
+                error: ErrorInfo::new("boom", ""),
+                parent: None,
+            },
+            Event::TaskRetried {
+                task_id: task_id(1),
+            },
+        ]);
+        assert_eq!(view.status, Status::Running);
+        assert!(view.error.is_none());
+    }
+
+    #[test]
+    fn a_child_run_knows_its_parent() {
+        let parent = WorkflowId(Uuid::from_u128(1));
+        let view = given(vec![Event::WorkflowStarted {
+            definition: "child".into(),
+            version: 1,
+            input: Value::Null,
+            idempotency_key: None,
+            parent: Some(crate::command::ParentRef {
+                workflow_id: parent,
+                step_key: "s".into(),
+            }),
+        }]);
+        assert_eq!(view.parent_workflow_id, Some(parent));
     }
 }

@@ -1,12 +1,23 @@
 //! Read-model store port (what the projector writes and the API reads) and its backends.
 //!
+//! This crate owns the [`ReadStore`] contract, its row/summary types and its backends. It
+//! depends on the domain (views and the fold live there, so every backend folds alike) and
+//! MUST NOT depend on the event log, on services, or on a web framework.
+//!
 //! Contract (every backend MUST honour it):
 //! - `apply` is idempotent: events are keyed by (workflow id, seq); an event already folded
 //!   in changes nothing, so a replay or a redelivered batch is harmless.
 //! - A successful `apply` is durable; the projector commits its log offsets only after it.
 //! - Reads see every batch whose `apply` returned.
+//! - A view is exactly [`WorkflowView::start`] + [`WorkflowView::apply`] over the run's events.
+//!   Dead letters are exactly the parked tasks of the stored views.
+//! - Listings are newest first (creation time, then id, both descending) and a cursor never
+//!   yields a run twice.
 //!
 //! Entry points: [`ReadStore`], [`sqlite::SqliteStore`], the [`conformance`] suite.
+
+pub mod conformance;
+pub mod sqlite;
 
 use async_trait::async_trait;
 use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
@@ -84,12 +95,19 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
     async fn definitions(&self) -> Result<Vec<DefinitionSummary>>;
     /// `version: None` means the latest.
-    async fn definition(&self, name: &str, version: Option<u32>)
-    -> Result<Option<DefinitionRegistered>>;
+    async fn definition(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<DefinitionRegistered>>;
     /// Waits until the run's view has folded in event `seq` (read-your-writes after a
     /// command); returns false when `timeout` passes first.
     async fn wait_for_seq(&self, id: WorkflowId, seq: u64, timeout: Duration) -> Result<bool>;
     /// Waits until definition `name` at `version` is readable; false on timeout.
-    async fn wait_for_definition(&self, name: &str, version: u32, timeout: Duration)
-    -> Result<bool>;
+    async fn wait_for_definition(
+        &self,
+        name: &str,
+        version: u32,
+        timeout: Duration,
+    ) -> Result<bool>;
 }

@@ -1,0 +1,579 @@
+//! The conformance suite every [`ReadStore`] backend runs (`tests/<backend>_conformance.rs`).
+//!
+//! Each check names its runs and definitions with fresh ids, so checks can share one store
+//! (one database, one keyspace) and run in any order; they panic on a violation, like
+//! assertions in a test. [`run_all`] runs every check.
+
+use crate::{ReadStore, StoreError, WorkflowFilter};
+use distorch_domain::command::{ErrorInfo, TaskMetrics};
+use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, TaskKind};
+use distorch_domain::view::WorkflowView;
+use distorch_domain::workflow::{Status, TaskStatus};
+use distorch_domain::{TaskId, WorkflowId};
+use serde_json::json;
+use std::collections::HashSet;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Runs every check against `store`.
+pub async fn run_all(store: &dyn ReadStore) {
+    apply_is_idempotent(store).await;
+    views_match_the_fold(store).await;
+    list_filters_and_paginates(store).await;
+    rejects_a_bad_cursor(store).await;
+    history_is_in_order(store).await;
+    finds_tasks_by_id(store).await;
+    dead_letters_follow_parking(store).await;
+    definitions_latest_and_versioned(store).await;
+    wait_for_seq_sees_applies(store).await;
+    wait_for_definition_sees_registrations(store).await;
+}
+
+fn fresh_run() -> WorkflowId {
+    WorkflowId(Uuid::new_v4())
+}
+
+fn fresh_name(prefix: &str) -> String {
+    format!("{prefix}-{}", Uuid::new_v4().simple())
+}
+
+/// Builds a run's events with consecutive sequence numbers, one second apart.
+struct Run {
+    id: WorkflowId,
+    at_ms: i64,
+    events: Vec<EventEnvelope>,
+    tasks: u32,
+}
+
+impl Run {
+    fn start(definition: &str, at_ms: i64) -> Self {
+        let mut run = Self {
+            id: fresh_run(),
+            at_ms,
+            events: Vec::new(),
+            tasks: 0,
+        };
+        run.push(Event::WorkflowStarted {
+            definition: definition.into(),
+            version: 1,
+            input: json!({"n": 1}),
+            idempotency_key: None,
+            parent: None,
+        });
+        run
+    }
+
+    fn push(&mut self, event: Event) -> &mut Self {
+        let seq = self.events.len() as u64 + 1;
+        self.events.push(EventEnvelope {
+            workflow_id: self.id,
+            seq,
+            at_ms: self.at_ms + seq as i64 * 1000,
+            command_id: None,
+            v: 1,
+            event,
+        });
+        self
+    }
+
+    /// Schedules a new step task and returns its id.
+    fn schedule(&mut self, step: &str) -> TaskId {
+        self.tasks += 1;
+        let task_id = TaskId::new(self.id, self.tasks);
+        self.push(Event::StepStarted {
+            step_key: step.into(),
+            step_id: step.into(),
+            parent: None,
+        });
+        self.push(Event::TaskScheduled {
+            task_id: task_id.clone(),
+            step_key: step.into(),
+            step_id: step.into(),
+            kind: TaskKind::Step,
+            task: format!("{step}-task"),
+            queue: "default".into(),
+            attempt: 1,
+            max_attempts: 2,
+            input: json!({"step": step}),
+            checkpoint: None,
+            timeout_ms: 1000,
+            heartbeat_timeout_ms: None,
+            schedule_to_start_timeout_ms: None,
+        });
+        task_id
+    }
+
+    /// A step whose task fails once, is retried, and completes.
+    fn step(&mut self, step: &str) -> TaskId {
+        let task_id = self.schedule(step);
+        let mut again = self.events.last().expect("just scheduled").event.clone();
+        if let Event::TaskScheduled { attempt, .. } = &mut again {
+            *attempt = 2;
+        }
+        let started = |attempt| Event::TaskStarted {
+            task_id: task_id.clone(),
+            attempt,
+            worker_id: "w1".into(),
+        };
+        self.push(started(1));
+        self.push(Event::TaskFailed {
+            task_id: task_id.clone(),
+            attempt: 1,
+            error: ErrorInfo::new("flaky", "try again"),
+            retry_at_ms: Some(self.at_ms),
+            metrics: Some(TaskMetrics {
+                cpu_ms: Some(1.5),
+                peak_memory_bytes: Some(1024),
+            }),
+        });
+        self.push(again);
+        self.push(started(2));
+        self.push(Event::TaskCompleted {
+            task_id: task_id.clone(),
+            attempt: 2,
+            output: json!({"done": step}),
+            metrics: None,
+        });
+        task_id
+    }
+
+    fn park(&mut self, task_id: &TaskId) {
+        self.push(Event::TaskFailed {
+            task_id: task_id.clone(),
+            attempt: 1,
+            error: ErrorInfo::new("fatal", "no more attempts"),
+            retry_at_ms: None,
+            metrics: None,
+        });
+        self.push(Event::TaskParked {
+            task_id: task_id.clone(),
+            error: ErrorInfo::new("fatal", "no more attempts"),
+        });
+    }
+
+    fn complete(&mut self) -> &mut Self {
+        self.push(Event::WorkflowCompleted {
+            output: json!({"ok": true}),
+            parent: None,
+        })
+    }
+
+    fn fold(&self) -> WorkflowView {
+        let mut view = WorkflowView::start(&self.events[0]).expect("runs begin with a start");
+        for e in &self.events[1..] {
+            view.apply(e);
+        }
+        view
+    }
+}
+
+/// Applies `events` in batches of `size`.
+async fn apply_in_batches(store: &dyn ReadStore, events: &[EventEnvelope], size: usize) {
+    for batch in events.chunks(size) {
+        store.apply(batch).await.expect("apply");
+    }
+}
+
+/// Applying the same batch twice, or replaying a range already applied (alone or overlapping
+/// new events), leaves views, history and dead letters as after the first apply.
+pub async fn apply_is_idempotent(store: &dyn ReadStore) {
+    let mut run = Run::start(&fresh_name("idem"), 1_000_000);
+    run.step("a");
+    let parked = run.schedule("b");
+    run.park(&parked);
+
+    let half = run.events.len() / 2;
+    store.apply(&run.events[..half]).await.expect("apply");
+    store.apply(&run.events[..half]).await.expect("apply again");
+    // Overlap: an old prefix with new events after it.
+    store
+        .apply(&run.events[half / 2..])
+        .await
+        .expect("overlapping apply");
+    let view = store.workflow(run.id).await.expect("read");
+    let history = store.history(run.id).await.expect("history");
+    let dlq = store.dead_letters().await.expect("dlq");
+
+    store.apply(&run.events).await.expect("replay all");
+    store
+        .apply(&run.events[2..5])
+        .await
+        .expect("replay a middle range");
+    assert_eq!(store.workflow(run.id).await.expect("read"), view);
+    assert_eq!(store.history(run.id).await.expect("history"), history);
+    assert_eq!(store.dead_letters().await.expect("dlq"), dlq);
+    assert_eq!(view, Some(run.fold()));
+    assert_eq!(history, run.events);
+    assert_eq!(dlq.iter().filter(|d| d.task_id == parked).count(), 1);
+}
+
+/// Whatever the batching, and with runs interleaved in one batch, each stored view equals
+/// the domain fold of its events.
+pub async fn views_match_the_fold(store: &dyn ReadStore) {
+    let definition = fresh_name("fold");
+    let mut a = Run::start(&definition, 2_000_000);
+    let mut b = Run::start(&definition, 2_000_500);
+    a.step("x");
+    a.step("y");
+    a.complete();
+    b.step("x");
+    let t = b.schedule("y");
+    b.push(Event::TaskCancelled { task_id: t });
+    b.push(Event::CompensationStarted {
+        reason: ErrorInfo::new("declined", "card declined"),
+        then_cancel: true,
+    });
+    b.push(Event::WorkflowCancelled {
+        reason: Some("by test".into()),
+        parent: None,
+    });
+
+    // Interleave the two runs, keeping each run's order.
+    let mut mixed = Vec::new();
+    let (mut ia, mut ib) = (a.events.iter(), b.events.iter());
+    loop {
+        let (ea, eb) = (ia.next(), ib.next());
+        if ea.is_none() && eb.is_none() {
+            break;
+        }
+        mixed.extend(ea.cloned());
+        mixed.extend(eb.cloned());
+    }
+    apply_in_batches(store, &mixed, 3).await;
+
+    for run in [&a, &b] {
+        assert_eq!(
+            store.workflow(run.id).await.expect("read"),
+            Some(run.fold())
+        );
+    }
+    let a_view = store.workflow(a.id).await.expect("read").expect("a view");
+    assert_eq!(a_view.status, Status::Completed);
+    assert_eq!(
+        store.workflow(b.id).await.expect("read").expect("b").status,
+        Status::Cancelled
+    );
+    assert_eq!(store.workflow(fresh_run()).await.expect("read"), None);
+}
+
+/// Listing is newest first, filters by status and definition, and following cursors visits
+/// every matching run exactly once, also when runs share a creation time.
+pub async fn list_filters_and_paginates(store: &dyn ReadStore) {
+    let definition = fresh_name("list");
+    let mut runs = Vec::new();
+    for i in 0..23 {
+        // Pairs share a creation time to exercise the id tie-break.
+        let mut run = Run::start(&definition, 3_000_000 + (i / 2) * 10_000);
+        if i % 3 == 0 {
+            run.complete();
+        }
+        runs.push(run);
+    }
+    let all: Vec<EventEnvelope> = runs.iter().flat_map(|r| r.events.clone()).collect();
+    apply_in_batches(store, &all, 10).await;
+
+    let mut expected: Vec<(i64, WorkflowId)> =
+        runs.iter().map(|r| (r.events[0].at_ms, r.id)).collect();
+    expected.sort_by(|x, y| {
+        y.0.cmp(&x.0)
+            .then_with(|| y.1.to_string().cmp(&x.1.to_string()))
+    });
+
+    let by_definition = WorkflowFilter {
+        status: None,
+        definition: Some(definition.clone()),
+    };
+    let listed = list_all(store, &by_definition, 4).await;
+    assert_eq!(
+        listed.iter().map(|s| s.workflow_id).collect::<Vec<_>>(),
+        ids(&expected)
+    );
+    assert!(
+        listed
+            .iter()
+            .all(|s| s.definition == definition && s.version == 1)
+    );
+
+    let completed = WorkflowFilter {
+        status: Some(Status::Completed),
+        definition: Some(definition.clone()),
+    };
+    let listed = list_all(store, &completed, 3).await;
+    let want: Vec<WorkflowId> = ids(&expected)
+        .into_iter()
+        .filter(|id| runs.iter().any(|r| r.id == *id && r.events.len() == 2))
+        .collect();
+    assert_eq!(
+        listed.iter().map(|s| s.workflow_id).collect::<Vec<_>>(),
+        want
+    );
+    assert!(listed.iter().all(|s| s.status == Status::Completed));
+
+    let running = WorkflowFilter {
+        status: Some(Status::Running),
+        definition: None,
+    };
+    let page = store.workflows(&running, 50, None).await.expect("list");
+    assert!(page.items.iter().all(|s| s.status == Status::Running));
+
+    let nothing = WorkflowFilter {
+        status: None,
+        definition: Some(fresh_name("none")),
+    };
+    let page = store.workflows(&nothing, 10, None).await.expect("list");
+    assert!(page.items.is_empty() && page.next_cursor.is_none());
+}
+
+fn ids(rows: &[(i64, WorkflowId)]) -> Vec<WorkflowId> {
+    rows.iter().map(|r| r.1).collect()
+}
+
+async fn list_all(
+    store: &dyn ReadStore,
+    filter: &WorkflowFilter,
+    limit: usize,
+) -> Vec<crate::WorkflowSummary> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut seen = HashSet::new();
+    loop {
+        let page = store
+            .workflows(filter, limit, cursor.as_deref())
+            .await
+            .expect("list");
+        assert!(page.items.len() <= limit);
+        for item in &page.items {
+            assert!(
+                seen.insert(item.workflow_id),
+                "run {} listed twice",
+                item.workflow_id
+            );
+        }
+        out.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => return out,
+        }
+    }
+}
+
+/// A cursor the store did not hand out is a client error, not a storage failure.
+pub async fn rejects_a_bad_cursor(store: &dyn ReadStore) {
+    let err = store
+        .workflows(&WorkflowFilter::default(), 10, Some("not a cursor"))
+        .await
+        .expect_err("bad cursor");
+    assert!(matches!(err, StoreError::BadCursor(_)), "{err:?}");
+    assert!(!err.is_retryable());
+}
+
+/// History returns every event of the run in sequence order, whatever the batching.
+pub async fn history_is_in_order(store: &dyn ReadStore) {
+    let mut run = Run::start(&fresh_name("history"), 4_000_000);
+    run.step("a");
+    run.step("b");
+    run.complete();
+    apply_in_batches(store, &run.events, 5).await;
+    assert_eq!(store.history(run.id).await.expect("history"), run.events);
+    assert!(
+        store
+            .history(fresh_run())
+            .await
+            .expect("history")
+            .is_empty()
+    );
+}
+
+/// A task is found by its id alone, with its latest attempt.
+pub async fn finds_tasks_by_id(store: &dyn ReadStore) {
+    let mut run = Run::start(&fresh_name("task"), 5_000_000);
+    let done = run.step("a");
+    let waiting = run.schedule("b");
+    store.apply(&run.events).await.expect("apply");
+
+    let task = store.task(&done).await.expect("task").expect("found");
+    assert_eq!((task.status, task.attempt), (TaskStatus::Completed, 2));
+    assert_eq!(task.workflow_id, run.id);
+    assert_eq!(task.output, Some(json!({"done": "a"})));
+    let task = store.task(&waiting).await.expect("task").expect("found");
+    assert_eq!(task.status, TaskStatus::Scheduled);
+    assert_eq!(
+        store.task(&TaskId::new(run.id, 99)).await.expect("task"),
+        None
+    );
+    assert_eq!(
+        store
+            .task(&TaskId::new(fresh_run(), 1))
+            .await
+            .expect("task"),
+        None
+    );
+    assert_eq!(
+        store.task(&TaskId("garbage".into())).await.expect("task"),
+        None
+    );
+}
+
+/// A parked task appears in the dead-letter queue and leaves it when skipped or retried.
+pub async fn dead_letters_follow_parking(store: &dyn ReadStore) {
+    let mut run = Run::start(&fresh_name("dlq"), 6_000_000);
+    let first = run.schedule("a");
+    let second = run.schedule("b");
+    run.park(&first);
+    run.park(&second);
+    store.apply(&run.events).await.expect("apply");
+
+    let run_id = run.id;
+    let mine = move |all: Vec<distorch_domain::view::DeadLetter>| {
+        all.into_iter()
+            .filter(|d| d.workflow_id == run_id)
+            .collect::<Vec<_>>()
+    };
+    let dlq = mine(store.dead_letters().await.expect("dlq"));
+    assert_eq!(
+        dlq.iter().map(|d| &d.task_id).collect::<Vec<_>>(),
+        [&first, &second]
+    );
+    assert_eq!(
+        dlq[0].error.as_ref().map(|e| e.kind.as_str()),
+        Some("fatal")
+    );
+    assert_eq!(dlq[0].step_id, "a");
+    assert_eq!(dlq[0].input, json!({"step": "a"}));
+    assert_eq!(
+        store
+            .workflow(run.id)
+            .await
+            .expect("read")
+            .expect("view")
+            .status,
+        Status::Parked
+    );
+
+    let from = run.events.len();
+    run.push(Event::TaskSkipped {
+        task_id: first.clone(),
+        output: json!("by hand"),
+    });
+    store.apply(&run.events[from..]).await.expect("apply skip");
+    let dlq = mine(store.dead_letters().await.expect("dlq"));
+    assert_eq!(
+        dlq.iter().map(|d| &d.task_id).collect::<Vec<_>>(),
+        [&second]
+    );
+
+    let from = run.events.len();
+    run.push(Event::TaskRetried {
+        task_id: second.clone(),
+    });
+    store.apply(&run.events[from..]).await.expect("apply retry");
+    assert!(mine(store.dead_letters().await.expect("dlq")).is_empty());
+    let view = store.workflow(run.id).await.expect("read").expect("view");
+    assert_eq!(view.status, Status::Running);
+    assert_eq!(Some(view), Some(run.fold()));
+}
+
+/// Definitions are listed with all versions and found by name, latest or versioned;
+/// registering the same version twice keeps the first.
+pub async fn definitions_latest_and_versioned(store: &dyn ReadStore) {
+    let name = fresh_name("def");
+    let def = |version: u32, description: &str| DefinitionRegistered {
+        name: name.clone(),
+        command_id: None,
+        version,
+        at_ms: 7_000_000 + i64::from(version),
+        source: json!({"name": name, "description": description, "steps": []}),
+        v: 1,
+    };
+    store
+        .apply_definitions(&[def(1, "first"), def(2, "second")])
+        .await
+        .expect("apply");
+    store
+        .apply_definitions(&[def(2, "duplicate"), def(3, "third")])
+        .await
+        .expect("apply");
+
+    assert_eq!(
+        store.definition(&name, None).await.expect("latest"),
+        Some(def(3, "third"))
+    );
+    assert_eq!(
+        store.definition(&name, Some(2)).await.expect("v2"),
+        Some(def(2, "second"))
+    );
+    assert_eq!(store.definition(&name, Some(9)).await.expect("v9"), None);
+    assert_eq!(
+        store
+            .definition(&fresh_name("none"), None)
+            .await
+            .expect("none"),
+        None
+    );
+
+    let listed = store.definitions().await.expect("list");
+    let summary = listed.iter().find(|d| d.name == name).expect("listed");
+    assert_eq!(summary.latest_version, 3);
+    assert_eq!(summary.versions, [1, 2, 3]);
+    assert_eq!(summary.description.as_deref(), Some("third"));
+}
+
+/// `wait_for_seq` returns true once the event is applied (also when the apply happens while
+/// waiting) and false when the timeout passes first.
+pub async fn wait_for_seq_sees_applies(store: &dyn ReadStore) {
+    let mut run = Run::start(&fresh_name("wait"), 8_000_000);
+    run.step("a");
+    let short = Duration::from_millis(30);
+    assert!(!store.wait_for_seq(run.id, 1, short).await.expect("wait"));
+
+    store.apply(&run.events[..2]).await.expect("apply");
+    assert!(store.wait_for_seq(run.id, 2, short).await.expect("wait"));
+    assert!(store.wait_for_seq(run.id, 1, short).await.expect("wait"));
+    assert!(!store.wait_for_seq(run.id, 3, short).await.expect("wait"));
+
+    let last = run.events.len() as u64;
+    let (waited, applied) = tokio::join!(
+        store.wait_for_seq(run.id, last, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.apply(&run.events[2..]).await
+        }
+    );
+    applied.expect("apply");
+    assert!(waited.expect("wait"));
+}
+
+/// `wait_for_definition` returns true once that version is registered, false on timeout.
+pub async fn wait_for_definition_sees_registrations(store: &dyn ReadStore) {
+    let name = fresh_name("waitdef");
+    let short = Duration::from_millis(30);
+    assert!(
+        !store
+            .wait_for_definition(&name, 1, short)
+            .await
+            .expect("wait")
+    );
+    let def = DefinitionRegistered {
+        name: name.clone(),
+        command_id: None,
+        version: 1,
+        at_ms: 9_000_000,
+        source: json!({"name": name}),
+        v: 1,
+    };
+    let (waited, applied) = tokio::join!(
+        store.wait_for_definition(&name, 1, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.apply_definitions(std::slice::from_ref(&def)).await
+        }
+    );
+    applied.expect("apply");
+    assert!(waited.expect("wait"));
+    assert!(
+        !store
+            .wait_for_definition(&name, 2, short)
+            .await
+            .expect("wait")
+    );
+}

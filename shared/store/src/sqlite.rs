@@ -1,0 +1,618 @@
+//! The embedded read store: one SQLite file in WAL mode.
+//!
+//! Durability: `synchronous=NORMAL`. In WAL mode that keeps the file consistent across
+//! crashes but may lose the last transactions on power loss. That is acceptable here and
+//! only here: the read model is a fold of the event log, and the projector commits its log
+//! offsets after `apply`, so anything lost is re-applied from the log (and a lost tail can
+//! only be re-delivered, never skipped, because the offsets commit lives in the log).
+//!
+//! Threads: SQLite calls block, so they run on tokio's blocking pool. One writer connection
+//! (SQLite allows one writer anyway) and a small pool of reader connections, which WAL lets
+//! read while the writer writes.
+//!
+//! Waiting: `apply` bumps a watch channel after each commit, so `wait_for_*` re-check as soon
+//! as something changed, plus a slow poll in case another process writes the same file.
+
+use crate::{
+    DefinitionSummary, Page, ReadStore, Result, StoreError, WorkflowFilter, WorkflowSummary,
+};
+use async_trait::async_trait;
+use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
+use distorch_domain::view::{DeadLetter, TaskView, WorkflowView, rfc3339};
+use distorch_domain::workflow::Status;
+use distorch_domain::{TaskId, WorkflowId};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// Readers kept open between calls; more are opened under load and closed afterwards.
+const IDLE_READERS: usize = 8;
+/// Fallback re-check for waiters when the writer is another process.
+const WAIT_POLL: Duration = Duration::from_millis(50);
+const MAX_PAGE: usize = 1000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS workflows (
+    id            TEXT PRIMARY KEY,
+    definition    TEXT NOT NULL,
+    version       INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    updated_at_ms INTEGER NOT NULL,
+    last_seq      INTEGER NOT NULL,
+    view          TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS workflows_newest ON workflows (created_at_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS workflows_by_status
+    ON workflows (status, created_at_ms DESC, id DESC);
+CREATE INDEX IF NOT EXISTS workflows_by_definition
+    ON workflows (definition, created_at_ms DESC, id DESC);
+
+CREATE TABLE IF NOT EXISTS events (
+    workflow_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    event       TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+) WITHOUT ROWID;
+
+-- rowid order = the order tasks were parked: the queue is served oldest first.
+CREATE TABLE IF NOT EXISTS dead_letters (
+    task_id     TEXT NOT NULL UNIQUE,
+    workflow_id TEXT NOT NULL,
+    item        TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS dead_letters_by_workflow ON dead_letters (workflow_id);
+
+CREATE TABLE IF NOT EXISTS definitions (
+    name        TEXT NOT NULL,
+    version     INTEGER NOT NULL,
+    description TEXT,
+    -- The whole DefinitionRegistered, so new fields need no migration.
+    record      TEXT NOT NULL,
+    PRIMARY KEY (name, version)
+) WITHOUT ROWID;
+";
+
+/// The SQLite [`ReadStore`]. Cheap to clone; clones share connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    /// Bumped after every committed write.
+    changed: watch::Sender<u64>,
+}
+
+fn storage(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Storage(e.to_string())
+}
+
+fn connect(path: &Path) -> Result<Connection> {
+    let conn = Connection::open(path).map_err(storage)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        .map_err(storage)?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path`. Blocks briefly: call it at startup.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref().to_path_buf();
+        let writer = connect(&path)?;
+        writer.execute_batch(SCHEMA).map_err(storage)?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                writer: Mutex::new(writer),
+                readers: Mutex::new(Vec::new()),
+                changed: watch::channel(0).0,
+            }),
+        })
+    }
+
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let pooled = inner
+                .readers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop();
+            let conn = match pooled {
+                Some(c) => c,
+                None => connect(&inner.path)?,
+            };
+            let out = f(&conn);
+            let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_READERS {
+                idle.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(storage)?
+    }
+
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut conn)
+        })
+        .await
+        .map_err(storage)??;
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(out)
+    }
+
+    /// Re-runs `check` after every local write (and every [`WAIT_POLL`]) until it holds or
+    /// `timeout` passes.
+    async fn wait_until<F>(&self, timeout: Duration, check: F) -> Result<bool>
+    where
+        F: Fn(&Connection) -> Result<bool> + Send + Sync + 'static,
+    {
+        let deadline = Instant::now() + timeout;
+        let check = Arc::new(check);
+        let mut changed = self.inner.changed.subscribe();
+        loop {
+            // Mark the current version seen before checking, so a write that lands between
+            // the check and the wait still wakes us.
+            changed.borrow_and_update();
+            let c = check.clone();
+            if self.read(move |conn| c(conn)).await? {
+                return Ok(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(false);
+            }
+            let nap = (deadline - now).min(WAIT_POLL);
+            // An error means the sender is gone, which cannot happen while `self` lives.
+            let _ = tokio::time::timeout(nap, changed.changed()).await;
+        }
+    }
+}
+
+/// The runs of a batch in first-seen order, each with its events in batch order.
+fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
+    let mut index = HashMap::new();
+    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
+    for e in events {
+        let i = *index.entry(e.workflow_id).or_insert_with(|| {
+            groups.push((e.workflow_id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(e);
+    }
+    groups
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string(value).map_err(storage)
+}
+
+fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(storage)
+}
+
+fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
+    let tx = conn.transaction().map_err(storage)?;
+    {
+        let mut load = tx
+            .prepare_cached("SELECT view FROM workflows WHERE id = ?1")
+            .map_err(storage)?;
+        let mut history = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (workflow_id, seq, event) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(storage)?;
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO workflows
+                    (id, definition, version, status, created_at_ms, updated_at_ms, last_seq, view)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET
+                    status = excluded.status,
+                    updated_at_ms = excluded.updated_at_ms,
+                    last_seq = excluded.last_seq,
+                    view = excluded.view",
+            )
+            .map_err(storage)?;
+        let mut park = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dead_letters (task_id, workflow_id, item)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .map_err(storage)?;
+        let mut unpark = tx
+            .prepare_cached("DELETE FROM dead_letters WHERE task_id = ?1")
+            .map_err(storage)?;
+
+        for (id, run_events) in group_by_run(events) {
+            let id_text = id.to_string();
+            let stored: Option<WorkflowView> = load
+                .query_row([&id_text], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(storage)?
+                .map(|text| from_json(&text))
+                .transpose()?;
+            let stored_seq = stored.as_ref().map_or(0, |v| v.last_seq);
+            let parked_before: Vec<TaskId> = parked(stored.as_ref());
+            let mut view = stored;
+            let mut created_at_ms = 0;
+            let mut updated_at_ms = 0;
+
+            for e in run_events {
+                // Already folded in, so already in the history (same transaction back then).
+                if e.seq <= stored_seq {
+                    continue;
+                }
+                history
+                    .execute(params![id_text, e.seq as i64, to_json(e)?])
+                    .map_err(storage)?;
+                match view.as_mut() {
+                    Some(v) => v.apply(e),
+                    None => {
+                        view = WorkflowView::start(e);
+                        if view.is_none() {
+                            tracing::warn!(
+                                workflow_id = %id, seq = e.seq, event = e.event.name(),
+                                "event for a run whose start was never seen; history only"
+                            );
+                            continue;
+                        }
+                        created_at_ms = e.at_ms;
+                    }
+                }
+                updated_at_ms = e.at_ms;
+            }
+
+            let Some(view) = view else { continue };
+            if view.last_seq == stored_seq {
+                continue;
+            }
+            upsert
+                .execute(params![
+                    id_text,
+                    view.definition,
+                    view.version,
+                    view.status.as_str(),
+                    created_at_ms,
+                    updated_at_ms,
+                    view.last_seq as i64,
+                    to_json(&view)?,
+                ])
+                .map_err(storage)?;
+
+            let parked_after = parked(Some(&view));
+            for t in parked_before.iter().filter(|t| !parked_after.contains(t)) {
+                unpark.execute([&t.0]).map_err(storage)?;
+            }
+            for t in view
+                .tasks
+                .iter()
+                .filter(|t| t.parked && !parked_before.contains(&t.task_id))
+            {
+                park.execute(params![
+                    t.task_id.0,
+                    id_text,
+                    to_json(&DeadLetter::from(t))?
+                ])
+                .map_err(storage)?;
+            }
+        }
+    }
+    tx.commit().map_err(storage)
+}
+
+fn parked(view: Option<&WorkflowView>) -> Vec<TaskId> {
+    view.map(|v| {
+        v.tasks
+            .iter()
+            .filter(|t| t.parked)
+            .map(|t| t.task_id.clone())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+fn apply_definitions(conn: &mut Connection, defs: &[DefinitionRegistered]) -> Result<()> {
+    let tx = conn.transaction().map_err(storage)?;
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO definitions (name, version, description, record)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(storage)?;
+        for d in defs {
+            let description = d.source.get("description").and_then(|v| v.as_str());
+            insert
+                .execute(params![d.name, d.version, description, to_json(d)?])
+                .map_err(storage)?;
+        }
+    }
+    tx.commit().map_err(storage)
+}
+
+fn load_view(conn: &Connection, id: WorkflowId) -> Result<Option<WorkflowView>> {
+    conn.prepare_cached("SELECT view FROM workflows WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |r| r.get::<_, String>(0))
+                .optional()
+        })
+        .map_err(storage)?
+        .map(|text| from_json(&text))
+        .transpose()
+}
+
+fn status_from_str(s: &str) -> Option<Status> {
+    use Status::*;
+    [
+        Running,
+        Paused,
+        Parked,
+        Compensating,
+        Completed,
+        Failed,
+        Compensated,
+        Cancelled,
+    ]
+    .into_iter()
+    .find(|status| status.as_str() == s)
+}
+
+/// `<created_at_ms>:<workflow id>` of the last row of the previous page.
+fn parse_cursor(cursor: &str) -> Result<(i64, String)> {
+    let bad = || StoreError::BadCursor(cursor.to_owned());
+    let (ms, id) = cursor.split_once(':').ok_or_else(bad)?;
+    let ms = ms.parse::<i64>().map_err(|_| bad())?;
+    let id = id.parse::<WorkflowId>().map_err(|_| bad())?;
+    Ok((ms, id.to_string()))
+}
+
+fn list(
+    conn: &Connection,
+    filter: &WorkflowFilter,
+    limit: usize,
+    after: Option<(i64, String)>,
+) -> Result<Page<WorkflowSummary>> {
+    use rusqlite::types::Value as Sql;
+    let limit = limit.clamp(1, MAX_PAGE);
+    let mut sql = String::from(
+        "SELECT id, definition, version, status, created_at_ms, updated_at_ms
+         FROM workflows WHERE 1 = 1",
+    );
+    let mut args: Vec<Sql> = Vec::new();
+    if let Some(status) = filter.status {
+        sql.push_str(" AND status = ?");
+        args.push(Sql::Text(status.as_str().into()));
+    }
+    if let Some(definition) = &filter.definition {
+        sql.push_str(" AND definition = ?");
+        args.push(Sql::Text(definition.clone()));
+    }
+    if let Some((ms, id)) = after {
+        sql.push_str(" AND (created_at_ms, id) < (?, ?)");
+        args.push(Sql::Integer(ms));
+        args.push(Sql::Text(id));
+    }
+    sql.push_str(" ORDER BY created_at_ms DESC, id DESC LIMIT ?");
+    // One extra row tells whether another page exists.
+    args.push(Sql::Integer(limit as i64 + 1));
+
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, u32>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, i64>(4)?,
+                r.get::<_, i64>(5)?,
+            ))
+        })
+        .map_err(storage)?;
+    let mut items = Vec::with_capacity(limit + 1);
+    let mut last_key = None;
+    let mut more = false;
+    for row in rows {
+        let (id, definition, version, status, created, updated) = row.map_err(storage)?;
+        if items.len() == limit {
+            more = true;
+            break;
+        }
+        let workflow_id = id.parse().map_err(storage)?;
+        let status = status_from_str(&status)
+            .ok_or_else(|| storage(format!("unknown status {status:?} in row {id}")))?;
+        last_key = Some((created, id));
+        items.push(WorkflowSummary {
+            workflow_id,
+            definition,
+            version,
+            status,
+            created_at: rfc3339(created),
+            updated_at: rfc3339(updated),
+        });
+    }
+    let next_cursor = last_key
+        .filter(|_| more)
+        .map(|(ms, id)| format!("{ms}:{id}"));
+    Ok(Page { items, next_cursor })
+}
+
+#[async_trait]
+impl ReadStore for SqliteStore {
+    async fn apply(&self, events: &[EventEnvelope]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let events = events.to_vec();
+        self.write(move |conn| apply_batch(conn, &events)).await
+    }
+
+    async fn apply_definitions(&self, defs: &[DefinitionRegistered]) -> Result<()> {
+        if defs.is_empty() {
+            return Ok(());
+        }
+        let defs = defs.to_vec();
+        self.write(move |conn| apply_definitions(conn, &defs)).await
+    }
+
+    async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowView>> {
+        self.read(move |conn| load_view(conn, id)).await
+    }
+
+    async fn workflows(
+        &self,
+        filter: &WorkflowFilter,
+        limit: usize,
+        cursor: Option<&str>,
+    ) -> Result<Page<WorkflowSummary>> {
+        let after = cursor.map(parse_cursor).transpose()?;
+        let filter = filter.clone();
+        self.read(move |conn| list(conn, &filter, limit, after))
+            .await
+    }
+
+    async fn history(&self, id: WorkflowId) -> Result<Vec<EventEnvelope>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT event FROM events WHERE workflow_id = ?1 ORDER BY seq")
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map([id.to_string()], |r| r.get::<_, String>(0))
+                .map_err(storage)?;
+            rows.map(|row| from_json(&row.map_err(storage)?)).collect()
+        })
+        .await
+    }
+
+    async fn task(&self, id: &TaskId) -> Result<Option<TaskView>> {
+        let Some(workflow_id) = id.workflow_id() else {
+            return Ok(None);
+        };
+        let id = id.clone();
+        let view = self.read(move |conn| load_view(conn, workflow_id)).await?;
+        Ok(view.and_then(|v| v.tasks.into_iter().find(|t| t.task_id == id)))
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT item FROM dead_letters ORDER BY rowid")
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(storage)?;
+            rows.map(|row| from_json(&row.map_err(storage)?)).collect()
+        })
+        .await
+    }
+
+    async fn definitions(&self) -> Result<Vec<DefinitionSummary>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT name, version, description FROM definitions ORDER BY name, version",
+                )
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u32>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
+                .map_err(storage)?;
+            let mut out: Vec<DefinitionSummary> = Vec::new();
+            for row in rows {
+                let (name, version, description) = row.map_err(storage)?;
+                match out.last_mut() {
+                    Some(d) if d.name == name => {
+                        d.latest_version = version;
+                        d.versions.push(version);
+                        d.description = description;
+                    }
+                    _ => out.push(DefinitionSummary {
+                        name,
+                        latest_version: version,
+                        versions: vec![version],
+                        description,
+                    }),
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn definition(
+        &self,
+        name: &str,
+        version: Option<u32>,
+    ) -> Result<Option<DefinitionRegistered>> {
+        let name = name.to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT record FROM definitions
+                     WHERE name = ?1 AND (?2 IS NULL OR version = ?2)
+                     ORDER BY version DESC LIMIT 1",
+                )
+                .map_err(storage)?;
+            stmt.query_row(params![name, version], |r| r.get::<_, String>(0))
+                .optional()
+                .map_err(storage)?
+                .map(|record| from_json(&record))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn wait_for_seq(&self, id: WorkflowId, seq: u64, timeout: Duration) -> Result<bool> {
+        let id = id.to_string();
+        self.wait_until(timeout, move |conn| {
+            let last: Option<i64> = conn
+                .prepare_cached("SELECT last_seq FROM workflows WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(storage)?;
+            Ok(last.is_some_and(|last| last as u64 >= seq))
+        })
+        .await
+    }
+
+    async fn wait_for_definition(
+        &self,
+        name: &str,
+        version: u32,
+        timeout: Duration,
+    ) -> Result<bool> {
+        let name = name.to_owned();
+        self.wait_until(timeout, move |conn| {
+            conn.prepare_cached("SELECT 1 FROM definitions WHERE name = ?1 AND version = ?2")
+                .and_then(|mut s| s.exists(params![name, version]))
+                .map_err(storage)
+        })
+        .await
+    }
+}
