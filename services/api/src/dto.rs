@@ -77,12 +77,13 @@ impl From<TaskStatus> for TaskState {
     }
 }
 
-/// `step` for a step's own task, `compensation` for an undo task.
+/// `step` for a step's own task, `compensation` for an undo task, `human` for a person's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Step,
     Compensation,
+    Human,
 }
 
 impl From<TaskKind> for Kind {
@@ -90,6 +91,7 @@ impl From<TaskKind> for Kind {
         match kind {
             TaskKind::Step => Self::Step,
             TaskKind::Compensation => Self::Compensation,
+            TaskKind::Human => Self::Human,
         }
     }
 }

@@ -145,6 +145,28 @@ pub enum Command {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
     },
+    /// Delivers a signal to the run (kept until a `signal` step of that name takes it).
+    SendSignal {
+        workflow_id: WorkflowId,
+        name: String,
+        #[serde(default)]
+        payload: Value,
+    },
+    ClaimHumanTask { task_id: TaskId, user: String },
+    ReleaseHumanTask { task_id: TaskId, user: String },
+    ReassignHumanTask {
+        task_id: TaskId,
+        #[serde(flatten)]
+        assign: crate::definition::Assignment,
+        user: String,
+    },
+    /// Completes a human task; `output` must satisfy the step's `form`.
+    CompleteHumanTask {
+        task_id: TaskId,
+        #[serde(default)]
+        output: Value,
+        user: String,
+    },
     /// A timer of the run came due (issued by the engine that owns the run).
     FireTimer {
         workflow_id: WorkflowId,
@@ -164,13 +186,18 @@ impl Command {
             | ResumeWorkflow { workflow_id }
             | AddTask { workflow_id, .. }
             | ChildFinished { workflow_id, .. }
+            | SendSignal { workflow_id, .. }
             | FireTimer { workflow_id, .. } => Some(*workflow_id),
             StartTask { task_id, .. }
             | CompleteTask { task_id, .. }
             | FailTask { task_id, .. }
             | Heartbeat { task_id, .. }
             | RetryTask { task_id }
-            | SkipTask { task_id, .. } => task_id.workflow_id(),
+            | SkipTask { task_id, .. }
+            | ClaimHumanTask { task_id, .. }
+            | ReleaseHumanTask { task_id, .. }
+            | ReassignHumanTask { task_id, .. }
+            | CompleteHumanTask { task_id, .. } => task_id.workflow_id(),
         }
     }
 
@@ -207,6 +234,11 @@ impl Command {
             SkipTask { .. } => "skip_task",
             ChildFinished { .. } => "child_finished",
             FireTimer { .. } => "fire_timer",
+            SendSignal { .. } => "send_signal",
+            ClaimHumanTask { .. } => "claim_human_task",
+            ReleaseHumanTask { .. } => "release_human_task",
+            ReassignHumanTask { .. } => "reassign_human_task",
+            CompleteHumanTask { .. } => "complete_human_task",
         }
     }
 }

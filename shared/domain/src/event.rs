@@ -3,6 +3,7 @@
 //! are all folds over it.
 
 use crate::command::{ErrorInfo, ParentRef, TaskMetrics};
+use crate::definition::Assignment;
 use crate::ids::{CommandId, TaskId, WorkflowId};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -36,6 +37,8 @@ pub struct EventEnvelope {
 pub enum TaskKind {
     Step,
     Compensation,
+    /// A `human` step's task, completed through the inbox API rather than by a worker.
+    Human,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -137,6 +140,9 @@ pub enum Event {
         output: Value,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metrics: Option<TaskMetrics>,
+        /// Who completed it, for human tasks.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// An attempt failed (worker error or timeout). With `retry_at_ms` another attempt follows
     /// at that time; without it the attempts are exhausted and the step's policy applies.
@@ -172,6 +178,46 @@ pub enum Event {
         step: Value,
         position: usize,
         task_id: TaskId,
+    },
+    /// A signal arrived; a `signal` step of that name consumes it (now or later).
+    SignalReceived { name: String, payload: Value },
+    /// A human task is waiting in the inbox of `assignee` and/or `group`.
+    HumanTaskCreated {
+        task_id: TaskId,
+        step_key: String,
+        step_id: String,
+        title: String,
+        #[serde(flatten)]
+        assign: Assignment,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        form: Option<Value>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escalate_after_ms: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        escalate_to: Option<Assignment>,
+    },
+    HumanTaskClaimed { task_id: TaskId, by: String },
+    HumanTaskReleased { task_id: TaskId, by: String },
+    /// New owner; `by` is `None` when the escalation timer did it.
+    HumanTaskReassigned {
+        task_id: TaskId,
+        #[serde(flatten)]
+        assign: Assignment,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
+    },
+    /// `warn_at` of an SLA passed (`step_key` `None`: the run's SLA).
+    SlaWarned {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_key: Option<String>,
+        sla_ms: u64,
+    },
+    SlaBreached {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        step_key: Option<String>,
+        sla_ms: u64,
     },
     WorkflowPaused,
     WorkflowResumed,
@@ -230,6 +276,13 @@ impl Event {
             TaskSkipped { .. } => "task_skipped",
             TaskRetried { .. } => "task_retried",
             TaskAdded { .. } => "task_added",
+            SignalReceived { .. } => "signal_received",
+            HumanTaskCreated { .. } => "human_task_created",
+            HumanTaskClaimed { .. } => "human_task_claimed",
+            HumanTaskReleased { .. } => "human_task_released",
+            HumanTaskReassigned { .. } => "human_task_reassigned",
+            SlaWarned { .. } => "sla_warned",
+            SlaBreached { .. } => "sla_breached",
             WorkflowPaused => "workflow_paused",
             WorkflowResumed => "workflow_resumed",
             CompensationStarted { .. } => "compensation_started",

@@ -357,3 +357,106 @@ mod tests {
         assert_eq!(b.source(), ".input.order_id");
     }
 }
+
+/// Text with `{jq}` placeholders, e.g. `Approve refund of {.input.amount}`: each placeholder
+/// is a jq expression evaluated over the run context; strings are inserted as they are,
+/// other values as compact JSON.
+#[derive(Debug, Clone)]
+pub struct Template {
+    src: String,
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone)]
+enum Part {
+    Text(String),
+    Expr(Expr),
+}
+
+impl Template {
+    /// Compiles every placeholder; an unbalanced `{` or invalid jq is an error naming it.
+    pub fn parse(src: &str) -> Result<Template, ExprError> {
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut chars = src.char_indices().peekable();
+        while let Some((start, c)) = chars.next() {
+            if c != '{' {
+                text.push(c);
+                continue;
+            }
+            // Find the matching brace, skipping jq string literals.
+            let (mut depth, mut in_str, mut escaped, mut end) = (1, false, false, None);
+            for (i, c) in chars.by_ref() {
+                match (in_str, escaped, c) {
+                    (true, true, _) => escaped = false,
+                    (true, false, '\\') => escaped = true,
+                    (true, false, '"') => in_str = false,
+                    (true, false, _) => {}
+                    (false, _, '"') => in_str = true,
+                    (false, _, '{') => depth += 1,
+                    (false, _, '}') => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let Some(end) = end else {
+                return Err(ExprError(format!(
+                    "unclosed `{{` at character {start} of template {src:?}"
+                )));
+            };
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            let expr = Expr::compile(&src[start + 1..end])
+                .map_err(|e| ExprError(format!("placeholder at character {start}: {e}")))?;
+            parts.push(Part::Expr(expr));
+        }
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Template { src: src.to_string(), parts })
+    }
+
+    pub fn source(&self) -> &str {
+        &self.src
+    }
+
+    pub fn render(&self, ctx: &Value) -> Result<String, ExprError> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Expr(e) => match e.eval(ctx)? {
+                    Value::String(s) => out.push_str(&s),
+                    other => out.push_str(&other.to_string()),
+                },
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod template_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn placeholders_are_rendered_strings_raw_and_values_as_json() {
+        let t = Template::parse("Approve refund of {.input.amount} for {.input.who} ({ {a: 1} })").unwrap();
+        let out = t.render(&json!({"input": {"amount": 12.5, "who": "Ada"}})).unwrap();
+        assert_eq!(out, "Approve refund of 12.5 for Ada ({\"a\":1})");
+    }
+
+    #[test]
+    fn an_unclosed_or_invalid_placeholder_is_an_error() {
+        assert!(Template::parse("x {.input").unwrap_err().0.contains("unclosed"));
+        assert!(Template::parse("x {.input | (}").is_err());
+        assert_eq!(Template::parse("plain").unwrap().render(&json!({})).unwrap(), "plain");
+    }
+}

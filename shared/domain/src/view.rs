@@ -162,6 +162,14 @@ impl WorkflowView {
         self.updated_at = at.clone();
 
         match &envelope.event {
+            // Folded by the inbox and SLA read models (being written).
+            Event::SignalReceived { .. }
+            | Event::HumanTaskCreated { .. }
+            | Event::HumanTaskClaimed { .. }
+            | Event::HumanTaskReleased { .. }
+            | Event::HumanTaskReassigned { .. }
+            | Event::SlaWarned { .. }
+            | Event::SlaBreached { .. } => {}
             // A second start for the same id is a duplicate decision; the first one stands.
             Event::WorkflowStarted { .. } => {}
             Event::StepStarted { step_key, .. } => self.step_started(step_key),
@@ -534,6 +542,7 @@ mod tests {
                     cpu_ms: Some(3.0),
                     peak_memory_bytes: None,
                 }),
+                by: None,
             },
         ]);
         let t = view.task(&task_id(1)).unwrap();
@@ -577,6 +586,7 @@ mod tests {
                 attempt: 2,
                 output: json!(1),
                 metrics: None,
+                by: None,
             },
         ));
         assert!(view.task(&task_id(1)).unwrap().error.is_none());

@@ -133,6 +133,7 @@ impl Run {
             attempt: 2,
             output: json!({"done": step}),
             metrics: None,
+            by: None,
         });
         task_id
     }

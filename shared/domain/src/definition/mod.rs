@@ -7,7 +7,7 @@
 
 mod parse;
 
-use crate::expr::Expr;
+use crate::expr::{Expr, Template};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -25,6 +25,8 @@ pub struct Definition {
     pub output: Option<Expr>,
     pub steps: Vec<Step>,
     pub compensations: BTreeMap<String, Compensation>,
+    /// Service level of a whole run, from its start.
+    pub sla: Option<Sla>,
     /// The normalised JSON document this was compiled from (what is stored in the log).
     pub source: serde_json::Value,
 }
@@ -37,7 +39,46 @@ pub struct Step {
     /// Resolved: the step's own, else `defaults.on_failure`, else `compensate` when the
     /// definition has compensations, else `fail`.
     pub on_failure: OnFailure,
+    /// Service level of this step, from when it starts.
+    pub sla: Option<Sla>,
     pub kind: StepKind,
+}
+
+/// `sla: 10m` or `sla: {duration: 10m, warn_at: 80%}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sla {
+    pub duration: Duration,
+    /// Fraction of `duration` (0..1) at which a warning is emitted before the breach.
+    pub warn_at: Option<f64>,
+}
+
+impl Sla {
+    pub fn warn_after(&self) -> Option<Duration> {
+        self.warn_at.map(|f| self.duration.mul_f64(f))
+    }
+}
+
+/// Who a human task is for: a person, a group, or both.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct Assignment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub assignee: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+}
+
+/// A step a person completes through the inbox API.
+#[derive(Debug, Clone)]
+pub struct HumanSpec {
+    /// Rendered with the run context when the task is created (`{jq}` placeholders).
+    pub title: Template,
+    pub assign: Assignment,
+    /// JSON Schema the completing output must satisfy, compiled, and its source.
+    pub form: Option<(InputSchema, serde_json::Value)>,
+    /// After this long without completion the step fails (then `on_failure` applies).
+    pub timeout: Option<Duration>,
+    /// Reassign automatically when nobody completed the task in time.
+    pub escalate: Option<(Duration, Assignment)>,
 }
 
 #[derive(Debug, Clone)]
@@ -57,6 +98,13 @@ pub enum StepKind {
         steps: Vec<Step>,
     },
     Wait(Duration),
+    /// Waits for `POST /workflows/{id}/signals/{name}`; the payload is the step's output.
+    /// A signal that arrived earlier is kept and consumed here.
+    Signal {
+        name: String,
+        timeout: Option<Duration>,
+    },
+    Human(HumanSpec),
     Workflow {
         name: String,
         version: Option<u32>,

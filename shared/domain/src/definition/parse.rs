@@ -19,8 +19,8 @@ use std::time::Duration;
 use serde_json::Value;
 
 use super::{
-    Compensation, DEFAULT_TIMEOUT, Definition, InputSchema, OnFailure, RetryPolicy, Step, StepKind,
-    TaskSpec,
+    Assignment, Compensation, DEFAULT_TIMEOUT, Definition, HumanSpec, InputSchema, OnFailure,
+    RetryPolicy, Sla, Step, StepKind, TaskSpec,
 };
 use read::{Obj, Result, error, field, index};
 
@@ -46,6 +46,7 @@ const ROOT_FIELDS: &[&str] = &[
     "defaults",
     "steps",
     "compensations",
+    "sla",
 ];
 const DEFAULTS_FIELDS: &[&str] = &["retry", "timeout", "on_failure"];
 const RETRY_FIELDS: &[&str] = &[
@@ -59,7 +60,9 @@ const RETRY_FIELDS: &[&str] = &[
 const COMPENSATION_FIELDS: &[&str] = &["task", "queue", "input", "retry", "timeout"];
 
 /// The keys that select a step's kind; a step has exactly one of them.
-const KINDS: &[&str] = &["task", "switch", "parallel", "foreach", "wait", "workflow"];
+const KINDS: &[&str] = &[
+    "task", "switch", "parallel", "foreach", "wait", "workflow", "signal", "human",
+];
 const TASK_STEP_FIELDS: &[&str] = &[
     "id",
     "when",
@@ -72,6 +75,7 @@ const TASK_STEP_FIELDS: &[&str] = &[
     "heartbeat_timeout",
     "schedule_to_start_timeout",
     "compensate",
+    "sla",
 ];
 
 /// Fields of a non-task step. Containers take `retry` and `timeout` as defaults for the
@@ -81,7 +85,7 @@ fn step_fields(kind: &str) -> Vec<&str> {
     if kind == "task" {
         return TASK_STEP_FIELDS.to_vec();
     }
-    let mut fields = vec!["id", "when", "on_failure", kind];
+    let mut fields = vec!["id", "when", "on_failure", "sla", kind];
     if matches!(kind, "switch" | "parallel" | "foreach") {
         fields.extend(["retry", "timeout"]);
     }
@@ -140,6 +144,7 @@ impl Definition {
             output,
             steps,
             compensations,
+            sla: root.opt("sla", sla)?,
             source: source.clone(),
         })
     }
@@ -397,6 +402,7 @@ impl<'d> Builder<'d> {
         self.ids.insert(id.to_string(), o.at("id"));
 
         let when = o.opt("when", read::expr)?;
+        let sla = o.opt("sla", sla)?;
         let on_failure = o
             .opt("on_failure", read::on_failure)?
             .unwrap_or(self.on_failure);
@@ -416,12 +422,15 @@ impl<'d> Builder<'d> {
             "foreach" => self.foreach(kind_value, &kind_path, &scope)?,
             "wait" => StepKind::Wait(read::duration(kind_value, &kind_path)?),
             "workflow" => child_workflow(kind_value, &kind_path)?,
+            "signal" => signal(kind_value, &kind_path)?,
+            "human" => human(kind_value, &kind_path)?,
             other => unreachable!("step_kind returned {other}"),
         };
         Ok(Step {
             id: id.to_string(),
             when,
             on_failure,
+            sla,
             kind,
         })
     }
@@ -605,7 +614,81 @@ fn collect_ids(steps: &[Step], path: &str, ids: &mut HashMap<String, String>) {
             StepKind::Foreach { steps, .. } => {
                 collect_ids(steps, &format!("{path}.foreach.steps"), ids)
             }
-            StepKind::Task(_) | StepKind::Wait(_) | StepKind::Workflow { .. } => {}
+            StepKind::Task(_)
+            | StepKind::Wait(_)
+            | StepKind::Workflow { .. }
+            | StepKind::Signal { .. }
+            | StepKind::Human(_) => {}
         }
     }
+}
+
+/// `sla: 10m` or `sla: {duration: 10m, warn_at: 80%}` (`warn_at` also takes 0.8).
+fn sla(v: &Value, path: &str) -> Result<Sla> {
+    if v.is_string() {
+        return Ok(Sla { duration: read::duration(v, path)?, warn_at: None });
+    }
+    let o = Obj::new(v, path, "a duration or an sla object", &["duration", "warn_at"])?;
+    let warn_at = o.opt("warn_at", |v, p| {
+        let fraction = match v {
+            Value::String(s) => s
+                .strip_suffix('%')
+                .and_then(|n| n.trim().parse::<f64>().ok())
+                .map(|n| n / 100.0)
+                .ok_or_else(|| error(p, format!("expected a percentage such as \"80%\", found {s:?}")))?,
+            other => read::number(other, p)?,
+        };
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(error(p, "warn_at must be between 0% and 100% (exclusive)"));
+        }
+        Ok(fraction)
+    })?;
+    Ok(Sla { duration: o.req("duration", read::duration)?, warn_at })
+}
+
+fn signal(v: &Value, path: &str) -> Result<StepKind> {
+    let o = Obj::new(v, path, "a signal object", &["name", "timeout"])?;
+    Ok(StepKind::Signal {
+        name: o.req("name", |v, p| read::name(v, p, "signal name"))?.to_string(),
+        timeout: o.opt("timeout", read::duration)?,
+    })
+}
+
+fn assignment(o: &Obj<'_>, required: bool) -> Result<Assignment> {
+    let who = |key: &str| -> Result<Option<String>> {
+        Ok(o.opt(key, read::non_empty_string)?.map(str::to_string))
+    };
+    let a = Assignment { assignee: who("assignee")?, group: who("group")? };
+    if required && a.assignee.is_none() && a.group.is_none() {
+        return Err(error(&o.path, "needs an `assignee` or a `group`"));
+    }
+    Ok(a)
+}
+
+fn human(v: &Value, path: &str) -> Result<StepKind> {
+    let o = Obj::new(
+        v,
+        path,
+        "a human task object",
+        &["title", "assignee", "group", "form", "timeout", "escalate"],
+    )?;
+    let title = o.req("title", |v, p| {
+        crate::expr::Template::parse(read::string(v, p)?).map_err(|e| error(p, e.to_string()))
+    })?;
+    let form = o.opt("form", |v, p| Ok((input_schema(v, p)?, v.clone())))?;
+    let escalate = o.opt("escalate", |v, p| {
+        let e = Obj::new(v, p, "an escalation object", &["after", "to"])?;
+        let after = e.req("after", read::duration)?;
+        let to = e.req("to", |v, p| {
+            assignment(&Obj::new(v, p, "an assignment object", &["assignee", "group"])?, true)
+        })?;
+        Ok((after, to))
+    })?;
+    Ok(StepKind::Human(HumanSpec {
+        title,
+        assign: assignment(&o, true)?,
+        form,
+        timeout: o.opt("timeout", read::duration)?,
+        escalate,
+    }))
 }

@@ -71,6 +71,12 @@ pub(crate) fn build(wf: &Workflow, scope: &Scope) -> Value {
     ctx.insert("input".into(), wf.input.clone());
     ctx.insert("steps".into(), Value::Object(steps));
     ctx.insert("workflow_id".into(), Value::String(wf.id.to_string()));
+    let signals: Map<String, Value> = wf
+        .signals
+        .iter()
+        .filter_map(|(name, payloads)| Some((name.clone(), payloads.last()?.clone())))
+        .collect();
+    ctx.insert("signals".into(), Value::Object(signals));
     if let Some((_, item, index)) = scope.iterations.last() {
         ctx.insert("item".into(), item.clone());
         ctx.insert("index".into(), json!(index));

@@ -230,6 +230,11 @@ impl Tx<'_> {
     fn current(&self, id: &TaskId, attempt: u32) -> Result<&TaskState, Rejection> {
         self.not_terminal()?;
         let t = self.task(id)?;
+        if t.human.is_some() {
+            return Err(conflict(format!(
+                "task {id} is a human task; use /api/v1/human-tasks/{id}/complete"
+            )));
+        }
         if t.attempt != attempt {
             return Err(conflict(format!(
                 "attempt {attempt} of task {id} is superseded: the current attempt is {}",
@@ -246,6 +251,19 @@ impl Tx<'_> {
             return Err(conflict(format!("task {id} is {}", status_name(t.status))));
         }
         Ok(t)
+    }
+
+    /// An open human task of this run.
+    fn human(&self, id: &TaskId) -> Result<&super::state::HumanState, Rejection> {
+        self.not_terminal()?;
+        let t = self.task(id)?;
+        let Some(h) = &t.human else {
+            return Err(Rejection::NotFound(format!("task {id} is not a human task")));
+        };
+        if !t.is_active() {
+            return Err(conflict(format!("task {id} is {}", status_name(t.status))));
+        }
+        Ok(h)
     }
 
     fn run(&mut self, cmd: &Command) -> Result<Value, Rejection> {
@@ -279,6 +297,74 @@ impl Tx<'_> {
                     attempt: *attempt,
                     output: output.clone(),
                     metrics: metrics.clone(),
+                    by: None,
+                }]);
+                self.advance();
+            }
+            Command::SendSignal { name, payload, .. } => {
+                self.not_terminal()?;
+                self.emit(vec![Event::SignalReceived {
+                    name: name.clone(),
+                    payload: payload.clone(),
+                }]);
+                self.advance();
+            }
+            Command::ClaimHumanTask { task_id, user } => {
+                let h = self.human(task_id)?;
+                match &h.claimed_by {
+                    Some(owner) if owner == user => return Ok(json!({})),
+                    Some(owner) => {
+                        return Err(conflict(format!("task {task_id} is claimed by {owner}")));
+                    }
+                    None => {}
+                }
+                let by = user.clone();
+                self.emit(vec![Event::HumanTaskClaimed { task_id: task_id.clone(), by }]);
+            }
+            Command::ReleaseHumanTask { task_id, user } => {
+                let h = self.human(task_id)?;
+                if h.claimed_by.as_ref() != Some(user) {
+                    return Err(conflict(match &h.claimed_by {
+                        Some(owner) => format!("task {task_id} is claimed by {owner}, not {user}"),
+                        None => format!("task {task_id} is not claimed"),
+                    }));
+                }
+                let by = user.clone();
+                self.emit(vec![Event::HumanTaskReleased { task_id: task_id.clone(), by }]);
+            }
+            Command::ReassignHumanTask { task_id, assign, user } => {
+                self.human(task_id)?;
+                if assign.assignee.is_none() && assign.group.is_none() {
+                    return Err(Rejection::Invalid(
+                        "a reassignment needs an `assignee` or a `group`".into(),
+                    ));
+                }
+                self.emit(vec![Event::HumanTaskReassigned {
+                    task_id: task_id.clone(),
+                    assign: assign.clone(),
+                    by: Some(user.clone()),
+                }]);
+            }
+            Command::CompleteHumanTask { task_id, output, user } => {
+                let h = self.human(task_id)?;
+                if let Some(owner) = h.claimed_by.as_ref().filter(|o| *o != user) {
+                    return Err(conflict(format!("task {task_id} is claimed by {owner}")));
+                }
+                let step_id = self.task(task_id)?.step_id.clone();
+                if let Some(StepKind::Human(spec)) = self.wf.find_step(&step_id).map(|s| &s.kind)
+                    && let Some((form, _)) = &spec.form
+                {
+                    form.validate(output).map_err(|e| {
+                        Rejection::Invalid(format!("output does not match the form: {e}"))
+                    })?;
+                }
+                let attempt = self.task(task_id)?.attempt;
+                self.emit(vec![Event::TaskCompleted {
+                    task_id: task_id.clone(),
+                    attempt,
+                    output: output.clone(),
+                    metrics: None,
+                    by: Some(user.clone()),
                 }]);
                 self.advance();
             }
@@ -490,6 +576,8 @@ impl Tx<'_> {
                 Some(StepKind::Task(spec)) => spec.retry.clone(),
                 _ => RetryPolicy::default(),
             },
+            // A person's task is not retried: it fails by timing out.
+            TaskKind::Human => RetryPolicy { max_attempts: 1, ..RetryPolicy::default() },
             TaskKind::Compensation => step
                 .and_then(super::state::compensation_of)
                 .and_then(|name| wf.definition.compensations.get(name))
@@ -537,7 +625,7 @@ impl Tx<'_> {
                 task_id: task_id.clone(),
                 error,
             }],
-            TaskKind::Step => {
+            TaskKind::Step | TaskKind::Human => {
                 let wf = &*self.wf;
                 let mut p = Planner::new(wf, self.now);
                 match wf.find_step(&step_id) {
@@ -638,11 +726,83 @@ impl Tx<'_> {
                 {
                     return;
                 }
-                self.emit(vec![Event::StepCompleted {
-                    step_key: step_key.clone(),
-                    output: Value::Null,
-                }]);
+                let events = match wf.find_step(&s.step_id) {
+                    // A `signal` step whose signal did not come in time has failed.
+                    Some(step @ crate::definition::Step { kind: StepKind::Signal { name, .. }, .. }) => {
+                        let error = ErrorInfo {
+                            kind: "timeout.signal".into(),
+                            message: format!("signal {name:?} did not arrive in time"),
+                            retryable: false,
+                        };
+                        let mut p = Planner::new(wf, now);
+                        p.step_failed(step, step_key, None, error);
+                        p.out
+                    }
+                    _ => vec![Event::StepCompleted {
+                        step_key: step_key.clone(),
+                        output: Value::Null,
+                    }],
+                };
+                self.emit(events);
                 self.advance();
+            }
+            Timer::Escalate { task_id } => {
+                let Some(t) = wf.tasks.get(task_id) else { return };
+                let Some(h) = &t.human else { return };
+                let due = h.escalate_after_ms.map(|ms| super::state::deadline(h.created_ms, ms));
+                if !t.is_active() || h.escalated || due.is_none_or(|at| at > now) {
+                    return;
+                }
+                let assign = h.escalate_to.clone().unwrap_or_default();
+                self.emit(vec![Event::HumanTaskReassigned {
+                    task_id: task_id.clone(),
+                    assign,
+                    by: None,
+                }]);
+            }
+            Timer::HumanTimeout { task_id } => {
+                let Some(t) = wf.tasks.get(task_id) else { return };
+                let Some(h) = &t.human else { return };
+                let due = h.timeout_ms.map(|ms| super::state::deadline(h.created_ms, ms));
+                if !t.is_active() || due.is_none_or(|at| at > now) {
+                    return;
+                }
+                let ms = h.timeout_ms.unwrap_or_default();
+                let error = ErrorInfo {
+                    kind: "timeout.human".into(),
+                    message: format!("nobody completed the task within {ms} ms"),
+                    retryable: false,
+                };
+                self.attempt_failed(task_id, error, None);
+            }
+            Timer::Sla { step_key, breach } => {
+                if wf.sla_fired.contains(&(step_key.clone(), *breach)) {
+                    return;
+                }
+                let (start, sla) = match step_key {
+                    None => (wf.created_ms, wf.definition.sla.as_ref()),
+                    Some(key) => match wf.steps.get(key) {
+                        Some(s) if s.status == StepStatus::Running => (
+                            s.started_ms,
+                            wf.find_step(&s.step_id).and_then(|d| d.sla.as_ref()),
+                        ),
+                        _ => return,
+                    },
+                };
+                let Some(sla) = sla else { return };
+                let after = if *breach { Some(sla.duration) } else { sla.warn_after() };
+                let Some(after) = after else { return };
+                let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+                if super::state::deadline(start, ms(after)) > now {
+                    return;
+                }
+                let sla_ms = ms(sla.duration);
+                let step_key = step_key.clone();
+                self.emit(vec![if *breach {
+                    Event::SlaBreached { step_key, sla_ms }
+                } else {
+                    Event::SlaWarned { step_key, sla_ms }
+                }]);
             }
         }
     }

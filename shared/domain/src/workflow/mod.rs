@@ -73,9 +73,18 @@ pub enum Timer {
         task_id: TaskId,
         attempt: u32,
     },
-    /// A `wait` step.
+    /// A `wait` step, or a `signal` step's timeout.
     Wait {
         step_key: String,
+    },
+    /// A human task's escalation.
+    Escalate { task_id: TaskId },
+    /// A human task's deadline.
+    HumanTimeout { task_id: TaskId },
+    /// An SLA warning (`breach: false`) or breach of the run (`step_key: None`) or a step.
+    Sla {
+        step_key: Option<String>,
+        breach: bool,
     },
 }
 

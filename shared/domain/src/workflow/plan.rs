@@ -23,6 +23,8 @@ pub(crate) struct Planner<'a> {
     pub now: i64,
     next_task: u32,
     pub out: Vec<Event>,
+    /// Signals taken by `signal` steps during this pass, by name (from the state's count).
+    signals_taken: std::collections::HashMap<String, usize>,
 }
 
 fn millis(d: std::time::Duration) -> u64 {
@@ -36,6 +38,7 @@ impl<'a> Planner<'a> {
             now,
             next_task: wf.next_task,
             out: Vec::new(),
+            signals_taken: std::collections::HashMap::new(),
         }
     }
 
@@ -203,6 +206,33 @@ impl<'a> Planner<'a> {
                 step_key: key.to_string(),
                 fire_at_ms: super::state::deadline(self.now, millis(*d)),
             }),
+            StepKind::Signal { timeout, .. } => {
+                if let Some(d) = timeout {
+                    self.out.push(Event::TimerStarted {
+                        step_key: key.to_string(),
+                        fire_at_ms: super::state::deadline(self.now, millis(*d)),
+                    });
+                }
+            }
+            StepKind::Human(spec) => {
+                let ctx = context::build(self.wf, scope);
+                let title = match spec.title.render(&ctx) {
+                    Ok(t) => t,
+                    Err(e) => return fail(self, "title", format!("`{}`: {e}", spec.title.source())),
+                };
+                let task_id = self.new_task_id();
+                self.out.push(Event::HumanTaskCreated {
+                    task_id,
+                    step_key: key.to_string(),
+                    step_id: step.id.clone(),
+                    title,
+                    assign: spec.assign.clone(),
+                    form: spec.form.as_ref().map(|(_, source)| source.clone()),
+                    timeout_ms: spec.timeout.map(millis),
+                    escalate_after_ms: spec.escalate.as_ref().map(|(after, _)| millis(*after)),
+                    escalate_to: spec.escalate.as_ref().map(|(_, to)| to.clone()),
+                });
+            }
             StepKind::Workflow {
                 name,
                 version,
@@ -308,7 +338,20 @@ impl<'a> Planner<'a> {
                     self.out.push(done(Value::Array(outputs)));
                 }
             }
-            StepKind::Task(_) | StepKind::Wait(_) | StepKind::Workflow { .. } => {}
+            StepKind::Signal { name, .. } => {
+                // Signals are taken in arrival order, one per `signal` step.
+                let taken = self.signals_taken.entry(name.clone()).or_insert_with(|| {
+                    self.wf.signals_consumed.get(name).copied().unwrap_or(0)
+                });
+                if let Some(payload) = self.wf.signals.get(name).and_then(|s| s.get(*taken)) {
+                    *taken += 1;
+                    self.out.push(done(payload.clone()));
+                }
+            }
+            StepKind::Task(_)
+            | StepKind::Wait(_)
+            | StepKind::Workflow { .. }
+            | StepKind::Human(_) => {}
         }
     }
 

@@ -2,7 +2,7 @@
 
 use super::{Status, TaskStatus, Timer};
 use crate::command::{ErrorInfo, ParentRef};
-use crate::definition::{Definition, Step, StepKind};
+use crate::definition::{Assignment, Definition, Step, StepKind};
 use crate::event::{Event, EventEnvelope, TaskKind};
 use crate::ids::{CommandId, TaskId, WorkflowId};
 use serde_json::Value;
@@ -42,6 +42,22 @@ pub struct StepState {
     pub fire_at_ms: Option<i64>,
     /// `workflow`: the child run.
     pub child: Option<WorkflowId>,
+    pub started_ms: i64,
+}
+
+/// The inbox side of a human task.
+#[derive(Debug, Clone)]
+pub struct HumanState {
+    pub title: String,
+    pub assign: Assignment,
+    pub claimed_by: Option<String>,
+    /// JSON Schema source of the form the output must satisfy.
+    pub form: Option<Value>,
+    pub created_ms: i64,
+    pub timeout_ms: Option<u64>,
+    pub escalate_after_ms: Option<u64>,
+    pub escalate_to: Option<Assignment>,
+    pub escalated: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -69,6 +85,8 @@ pub struct TaskState {
     pub timeout_ms: u64,
     pub heartbeat_timeout_ms: Option<u64>,
     pub schedule_to_start_timeout_ms: Option<u64>,
+    /// Set for `human` steps.
+    pub human: Option<HumanState>,
 }
 
 impl TaskState {
@@ -110,6 +128,12 @@ pub struct Workflow {
     /// then, step, reserved task id).
     pub extra_steps: Vec<(usize, Step, TaskId)>,
     pub applied: HashSet<CommandId>,
+    /// Signals received, by name, in arrival order.
+    pub signals: HashMap<String, Vec<Value>>,
+    /// How many signals of each name `signal` steps have taken.
+    pub signals_consumed: HashMap<String, usize>,
+    /// SLA warnings and breaches already emitted: (step key or `None` for the run, breach).
+    pub sla_fired: HashSet<(Option<String>, bool)>,
 }
 
 impl Workflow {
@@ -148,6 +172,9 @@ impl Workflow {
             completed_order: Vec::new(),
             extra_steps: Vec::new(),
             applied,
+            signals: HashMap::new(),
+            signals_consumed: HashMap::new(),
+            sla_fired: HashSet::new(),
         })
     }
 
@@ -229,8 +256,22 @@ impl Workflow {
         if self.terminal.is_some() {
             return out;
         }
+        self.sla_timers(&mut out);
         for t in self.tasks.values() {
             let (id, attempt) = (t.id.clone(), t.attempt);
+            if let Some(h) = &t.human {
+                if t.is_active() {
+                    if let (Some(after), false) = (h.escalate_after_ms, h.escalated) {
+                        let at = deadline(h.created_ms, after);
+                        out.push((at, Timer::Escalate { task_id: id.clone() }));
+                    }
+                    if let Some(timeout) = h.timeout_ms {
+                        let at = deadline(h.created_ms, timeout);
+                        out.push((at, Timer::HumanTimeout { task_id: id }));
+                    }
+                }
+                continue;
+            }
             if let Some(at) = t.retry_at_ms {
                 out.push((
                     at,
@@ -294,6 +335,37 @@ impl Workflow {
     }
 }
 
+impl Workflow {
+    /// The SLA of the run and of every running step that has one, minus those already fired.
+    fn sla_timers(&self, out: &mut Vec<(i64, Timer)>) {
+        let mut push = |key: Option<&String>, start: i64, sla: &crate::definition::Sla| {
+            let key = key.cloned();
+            let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+            if let Some(warn) = sla.warn_after()
+                && !self.sla_fired.contains(&(key.clone(), false))
+            {
+                let timer = Timer::Sla { step_key: key.clone(), breach: false };
+                out.push((deadline(start, millis(warn)), timer));
+            }
+            if !self.sla_fired.contains(&(key.clone(), true)) {
+                let timer = Timer::Sla { step_key: key, breach: true };
+                out.push((deadline(start, millis(sla.duration)), timer));
+            }
+        };
+        if let Some(sla) = &self.definition.sla {
+            push(None, self.created_ms, sla);
+        }
+        for (key, s) in &self.steps {
+            if s.status != StepStatus::Running {
+                continue;
+            }
+            if let Some(sla) = self.find_step(&s.step_id).and_then(|d| d.sla.as_ref()) {
+                push(Some(key), s.started_ms, sla);
+            }
+        }
+    }
+}
+
 /// `from + ms`, saturating: a timeout too long for the clock means "never", not a
 /// wrapped-around deadline in the past.
 pub(crate) fn deadline(from: i64, ms: u64) -> i64 {
@@ -325,7 +397,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
         } => {
             wf.steps.insert(
                 step_key.clone(),
-                new_step(step_id, StepStatus::Running, parent),
+                new_step(step_id, StepStatus::Running, parent, at),
             );
         }
         Event::StepSkipped {
@@ -335,14 +407,113 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
         } => {
             wf.steps.insert(
                 step_key.clone(),
-                new_step(step_id, StepStatus::Skipped, parent),
+                new_step(step_id, StepStatus::Skipped, parent, at),
             );
         }
         Event::StepCompleted { step_key, output } => {
+            let mut signal = None;
             if let Some(s) = wf.steps.get_mut(step_key) {
                 s.status = StepStatus::Completed;
                 s.output = output.clone();
+                signal = Some(s.step_id.clone());
             }
+            // A `signal` step that completes has taken the oldest signal of its name.
+            if let Some(StepKind::Signal { name, .. }) =
+                signal.and_then(|id| wf.find_step(&id)).map(|s| &s.kind)
+            {
+                *wf.signals_consumed.entry(name.clone()).or_default() += 1;
+            }
+        }
+        Event::SignalReceived { name, payload } => {
+            wf.signals.entry(name.clone()).or_default().push(payload.clone());
+        }
+        Event::HumanTaskCreated {
+            task_id,
+            step_key,
+            step_id,
+            title,
+            assign,
+            form,
+            timeout_ms,
+            escalate_after_ms,
+            escalate_to,
+        } => {
+            if let Some(n) = task_number(task_id) {
+                wf.next_task = wf.next_task.max(n + 1);
+            }
+            wf.tasks.insert(
+                task_id.clone(),
+                TaskState {
+                    id: task_id.clone(),
+                    step_key: step_key.clone(),
+                    step_id: step_id.clone(),
+                    kind: TaskKind::Human,
+                    task: "human".into(),
+                    queue: String::new(),
+                    attempt: 1,
+                    max_attempts: 1,
+                    status: TaskStatus::Scheduled,
+                    input: Value::Null,
+                    output: Value::Null,
+                    error: None,
+                    checkpoint: None,
+                    parked: false,
+                    retry_at_ms: None,
+                    scheduled_ms: at,
+                    started_ms: None,
+                    last_heartbeat_ms: None,
+                    // People are not held to a worker's start-to-close timeout.
+                    timeout_ms: u64::MAX,
+                    heartbeat_timeout_ms: None,
+                    schedule_to_start_timeout_ms: None,
+                    human: Some(HumanState {
+                        title: title.clone(),
+                        assign: assign.clone(),
+                        claimed_by: None,
+                        form: form.clone(),
+                        created_ms: at,
+                        timeout_ms: *timeout_ms,
+                        escalate_after_ms: *escalate_after_ms,
+                        escalate_to: escalate_to.clone(),
+                        escalated: false,
+                    }),
+                },
+            );
+        }
+        Event::HumanTaskClaimed { task_id, by } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.status = TaskStatus::Running;
+                t.started_ms = Some(at);
+                if let Some(h) = &mut t.human {
+                    h.claimed_by = Some(by.clone());
+                }
+            }
+        }
+        Event::HumanTaskReleased { task_id, .. } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.status = TaskStatus::Scheduled;
+                if let Some(h) = &mut t.human {
+                    h.claimed_by = None;
+                }
+            }
+        }
+        Event::HumanTaskReassigned { task_id, assign, by } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.status = TaskStatus::Scheduled;
+                if let Some(h) = &mut t.human {
+                    h.assign = assign.clone();
+                    h.claimed_by = None;
+                    if by.is_none() {
+                        h.escalated = true;
+                    }
+                }
+            }
+        }
+        Event::SlaWarned { step_key, .. } => {
+            wf.sla_fired.insert((step_key.clone(), false));
+        }
+        Event::SlaBreached { step_key, .. } => {
+            wf.sla_fired.insert((step_key.clone(), true));
         }
         Event::StepFailed { step_key, .. } => set_step_status(wf, step_key, StepStatus::Failed),
         Event::BranchChosen { step_key, branch } => {
@@ -416,6 +587,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                     timeout_ms: 0,
                     heartbeat_timeout_ms: None,
                     schedule_to_start_timeout_ms: None,
+                    human: None,
                 });
             t.attempt = *attempt;
             t.max_attempts = *max_attempts;
@@ -539,8 +711,9 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
     }
 }
 
-fn new_step(step_id: &str, status: StepStatus, parent: &Option<String>) -> StepState {
+fn new_step(step_id: &str, status: StepStatus, parent: &Option<String>, at: i64) -> StepState {
     StepState {
+        started_ms: at,
         step_id: step_id.to_string(),
         status,
         output: Value::Null,
