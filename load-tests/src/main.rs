@@ -56,7 +56,7 @@ struct Args {
     /// Long-poll wait of the workers, in ms.
     #[arg(long, default_value_t = 1000)]
     poll_wait_ms: u64,
-    /// How often each driver checks its run's status, in ms.
+    /// Retry interval when a run is not visible yet (runs are otherwise watched with a long-poll), in ms.
     #[arg(long, default_value_t = 20)]
     status_interval_ms: u64,
     /// A run not completed after this many seconds counts as failed.
@@ -234,11 +234,14 @@ impl Driver {
                     self.run_timeout
                 );
             }
-            tokio::time::sleep(self.status_interval).await;
-            // Failed or early reads are retried at the next interval; the timeout bounds them.
-            match self.client.get_workflow(&started.workflow_id).await {
+            // The server holds the request until the run finishes (or the wait ends), so the
+            // latency is observed when it happens, without polling traffic.
+            match self.client.wait_workflow(&started.workflow_id, Duration::from_secs(10)).await {
                 Ok(w) => status = Some(w.status),
-                Err(e) if e.is_retryable() || e.status() == Some(404) => {}
+                Err(e) if e.is_retryable() || e.status() == Some(404) => {
+                    // Not visible yet (or a transient error): look again shortly.
+                    tokio::time::sleep(self.status_interval).await;
+                }
                 Err(e) => return Err(e).context("status"),
             }
         }

@@ -31,6 +31,9 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use timers::Timers;
 
+/// How often the engine commits its command offsets.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default)]
 pub struct EngineConfig {
@@ -81,6 +84,9 @@ struct Output {
 
 struct State {
     registry: Registry,
+    /// Next offsets of commands handled (their output durable) but not yet committed.
+    uncommitted: BTreeMap<(String, u32), u64>,
+    last_commit: std::time::Instant,
     runs: HashMap<WorkflowId, Workflow>,
     timers: Timers,
     queues: HashSet<String>,
@@ -136,6 +142,8 @@ impl Engine {
             .await?;
         let mut state = State {
             registry: Registry::default(),
+            uncommitted: BTreeMap::new(),
+            last_commit: std::time::Instant::now(),
             runs: HashMap::new(),
             timers: Timers::default(),
             queues: HashSet::new(),
@@ -160,6 +168,7 @@ impl Engine {
                 self.update_lag(&assignment).await;
             }
         }
+        Self::commit(&mut state, &mut *consumer).await?;
         tracing::info!("engine stopped");
         Ok(())
     }
@@ -172,9 +181,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = now_ms();
         let mut out = Output::default();
-        let mut offsets: BTreeMap<(String, u32), u64> = BTreeMap::new();
         for rec in &records {
-            offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+            state
+                .uncommitted
+                .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
             self.handle_record(state, rec, now, &mut out);
         }
         for (run, timer) in state.timers.take_due(now) {
@@ -200,13 +210,27 @@ impl Engine {
             self.ensure_queue_topics(state, &out.records).await?;
             self.log.append(std::mem::take(&mut out.records)).await?;
         }
-        if !offsets.is_empty() {
-            let offsets: Vec<(String, u32, u64)> =
-                offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-            consumer.commit(&offsets).await?;
+        // Offsets are committed on an interval, not per batch: a commit is one more fsync on
+        // the path of every command, and redelivery after a crash is harmless (runs remember
+        // the command ids they applied).
+        if state.last_commit.elapsed() >= COMMIT_INTERVAL {
+            Self::commit(state, consumer).await?;
         }
         self.metrics.runs_in_memory.set(state.runs.len() as i64);
         self.metrics.timers.set(state.timers.len() as i64);
+        Ok(())
+    }
+
+    async fn commit(state: &mut State, consumer: &mut dyn Consumer) -> Result<(), EngineError> {
+        state.last_commit = std::time::Instant::now();
+        if state.uncommitted.is_empty() {
+            return Ok(());
+        }
+        let offsets: Vec<(String, u32, u64)> = std::mem::take(&mut state.uncommitted)
+            .into_iter()
+            .map(|((t, p), o)| (t, p, o))
+            .collect();
+        consumer.commit(&offsets).await?;
         Ok(())
     }
 

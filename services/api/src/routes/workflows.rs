@@ -98,7 +98,10 @@ pub(crate) async fn start_workflow(
     get,
     path = "/api/v1/workflows/{id}",
     tag = "workflows",
-    params(("id" = String, Path, description = "Run id (UUID)")),
+    params(
+        ("id" = String, Path, description = "Run id (UUID)"),
+        GetQuery,
+    ),
     responses(
         (status = 200, description = "The run", body = Workflow),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
@@ -108,11 +111,34 @@ pub(crate) async fn start_workflow(
 pub(crate) async fn get_workflow(
     State(state): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<GetQuery>,
 ) -> Result<Json<Workflow>, ApiError> {
     let id = parse_workflow_id(&id)?;
-    let view = state.store.workflow(id).await?;
-    let view = view.ok_or_else(|| ApiError::NotFound(format!("no workflow run {id}")))?;
-    Ok(Json(view.into()))
+    let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let view = state.store.workflow(id).await?;
+        let view = view.ok_or_else(|| ApiError::NotFound(format!("no workflow run {id}")))?;
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        if view.status.is_terminal() || left.is_zero() {
+            return Ok(Json(view.into()));
+        }
+        // Wakes on the run's next event instead of polling.
+        if !state.store.wait_for_seq(id, view.last_seq + 1, left).await? {
+            return Ok(Json(view.into()));
+        }
+    }
+}
+
+/// Longest `wait_ms` honoured.
+const MAX_WAIT_MS: u64 = 60_000;
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct GetQuery {
+    /// Long-poll: when the run has not finished, wait up to this many ms (at most 60000) for
+    /// it to finish before answering. Default 0: answer at once.
+    wait_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
