@@ -426,9 +426,13 @@ impl Engine {
                 heartbeat_timeout_ms,
                 ..
             } => {
-                // A task parked or cancelled by the same decision is not offered to workers.
+                // A task parked or cancelled by the same decision is not offered to workers,
+                // and an `http` step's call is made by the saga processor, not a worker.
                 let offered = wf.tasks.get(task_id).is_some_and(|t| {
-                    t.attempt == *attempt && t.status == TaskStatus::Scheduled && !t.parked
+                    t.attempt == *attempt
+                        && t.status == TaskStatus::Scheduled
+                        && !t.parked
+                        && t.http.is_none()
                 });
                 if !offered {
                     return;

@@ -57,6 +57,11 @@ pub struct TaskMetrics {
     pub cpu_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// HTTP tasks: time to the response, and its body size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_bytes: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -116,6 +121,10 @@ pub enum Command {
         task_id: TaskId,
         attempt: u32,
         error: ErrorInfo,
+        /// The service asked to wait this long (`Retry-After`); the next attempt waits at
+        /// least that.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metrics: Option<TaskMetrics>,
     },
@@ -134,6 +143,14 @@ pub enum Command {
         task_id: TaskId,
         #[serde(default)]
         output: Value,
+    },
+    /// The attempt was not made because the target's circuit breaker is open: try again at
+    /// `until_ms` without using up an attempt, or run the step's fallback.
+    DeferTask {
+        task_id: TaskId,
+        attempt: u32,
+        until_ms: i64,
+        reason: String,
     },
     /// A child run ended (sent by the saga processor).
     ChildFinished {
@@ -194,6 +211,7 @@ impl Command {
             | Heartbeat { task_id, .. }
             | RetryTask { task_id }
             | SkipTask { task_id, .. }
+            | DeferTask { task_id, .. }
             | ClaimHumanTask { task_id, .. }
             | ReleaseHumanTask { task_id, .. }
             | ReassignHumanTask { task_id, .. }
@@ -235,6 +253,7 @@ impl Command {
             ChildFinished { .. } => "child_finished",
             FireTimer { .. } => "fire_timer",
             SendSignal { .. } => "send_signal",
+            DeferTask { .. } => "defer_task",
             ClaimHumanTask { .. } => "claim_human_task",
             ReleaseHumanTask { .. } => "release_human_task",
             ReassignHumanTask { .. } => "reassign_human_task",

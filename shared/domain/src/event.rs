@@ -122,7 +122,20 @@ pub enum Event {
         heartbeat_timeout_ms: Option<u64>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         schedule_to_start_timeout_ms: Option<u64>,
+        /// For `http` steps: the call the saga processor makes for this attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        http: Option<HttpRequest>,
     },
+    /// An attempt was not made (circuit breaker open); the next try at `retry_at_ms` does
+    /// not use up an attempt.
+    TaskDeferred {
+        task_id: TaskId,
+        attempt: u32,
+        retry_at_ms: i64,
+        reason: String,
+    },
+    /// The `http` step's breaker was open: its `fallback` step runs in its place.
+    FallbackTaken { step_key: String, fallback: String },
     TaskStarted {
         task_id: TaskId,
         attempt: u32,
@@ -275,6 +288,8 @@ impl Event {
             TaskCancelled { .. } => "task_cancelled",
             TaskSkipped { .. } => "task_skipped",
             TaskRetried { .. } => "task_retried",
+            TaskDeferred { .. } => "task_deferred",
+            FallbackTaken { .. } => "fallback_taken",
             TaskAdded { .. } => "task_added",
             SignalReceived { .. } => "signal_received",
             HumanTaskCreated { .. } => "human_task_created",
@@ -318,4 +333,21 @@ pub struct DefinitionRegistered {
     pub source: Value,
     #[serde(default = "v1")]
     pub v: u32,
+}
+
+/// A rendered HTTP call: what the executor sends for one attempt.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Value>,
+    /// Success statuses; empty means any 2xx.
+    #[serde(default)]
+    pub success: Vec<u16>,
+    pub timeout_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub breaker: Option<crate::definition::BreakerSpec>,
 }

@@ -106,6 +106,7 @@ pub(crate) async fn complete_task(
         attempt: req.attempt,
         output: req.output,
         metrics: req.metrics.map(Into::into),
+        retry_after_ms: None,
     };
     accepted(state.bus.send(command).await?)?;
     Ok(Json(Empty {}))

@@ -27,6 +27,8 @@ pub struct Definition {
     pub compensations: BTreeMap<String, Compensation>,
     /// Service level of a whole run, from its start.
     pub sla: Option<Sla>,
+    /// Steps run only as an `http` step's `fallback` (top-level `fallbacks:`).
+    pub fallbacks: Vec<Step>,
     /// The normalised JSON document this was compiled from (what is stored in the log).
     pub source: serde_json::Value,
 }
@@ -128,6 +130,44 @@ pub struct TaskSpec {
     pub schedule_to_start_timeout: Option<Duration>,
     /// Name in `Definition::compensations`.
     pub compensate: Option<String>,
+    /// Set for `http` steps: the saga processor makes the call instead of a worker.
+    pub http: Option<HttpSpec>,
+    /// Step id in `fallbacks` to run instead while the target's circuit breaker is open.
+    pub fallback: Option<String>,
+}
+
+/// An HTTP call to a service, rendered per attempt from the run context (plus `.task_id`).
+#[derive(Debug, Clone)]
+pub struct HttpSpec {
+    pub method: String,
+    pub url: Template,
+    pub headers: Vec<(String, Template)>,
+    /// jq producing the JSON body.
+    pub body: Option<Expr>,
+    /// Statuses that count as success; empty means any 2xx.
+    pub success: Vec<u16>,
+    /// Per-attempt timeout of the call.
+    pub timeout: Option<Duration>,
+    /// Per-step override of the circuit breaker thresholds.
+    pub breaker: Option<BreakerSpec>,
+}
+
+/// Circuit breaker thresholds (config defaults, overridable per step).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BreakerSpec {
+    /// Consecutive failures that open the breaker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_failures: Option<u32>,
+    /// Failure ratio (0..1) over the window that opens it (with at least `min_calls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_ratio: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_calls: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window_ms: Option<u64>,
+    /// How long it stays open before a half-open probe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cooldown_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,6 +281,6 @@ impl Definition {
             }
             None
         }
-        find(&self.steps, id)
+        find(&self.steps, id).or_else(|| find(&self.fallbacks, id))
     }
 }

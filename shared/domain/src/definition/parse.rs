@@ -47,6 +47,7 @@ const ROOT_FIELDS: &[&str] = &[
     "steps",
     "compensations",
     "sla",
+    "fallbacks",
 ];
 const DEFAULTS_FIELDS: &[&str] = &["retry", "timeout", "on_failure"];
 const RETRY_FIELDS: &[&str] = &[
@@ -61,7 +62,7 @@ const COMPENSATION_FIELDS: &[&str] = &["task", "queue", "input", "retry", "timeo
 
 /// The keys that select a step's kind; a step has exactly one of them.
 const KINDS: &[&str] = &[
-    "task", "switch", "parallel", "foreach", "wait", "workflow", "signal", "human",
+    "task", "switch", "parallel", "foreach", "wait", "workflow", "signal", "human", "http",
 ];
 const TASK_STEP_FIELDS: &[&str] = &[
     "id",
@@ -84,6 +85,11 @@ const TASK_STEP_FIELDS: &[&str] = &[
 fn step_fields(kind: &str) -> Vec<&str> {
     if kind == "task" {
         return TASK_STEP_FIELDS.to_vec();
+    }
+    if kind == "http" {
+        return vec![
+            "id", "when", "on_failure", "sla", "http", "retry", "timeout", "compensate", "fallback",
+        ];
     }
     let mut fields = vec!["id", "when", "on_failure", "sla", kind];
     if matches!(kind, "switch" | "parallel" | "foreach") {
@@ -128,6 +134,10 @@ impl Definition {
             .unwrap_or_default();
 
         let mut builder = Builder::new(&defaults, &compensations);
+        let fallbacks = root
+            .opt("fallbacks", |v, p| builder.steps(v, p, &defaults.scope))?
+            .unwrap_or_default();
+        builder.fallbacks = fallbacks.iter().map(|s| s.id.clone()).collect();
         let steps = root.req("steps", |v, p| {
             let steps = builder.steps(v, p, &defaults.scope)?;
             if steps.is_empty() {
@@ -145,6 +155,7 @@ impl Definition {
             steps,
             compensations,
             sla: root.opt("sla", sla)?,
+            fallbacks,
             source: source.clone(),
         })
     }
@@ -349,6 +360,8 @@ struct Builder<'d> {
     compensations: &'d BTreeMap<String, Compensation>,
     /// Every id seen so far, with where it was declared, to name both places on a clash.
     ids: HashMap<String, String>,
+    /// Ids of the top-level `fallbacks`, which `fallback:` may name.
+    fallbacks: Vec<String>,
 }
 
 impl<'d> Builder<'d> {
@@ -362,6 +375,7 @@ impl<'d> Builder<'d> {
             on_failure,
             compensations,
             ids: HashMap::new(),
+            fallbacks: Vec::new(),
         }
     }
 
@@ -424,6 +438,7 @@ impl<'d> Builder<'d> {
             "workflow" => child_workflow(kind_value, &kind_path)?,
             "signal" => signal(kind_value, &kind_path)?,
             "human" => human(kind_value, &kind_path)?,
+            "http" => StepKind::Task(self.http_task(&o, &kind_path, scope)?),
             other => unreachable!("step_kind returned {other}"),
         };
         Ok(Step {
@@ -435,8 +450,30 @@ impl<'d> Builder<'d> {
         })
     }
 
+    fn http_task(&self, o: &Obj<'_>, path: &str, scope: Scope) -> Result<TaskSpec> {
+        let mut spec = self.task_common(o, "http", scope)?;
+        spec.http = Some(http(&o.map["http"], path)?);
+        spec.fallback = o.opt("fallback", |v, p| {
+            let id = read::string(v, p)?;
+            if self.fallbacks.iter().any(|f| f == id) {
+                return Ok(id.to_string());
+            }
+            Err(error(p, if self.fallbacks.is_empty() {
+                format!("unknown fallback `{id}`: the definition has no `fallbacks`")
+            } else {
+                format!("unknown fallback `{id}`; defined in `fallbacks`: {}", self.fallbacks.join(", "))
+            }))
+        })?;
+        Ok(spec)
+    }
+
     fn task(&self, o: &Obj<'_>, scope: Scope) -> Result<TaskSpec> {
         let task = o.req("task", |v, p| read::name(v, p, "task type"))?;
+        self.task_common(o, task, scope)
+    }
+
+    /// What task and http steps share; `task` is the task type.
+    fn task_common(&self, o: &Obj<'_>, task: &str, scope: Scope) -> Result<TaskSpec> {
         let compensate = o.opt("compensate", |v, p| {
             let name = read::string(v, p)?;
             if self.compensations.contains_key(name) {
@@ -467,6 +504,8 @@ impl<'d> Builder<'d> {
             heartbeat_timeout: o.opt("heartbeat_timeout", read::duration)?,
             schedule_to_start_timeout: o.opt("schedule_to_start_timeout", read::duration)?,
             compensate,
+            http: None,
+            fallback: None,
         })
     }
 
@@ -691,4 +730,87 @@ fn human(v: &Value, path: &str) -> Result<StepKind> {
         timeout: o.opt("timeout", read::duration)?,
         escalate,
     }))
+}
+
+const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn http(v: &Value, path: &str) -> Result<super::HttpSpec> {
+    let o = Obj::new(
+        v,
+        path,
+        "an http object",
+        &["method", "url", "headers", "body", "success", "timeout", "breaker"],
+    )?;
+    let template = |v: &Value, p: &str| {
+        crate::expr::Template::parse(read::string(v, p)?).map_err(|e| error(p, e.to_string()))
+    };
+    let method = o
+        .opt("method", |v, p| {
+            let m = read::string(v, p)?.to_ascii_uppercase();
+            if HTTP_METHODS.contains(&m.as_str()) {
+                Ok(m)
+            } else {
+                Err(error(p, format!("unknown method `{m}`; allowed: {}", HTTP_METHODS.join(", "))))
+            }
+        })?
+        .unwrap_or_else(|| "GET".to_string());
+    let url = o.req("url", |v, p| {
+        let t = template(v, p)?;
+        let src = t.source();
+        if !(src.starts_with("http://") || src.starts_with("https://") || src.starts_with('{')) {
+            return Err(error(p, "the url must start with http:// or https://"));
+        }
+        Ok(t)
+    })?;
+    let headers = o
+        .opt("headers", |v, p| {
+            let map = v.as_object().ok_or_else(|| read::expected(p, "an object of headers", v))?;
+            map.iter()
+                .map(|(k, v)| Ok((k.clone(), template(v, &field(p, k))?)))
+                .collect::<Result<Vec<_>>>()
+        })?
+        .unwrap_or_default();
+    let success = o
+        .opt("success", |v, p| {
+            read::array(v, p)?
+                .iter()
+                .enumerate()
+                .map(|(i, s)| {
+                    let n = read::uint(s, &index(p, i), 100)?;
+                    u16::try_from(n)
+                        .ok()
+                        .filter(|n| *n < 600)
+                        .ok_or_else(|| error(index(p, i), "an HTTP status is 100..=599"))
+                })
+                .collect::<Result<Vec<u16>>>()
+        })?
+        .unwrap_or_default();
+    let breaker = o.opt("breaker", |v, p| {
+        let b = Obj::new(
+            v,
+            p,
+            "a breaker object",
+            &["consecutive_failures", "failure_ratio", "min_calls", "window", "cooldown"],
+        )?;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Ok(super::BreakerSpec {
+            consecutive_failures: b.opt("consecutive_failures", |v, p| read::uint(v, p, 1))?,
+            failure_ratio: b.opt("failure_ratio", |v, p| {
+                let r = read::number(v, p)?;
+                if r > 0.0 && r <= 1.0 { Ok(r) } else { Err(error(p, "failure_ratio is in (0, 1]")) }
+            })?,
+            min_calls: b.opt("min_calls", |v, p| read::uint(v, p, 1))?,
+            window_ms: b.opt("window", read::duration)?.map(ms),
+            cooldown_ms: b.opt("cooldown", read::duration)?.map(ms),
+        })
+    })?;
+    Ok(super::HttpSpec {
+        method,
+        url,
+        headers,
+        body: o.opt("body", read::expr)?,
+        success,
+        timeout: o.opt("timeout", read::duration)?,
+        breaker,
+    })
 }

@@ -68,6 +68,7 @@ pub fn handle(
         return Err(Rejection::NotFound(what));
     };
     let mut tx = Tx {
+        retry_after_ms: None,
         wf,
         cmd_id: cmd.id.clone(),
         now: now_ms,
@@ -141,6 +142,7 @@ fn start(
     };
     let wf = state.insert(Workflow::new(&first, def).expect("a WorkflowStarted event"));
     let mut tx = Tx {
+        retry_after_ms: None,
         wf,
         cmd_id: cmd.id.clone(),
         now,
@@ -158,6 +160,8 @@ fn start(
 
 struct Tx<'w> {
     wf: &'w mut Workflow,
+    /// `Retry-After` of the failure being handled, if the service sent one.
+    retry_after_ms: Option<u64>,
     cmd_id: CommandId,
     now: i64,
     events: Vec<EventEnvelope>,
@@ -373,9 +377,40 @@ impl Tx<'_> {
                 attempt,
                 error,
                 metrics,
+                retry_after_ms,
             } => {
                 self.current(task_id, *attempt)?;
+                self.retry_after_ms = *retry_after_ms;
                 self.attempt_failed(task_id, error.clone(), metrics.clone());
+            }
+            Command::DeferTask {
+                task_id,
+                attempt,
+                until_ms,
+                reason,
+            } => {
+                let t = self.current(task_id, *attempt)?;
+                let step_key = t.step_key.clone();
+                let fallback = match t.kind {
+                    TaskKind::Step => self.wf.find_step(&t.step_id).and_then(|s| match &s.kind {
+                        StepKind::Task(spec) => spec.fallback.clone(),
+                        _ => None,
+                    }),
+                    _ => None,
+                };
+                match fallback {
+                    Some(fallback) => self.emit(vec![
+                        Event::TaskCancelled { task_id: task_id.clone() },
+                        Event::FallbackTaken { step_key, fallback },
+                    ]),
+                    None => self.emit(vec![Event::TaskDeferred {
+                        task_id: task_id.clone(),
+                        attempt: *attempt,
+                        retry_at_ms: (*until_ms).max(self.now),
+                        reason: reason.clone(),
+                    }]),
+                }
+                self.advance();
             }
             Command::Heartbeat {
                 task_id,
@@ -601,7 +636,8 @@ impl Tx<'_> {
                 .max_attempts
                 .saturating_sub(t.max_attempts - attempt)
                 .max(1);
-            let delay = backoff(&policy, local, task_id);
+            let retry_after = self.retry_after_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+            let delay = backoff(&policy, local, task_id).max(retry_after);
             self.emit(vec![Event::TaskFailed {
                 task_id: task_id.clone(),
                 attempt,
@@ -811,6 +847,7 @@ impl Tx<'_> {
 /// The next attempt of a task, carrying its last checkpoint.
 fn reschedule(t: &TaskState, max_attempts: u32) -> Event {
     Event::TaskScheduled {
+        http: t.http.clone(),
         task_id: t.id.clone(),
         step_key: t.step_key.clone(),
         step_id: t.step_id.clone(),

@@ -76,6 +76,39 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// The call an `http` step makes, rendered with the run context plus `.task_id` (stable
+    /// across attempts, so it makes a good `Idempotency-Key`).
+    fn render_http(
+        &self,
+        h: &crate::definition::HttpSpec,
+        spec: &crate::definition::TaskSpec,
+        task_id: &TaskId,
+        scope: &Scope,
+    ) -> Result<crate::event::HttpRequest, String> {
+        let mut ctx = context::build(self.wf, scope);
+        ctx["task_id"] = Value::String(task_id.to_string());
+        let render = |t: &crate::expr::Template| {
+            t.render(&ctx).map_err(|e| format!("`{}`: {e}", t.source()))
+        };
+        let mut headers = std::collections::BTreeMap::new();
+        for (name, value) in &h.headers {
+            headers.insert(name.clone(), render(value)?);
+        }
+        let body = match &h.body {
+            Some(b) => Some(b.eval(&ctx).map_err(|e| format!("body `{}`: {e}", b.source()))?),
+            None => None,
+        };
+        Ok(crate::event::HttpRequest {
+            method: h.method.clone(),
+            url: render(&h.url)?,
+            headers,
+            body,
+            success: h.success.clone(),
+            timeout_ms: millis(h.timeout.unwrap_or(spec.timeout)),
+            breaker: h.breaker.clone(),
+        })
+    }
+
     fn sequence(
         &mut self,
         steps: &[Step],
@@ -150,7 +183,15 @@ impl<'a> Planner<'a> {
                     Some(id) => id.clone(),
                     None => self.new_task_id(),
                 };
+                let http = match &spec.http {
+                    None => None,
+                    Some(h) => match self.render_http(h, spec, &task_id, scope) {
+                        Ok(req) => Some(req),
+                        Err(msg) => return fail(self, "http", msg),
+                    },
+                };
                 self.out.push(Event::TaskScheduled {
+                    http,
                     task_id,
                     step_key: key.to_string(),
                     step_id: step.id.clone(),
@@ -348,6 +389,20 @@ impl<'a> Planner<'a> {
                     self.out.push(done(payload.clone()));
                 }
             }
+            StepKind::Task(_) if st.fallback.is_some() => {
+                let fallback = st.fallback.as_deref().unwrap_or_default();
+                let Some(fb) = self.wf.definition.fallbacks.iter().find(|f| f.id == fallback)
+                else {
+                    return;
+                };
+                // The fallback runs in the step's place, under its own key.
+                let fprefix = format!("{key}/");
+                if let Seq::Done(v) =
+                    self.sequence(std::slice::from_ref(fb), &fprefix, Some(key), scope)
+                {
+                    self.out.push(done(v));
+                }
+            }
             StepKind::Task(_)
             | StepKind::Wait(_)
             | StepKind::Workflow { .. }
@@ -465,6 +520,7 @@ impl<'a> Planner<'a> {
                 Err(msg) => (Value::Null, Some(msg)),
             };
             self.out.push(Event::TaskScheduled {
+                http: None,
                 task_id: task_id.clone(),
                 step_key: key.clone(),
                 step_id: st.step_id.clone(),

@@ -43,6 +43,8 @@ pub struct StepState {
     /// `workflow`: the child run.
     pub child: Option<WorkflowId>,
     pub started_ms: i64,
+    /// `http` step whose breaker was open: the fallback step running in its place.
+    pub fallback: Option<String>,
 }
 
 /// The inbox side of a human task.
@@ -87,6 +89,8 @@ pub struct TaskState {
     pub schedule_to_start_timeout_ms: Option<u64>,
     /// Set for `human` steps.
     pub human: Option<HumanState>,
+    /// Set for `http` steps: the call the saga processor makes.
+    pub http: Option<crate::event::HttpRequest>,
 }
 
 impl TaskState {
@@ -424,6 +428,30 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                 *wf.signals_consumed.entry(name.clone()).or_default() += 1;
             }
         }
+        Event::TaskDeferred {
+            task_id,
+            retry_at_ms,
+            reason,
+            ..
+        } => {
+            if let Some(t) = wf.tasks.get_mut(task_id) {
+                t.status = TaskStatus::Scheduled;
+                t.retry_at_ms = Some(*retry_at_ms);
+                // A deferred attempt was never made: it does not use up the budget.
+                t.max_attempts = t.max_attempts.saturating_add(1);
+                t.error = Some(ErrorInfo {
+                    kind: "breaker_open".into(),
+                    message: reason.clone(),
+                    retryable: true,
+                });
+            }
+        }
+        Event::FallbackTaken { step_key, fallback } => {
+            if let Some(s) = wf.steps.get_mut(step_key) {
+                s.status = StepStatus::Running;
+                s.fallback = Some(fallback.clone());
+            }
+        }
         Event::SignalReceived { name, payload } => {
             wf.signals.entry(name.clone()).or_default().push(payload.clone());
         }
@@ -466,6 +494,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                     timeout_ms: u64::MAX,
                     heartbeat_timeout_ms: None,
                     schedule_to_start_timeout_ms: None,
+                    http: None,
                     human: Some(HumanState {
                         title: title.clone(),
                         assign: assign.clone(),
@@ -558,6 +587,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
             timeout_ms,
             heartbeat_timeout_ms,
             schedule_to_start_timeout_ms,
+            http,
         } => {
             if let Some(n) = task_number(task_id) {
                 wf.next_task = wf.next_task.max(n + 1);
@@ -588,6 +618,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                     heartbeat_timeout_ms: None,
                     schedule_to_start_timeout_ms: None,
                     human: None,
+                    http: None,
                 });
             t.attempt = *attempt;
             t.max_attempts = *max_attempts;
@@ -602,6 +633,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
             t.timeout_ms = *timeout_ms;
             t.heartbeat_timeout_ms = *heartbeat_timeout_ms;
             t.schedule_to_start_timeout_ms = *schedule_to_start_timeout_ms;
+            t.http = http.clone();
         }
         Event::TaskStarted { task_id, .. } => {
             if let Some(t) = wf.tasks.get_mut(task_id) {
@@ -714,6 +746,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
 fn new_step(step_id: &str, status: StepStatus, parent: &Option<String>, at: i64) -> StepState {
     StepState {
         started_ms: at,
+        fallback: None,
         step_id: step_id.to_string(),
         status,
         output: Value::Null,
