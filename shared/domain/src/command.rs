@@ -169,8 +169,14 @@ pub enum Command {
         #[serde(default)]
         payload: Value,
     },
-    ClaimHumanTask { task_id: TaskId, user: String },
-    ReleaseHumanTask { task_id: TaskId, user: String },
+    ClaimHumanTask {
+        task_id: TaskId,
+        user: String,
+    },
+    ReleaseHumanTask {
+        task_id: TaskId,
+        user: String,
+    },
     ReassignHumanTask {
         task_id: TaskId,
         #[serde(flatten)]

@@ -135,7 +135,10 @@ pub enum Event {
         reason: String,
     },
     /// The `http` step's breaker was open: its `fallback` step runs in its place.
-    FallbackTaken { step_key: String, fallback: String },
+    FallbackTaken {
+        step_key: String,
+        fallback: String,
+    },
     TaskStarted {
         task_id: TaskId,
         attempt: u32,
@@ -193,7 +196,10 @@ pub enum Event {
         task_id: TaskId,
     },
     /// A signal arrived; a `signal` step of that name consumes it (now or later).
-    SignalReceived { name: String, payload: Value },
+    SignalReceived {
+        name: String,
+        payload: Value,
+    },
     /// A human task is waiting in the inbox of `assignee` and/or `group`.
     HumanTaskCreated {
         task_id: TaskId,
@@ -211,8 +217,14 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         escalate_to: Option<Assignment>,
     },
-    HumanTaskClaimed { task_id: TaskId, by: String },
-    HumanTaskReleased { task_id: TaskId, by: String },
+    HumanTaskClaimed {
+        task_id: TaskId,
+        by: String,
+    },
+    HumanTaskReleased {
+        task_id: TaskId,
+        by: String,
+    },
     /// New owner; `by` is `None` when the escalation timer did it.
     HumanTaskReassigned {
         task_id: TaskId,

@@ -419,7 +419,10 @@ impl Template {
         if !text.is_empty() {
             parts.push(Part::Text(text));
         }
-        Ok(Template { src: src.to_string(), parts })
+        Ok(Template {
+            src: src.to_string(),
+            parts,
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -448,15 +451,29 @@ mod template_tests {
 
     #[test]
     fn placeholders_are_rendered_strings_raw_and_values_as_json() {
-        let t = Template::parse("Approve refund of {.input.amount} for {.input.who} ({ {a: 1} })").unwrap();
-        let out = t.render(&json!({"input": {"amount": 12.5, "who": "Ada"}})).unwrap();
+        let t = Template::parse("Approve refund of {.input.amount} for {.input.who} ({ {a: 1} })")
+            .unwrap();
+        let out = t
+            .render(&json!({"input": {"amount": 12.5, "who": "Ada"}}))
+            .unwrap();
         assert_eq!(out, "Approve refund of 12.5 for Ada ({\"a\":1})");
     }
 
     #[test]
     fn an_unclosed_or_invalid_placeholder_is_an_error() {
-        assert!(Template::parse("x {.input").unwrap_err().0.contains("unclosed"));
+        assert!(
+            Template::parse("x {.input")
+                .unwrap_err()
+                .0
+                .contains("unclosed")
+        );
         assert!(Template::parse("x {.input | (}").is_err());
-        assert_eq!(Template::parse("plain").unwrap().render(&json!({})).unwrap(), "plain");
+        assert_eq!(
+            Template::parse("plain")
+                .unwrap()
+                .render(&json!({}))
+                .unwrap(),
+            "plain"
+        );
     }
 }

@@ -15,8 +15,15 @@
 //!   queue: nothing waits for an operator once the run has ended.
 //! - `TaskRetried` on a run that already `failed` reopens it (the engine only emits it when
 //!   a new attempt follows).
+//! - A human task is a task of kind `human` (task type `human`, no queue, input `null`): it
+//!   is `scheduled` while it waits in an inbox, `running` while someone has claimed it, and
+//!   ends like any task. Its inbox side (title, owner, claim, form...) is the `human`
+//!   sub-object. A terminal run event cancels a human task still open in the view, so no
+//!   inbox keeps offering work that can no longer be done.
+//! - SLA warnings and breaches are listed on the run in the order they happened.
 
 use crate::command::{ErrorInfo, TaskMetrics};
+use crate::definition::Assignment;
 use crate::event::{Event, EventEnvelope, TaskKind};
 use crate::ids::{TaskId, WorkflowId};
 use crate::workflow::{Status, TaskStatus};
@@ -46,6 +53,61 @@ pub struct WorkflowView {
     pub last_seq: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_workflow_id: Option<WorkflowId>,
+    /// SLA warnings and breaches of the run and its steps, oldest first.
+    #[serde(default)]
+    pub sla: Vec<SlaAlert>,
+}
+
+/// Whether an SLA's `warn_at` passed or the SLA itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaKind {
+    Warning,
+    Breach,
+}
+
+impl SlaKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SlaKind::Warning => "warning",
+            SlaKind::Breach => "breach",
+        }
+    }
+}
+
+/// An SLA warning or breach (`SlaWarned` / `SlaBreached`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SlaAlert {
+    /// The step whose SLA it is; `None` for the run's own SLA.
+    pub step_key: Option<String>,
+    pub sla_ms: u64,
+    pub kind: SlaKind,
+    /// RFC 3339.
+    pub at: String,
+}
+
+/// The inbox side of a human task.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HumanView {
+    /// Rendered when the task was created.
+    pub title: String,
+    #[serde(default)]
+    pub assignee: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    #[serde(default)]
+    pub claimed_by: Option<String>,
+    /// JSON Schema the completion's output must satisfy.
+    #[serde(default)]
+    pub form: Option<Value>,
+    /// An escalation timer reassigned it.
+    #[serde(default)]
+    pub escalated: bool,
+    #[serde(default)]
+    pub completed_by: Option<String>,
+    /// When it times out (RFC 3339), if it has a timeout.
+    #[serde(default)]
+    pub due_at: Option<String>,
 }
 
 /// One task of a run (a step task or a compensation), with its latest attempt.
@@ -74,6 +136,9 @@ pub struct TaskView {
     pub started_at: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
+    /// Set for human tasks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub human: Option<HumanView>,
 }
 
 /// `GET /api/v1/dlq` item.
@@ -102,11 +167,16 @@ impl From<&TaskView> for DeadLetter {
     }
 }
 
+/// Last millisecond of the year 9999, the latest time RFC 3339 can write.
+const MAX_RFC3339_MS: i64 = 253_402_300_799_999;
+
 /// `at_ms` (ms since the Unix epoch) as RFC 3339 UTC with milliseconds, the form every
-/// view timestamp takes. Times before the epoch clamp to it: engine clocks never produce
-/// them, and a panic in a fold would stall a projector.
+/// view timestamp takes. Times outside years 1970..=9999 clamp to them: engine clocks never
+/// produce them (deadlines after huge timeouts can), and a panic in a fold would stall a
+/// projector.
 pub fn rfc3339(at_ms: i64) -> String {
-    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(at_ms.max(0).unsigned_abs());
+    let ms = at_ms.clamp(0, MAX_RFC3339_MS).unsigned_abs();
+    let at = SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
     humantime::format_rfc3339_millis(at).to_string()
 }
 
@@ -138,6 +208,7 @@ impl WorkflowView {
             tasks: Vec::new(),
             last_seq: envelope.seq,
             parent_workflow_id: parent.as_ref().map(|p| p.workflow_id),
+            sla: Vec::new(),
         })
     }
 
@@ -162,14 +233,125 @@ impl WorkflowView {
         self.updated_at = at.clone();
 
         match &envelope.event {
-            // Folded by the inbox and SLA read models (being written).
-            Event::SignalReceived { .. }
-            | Event::HumanTaskCreated { .. }
-            | Event::HumanTaskClaimed { .. }
-            | Event::HumanTaskReleased { .. }
-            | Event::HumanTaskReassigned { .. }
-            | Event::SlaWarned { .. }
-            | Event::SlaBreached { .. } => {}
+            Event::HumanTaskCreated {
+                task_id,
+                step_key,
+                step_id,
+                title,
+                assign,
+                form,
+                timeout_ms,
+                ..
+            } => {
+                if self.task(task_id).is_some() {
+                    return;
+                }
+                let due_at = timeout_ms.map(|ms| {
+                    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+                    rfc3339(envelope.at_ms.saturating_add(ms))
+                });
+                self.tasks.push(TaskView {
+                    task_id: task_id.clone(),
+                    workflow_id: self.workflow_id,
+                    step_id: step_id.clone(),
+                    step_key: step_key.clone(),
+                    kind: TaskKind::Human,
+                    task: "human".into(),
+                    queue: String::new(),
+                    status: TaskStatus::Scheduled,
+                    attempt: 1,
+                    input: Value::Null,
+                    output: None,
+                    error: None,
+                    parked: false,
+                    worker_id: None,
+                    metrics: None,
+                    scheduled_at: at,
+                    started_at: None,
+                    finished_at: None,
+                    human: Some(HumanView {
+                        title: title.clone(),
+                        assignee: assign.assignee.clone(),
+                        group: assign.group.clone(),
+                        claimed_by: None,
+                        form: form.clone(),
+                        escalated: false,
+                        completed_by: None,
+                        due_at,
+                    }),
+                });
+            }
+            Event::HumanTaskClaimed { task_id, by } => {
+                if let Some(TaskView {
+                    status,
+                    started_at,
+                    human: Some(h),
+                    ..
+                }) = self.task_mut(task_id)
+                {
+                    *status = TaskStatus::Running;
+                    *started_at = Some(at);
+                    h.claimed_by = Some(by.clone());
+                }
+            }
+            Event::HumanTaskReleased { task_id, .. } => {
+                if let Some(TaskView {
+                    status,
+                    started_at,
+                    human: Some(h),
+                    ..
+                }) = self.task_mut(task_id)
+                {
+                    *status = TaskStatus::Scheduled;
+                    *started_at = None;
+                    h.claimed_by = None;
+                }
+            }
+            Event::HumanTaskReassigned {
+                task_id,
+                assign: Assignment { assignee, group },
+                by,
+            } => {
+                if let Some(TaskView {
+                    status,
+                    started_at,
+                    human: Some(h),
+                    ..
+                }) = self.task_mut(task_id)
+                {
+                    *status = TaskStatus::Scheduled;
+                    *started_at = None;
+                    h.claimed_by = None;
+                    h.assignee = assignee.clone();
+                    h.group = group.clone();
+                    // Only the escalation timer reassigns without a `by`.
+                    h.escalated |= by.is_none();
+                }
+            }
+            Event::SlaWarned { step_key, sla_ms } => self.sla.push(SlaAlert {
+                step_key: step_key.clone(),
+                sla_ms: *sla_ms,
+                kind: SlaKind::Warning,
+                at,
+            }),
+            Event::SlaBreached { step_key, sla_ms } => self.sla.push(SlaAlert {
+                step_key: step_key.clone(),
+                sla_ms: *sla_ms,
+                kind: SlaKind::Breach,
+                at,
+            }),
+            // The attempt was not made (breaker open) and will be tried again without using
+            // one up: the task waits, like during a backoff.
+            Event::TaskDeferred { task_id, .. } => {
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Scheduled;
+                }
+            }
+            // The fallback step's own events show what ran instead.
+            Event::FallbackTaken { .. } => {}
+            // The signal shows as the output of the `signal` step that takes it, and in the
+            // history; a signal nobody waits for (yet) changes nothing a view shows.
+            Event::SignalReceived { .. } => {}
             // A second start for the same id is a duplicate decision; the first one stands.
             Event::WorkflowStarted { .. } => {}
             Event::StepStarted { step_key, .. } => self.step_started(step_key),
@@ -214,12 +396,20 @@ impl WorkflowView {
                     scheduled_at: at,
                     started_at: None,
                     finished_at: None,
+                    human: None,
                 };
                 match self.tasks.iter_mut().find(|t| &t.task_id == task_id) {
-                    // Only the previous attempt's error survives; see the module doc.
+                    // Only the previous attempt's error survives; see the module doc. A
+                    // human task retried by an operator goes back to its inbox unclaimed.
                     Some(t) => {
+                        let human = t.human.take().map(|h| HumanView {
+                            claimed_by: None,
+                            completed_by: None,
+                            ..h
+                        });
                         *t = TaskView {
                             error: t.error.take(),
+                            human,
                             ..fresh
                         }
                     }
@@ -239,6 +429,7 @@ impl WorkflowView {
                 task_id,
                 output,
                 metrics,
+                by,
                 ..
             } => {
                 if let Some(t) = self.task_mut(task_id) {
@@ -247,7 +438,10 @@ impl WorkflowView {
                     t.error = None;
                     t.metrics = metrics.clone();
                     t.finished_at = Some(at);
-                    if t.kind == TaskKind::Step {
+                    if let Some(h) = &mut t.human {
+                        h.completed_by = by.clone();
+                    }
+                    if t.kind != TaskKind::Compensation {
                         let key = t.step_key.clone();
                         self.step_finished(&key);
                     }
@@ -281,7 +475,7 @@ impl WorkflowView {
                     t.parked = true;
                     // The step is not over: it waits for an operator.
                     let (kind, key) = (t.kind, t.step_key.clone());
-                    if kind == TaskKind::Step {
+                    if kind != TaskKind::Compensation {
                         self.step_started(&key);
                     }
                     if self.status != Status::Paused && !self.status.is_terminal() {
@@ -293,7 +487,7 @@ impl WorkflowView {
                 if let Some(t) = self.task_mut(task_id) {
                     t.parked = false;
                     let (kind, key) = (t.kind, t.step_key.clone());
-                    if kind == TaskKind::Step {
+                    if kind != TaskKind::Compensation {
                         self.step_started(&key);
                     }
                     if self.status == Status::Failed {
@@ -343,13 +537,13 @@ impl WorkflowView {
             }
             Event::WorkflowCompleted { output, .. } => {
                 self.output = Some(output.clone());
-                self.finish(Status::Completed);
+                self.finish(Status::Completed, &at);
             }
             Event::WorkflowFailed { error, .. } => {
                 self.error = Some(error.clone());
-                self.finish(Status::Failed);
+                self.finish(Status::Failed, &at);
             }
-            Event::WorkflowCompensated { .. } => self.finish(Status::Compensated),
+            Event::WorkflowCompensated { .. } => self.finish(Status::Compensated, &at),
             Event::WorkflowCancelled { reason, .. } => {
                 if let Some(reason) = reason {
                     self.error = Some(ErrorInfo {
@@ -358,7 +552,7 @@ impl WorkflowView {
                         retryable: false,
                     });
                 }
-                self.finish(Status::Cancelled);
+                self.finish(Status::Cancelled, &at);
             }
         }
     }
@@ -377,11 +571,16 @@ impl WorkflowView {
         self.current_steps.retain(|k| k != key);
     }
 
-    fn finish(&mut self, status: Status) {
+    fn finish(&mut self, status: Status, at: &str) {
         self.status = status;
         self.current_steps.clear();
         for t in &mut self.tasks {
             t.parked = false;
+            let open = matches!(t.status, TaskStatus::Scheduled | TaskStatus::Running);
+            if t.human.is_some() && open {
+                t.status = TaskStatus::Cancelled;
+                t.finished_at = Some(at.to_owned());
+            }
         }
     }
 
@@ -462,6 +661,7 @@ mod tests {
             timeout_ms: 1000,
             heartbeat_timeout_ms: None,
             schedule_to_start_timeout_ms: None,
+            http: None,
         }
     }
 
@@ -493,6 +693,7 @@ mod tests {
         assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(T0 + 42), "2023-11-14T22:13:20.042Z");
         assert_eq!(rfc3339(-5), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
     }
 
     #[test]
@@ -541,6 +742,7 @@ mod tests {
                 metrics: Some(TaskMetrics {
                     cpu_ms: Some(3.0),
                     peak_memory_bytes: None,
+                    ..Default::default()
                 }),
                 by: None,
             },
@@ -820,6 +1022,352 @@ mod tests {
         ]);
         assert_eq!(view.status, Status::Running);
         assert!(view.error.is_none());
+    }
+
+    fn human_created(n: u32, key: &str, timeout_ms: Option<u64>) -> Event {
+        Event::HumanTaskCreated {
+            task_id: task_id(n),
+            step_key: key.into(),
+            step_id: key.into(),
+            title: "Approve refund of 42".into(),
+            assign: Assignment {
+                assignee: None,
+                group: Some("finance".into()),
+            },
+            form: Some(json!({"type": "object", "required": ["approved"]})),
+            timeout_ms,
+            escalate_after_ms: Some(300),
+            escalate_to: Some(Assignment {
+                assignee: None,
+                group: Some("leads".into()),
+            }),
+        }
+    }
+
+    fn human_of(view: &WorkflowView, n: u32) -> (&TaskView, &HumanView) {
+        let t = view.task(&task_id(n)).expect("the task");
+        (t, t.human.as_ref().expect("a human task"))
+    }
+
+    #[test]
+    fn a_human_task_waits_in_its_inbox_scheduled() {
+        let view = given(vec![
+            started(),
+            step_started("approve"),
+            human_created(1, "approve", Some(86_400_000)),
+        ]);
+        let (t, h) = human_of(&view, 1);
+        assert_eq!((t.kind, t.task.as_str()), (TaskKind::Human, "human"));
+        assert_eq!((t.status, t.attempt), (TaskStatus::Scheduled, 1));
+        assert_eq!(t.scheduled_at, rfc3339(T0 + 3000));
+        assert_eq!(h.title, "Approve refund of 42");
+        assert_eq!(
+            (h.assignee.as_deref(), h.group.as_deref()),
+            (None, Some("finance"))
+        );
+        assert_eq!(h.form.as_ref().unwrap()["required"], json!(["approved"]));
+        assert_eq!(h.due_at, Some(rfc3339(T0 + 3000 + 86_400_000)));
+        assert!(!h.escalated && h.claimed_by.is_none() && h.completed_by.is_none());
+        assert_eq!(view.current_steps, ["approve"]);
+    }
+
+    #[test]
+    fn a_claim_runs_it_a_release_returns_it_and_a_completion_names_who() {
+        let mut view = given(vec![
+            started(),
+            step_started("approve"),
+            human_created(1, "approve", None),
+            Event::HumanTaskClaimed {
+                task_id: task_id(1),
+                by: "ann".into(),
+            },
+        ]);
+        let (t, h) = human_of(&view, 1);
+        assert_eq!(t.status, TaskStatus::Running);
+        assert_eq!(t.started_at, Some(rfc3339(T0 + 4000)));
+        assert_eq!(h.claimed_by.as_deref(), Some("ann"));
+        assert_eq!(h.due_at, None);
+
+        view.apply(&env(
+            5,
+            Event::HumanTaskReleased {
+                task_id: task_id(1),
+                by: "ann".into(),
+            },
+        ));
+        let (t, h) = human_of(&view, 1);
+        assert_eq!(
+            (t.status, t.started_at.as_ref()),
+            (TaskStatus::Scheduled, None)
+        );
+        assert_eq!(h.claimed_by, None);
+
+        view.apply(&env(
+            6,
+            Event::HumanTaskClaimed {
+                task_id: task_id(1),
+                by: "bob".into(),
+            },
+        ));
+        view.apply(&env(
+            7,
+            Event::TaskCompleted {
+                task_id: task_id(1),
+                attempt: 1,
+                output: json!({"approved": true}),
+                metrics: None,
+                by: Some("bob".into()),
+            },
+        ));
+        let (t, h) = human_of(&view, 1);
+        assert_eq!(t.status, TaskStatus::Completed);
+        assert_eq!(t.output, Some(json!({"approved": true})));
+        assert_eq!(t.finished_at, Some(rfc3339(T0 + 7000)));
+        assert_eq!(h.completed_by.as_deref(), Some("bob"));
+        assert_eq!(h.claimed_by.as_deref(), Some("bob"));
+        assert!(view.current_steps.is_empty());
+    }
+
+    #[test]
+    fn an_escalation_reassigns_unclaimed_and_marks_it_escalated() {
+        let view = given(vec![
+            started(),
+            human_created(1, "approve", None),
+            Event::HumanTaskClaimed {
+                task_id: task_id(1),
+                by: "ann".into(),
+            },
+            Event::HumanTaskReassigned {
+                task_id: task_id(1),
+                assign: Assignment {
+                    assignee: None,
+                    group: Some("leads".into()),
+                },
+                by: None,
+            },
+        ]);
+        let (t, h) = human_of(&view, 1);
+        assert_eq!(t.status, TaskStatus::Scheduled);
+        assert_eq!(
+            (h.group.as_deref(), h.claimed_by.as_ref()),
+            (Some("leads"), None)
+        );
+        assert!(h.escalated);
+
+        let mut view = view;
+        view.apply(&env(
+            5,
+            Event::HumanTaskReassigned {
+                task_id: task_id(1),
+                assign: Assignment {
+                    assignee: Some("carol".into()),
+                    group: None,
+                },
+                by: Some("lead".into()),
+            },
+        ));
+        let (_, h) = human_of(&view, 1);
+        assert_eq!(
+            (h.assignee.as_deref(), h.group.as_ref()),
+            (Some("carol"), None)
+        );
+        assert!(
+            h.escalated,
+            "a manual reassignment keeps the escalation mark"
+        );
+    }
+
+    #[test]
+    fn a_manual_reassignment_is_not_an_escalation() {
+        let view = given(vec![
+            started(),
+            human_created(1, "approve", None),
+            Event::HumanTaskReassigned {
+                task_id: task_id(1),
+                assign: Assignment {
+                    assignee: Some("carol".into()),
+                    group: None,
+                },
+                by: Some("lead".into()),
+            },
+        ]);
+        let (_, h) = human_of(&view, 1);
+        assert!(!h.escalated);
+        assert_eq!(h.assignee.as_deref(), Some("carol"));
+    }
+
+    #[test]
+    fn a_human_timeout_fails_the_task_and_ends_its_step() {
+        let view = given(vec![
+            started(),
+            step_started("approve"),
+            human_created(1, "approve", Some(1000)),
+            Event::TaskFailed {
+                task_id: task_id(1),
+                attempt: 1,
+                error: ErrorInfo::new("timeout.human", "nobody completed the task"),
+                retry_at_ms: None,
+                metrics: None,
+            },
+        ]);
+        let (t, _) = human_of(&view, 1);
+        assert_eq!(t.status, TaskStatus::Failed);
+        assert_eq!(t.error.as_ref().unwrap().kind, "timeout.human");
+        assert!(view.current_steps.is_empty());
+    }
+
+    #[test]
+    fn a_parked_human_task_retried_goes_back_to_its_inbox_unclaimed() {
+        let view = given(vec![
+            started(),
+            step_started("approve"),
+            human_created(1, "approve", Some(1000)),
+            Event::HumanTaskClaimed {
+                task_id: task_id(1),
+                by: "ann".into(),
+            },
+            Event::TaskFailed {
+                task_id: task_id(1),
+                attempt: 1,
+                error: ErrorInfo::new("timeout.human", ""),
+                retry_at_ms: None,
+                metrics: None,
+            },
+            Event::TaskParked {
+                task_id: task_id(1),
+                error: ErrorInfo::new("timeout.human", ""),
+            },
+        ]);
+        assert_eq!(view.status, Status::Parked);
+        assert_eq!(view.current_steps, ["approve"]);
+        let mut view = view;
+        view.apply(&env(
+            7,
+            Event::TaskRetried {
+                task_id: task_id(1),
+            },
+        ));
+        let mut again = scheduled(1, "approve", TaskKind::Human, 2);
+        if let Event::TaskScheduled { task, queue, .. } = &mut again {
+            *task = "human".into();
+            *queue = String::new();
+        }
+        view.apply(&env(8, again));
+        let (t, h) = human_of(&view, 1);
+        assert_eq!((t.status, t.attempt), (TaskStatus::Scheduled, 2));
+        assert_eq!(h.claimed_by, None);
+        assert_eq!(h.title, "Approve refund of 42");
+        assert_eq!(view.status, Status::Running);
+    }
+
+    #[test]
+    fn the_end_of_a_run_cancels_its_open_human_tasks_only() {
+        let view = given(vec![
+            started(),
+            human_created(1, "a", None),
+            human_created(2, "b", None),
+            Event::TaskCompleted {
+                task_id: task_id(2),
+                attempt: 1,
+                output: json!(true),
+                metrics: None,
+                by: Some("ann".into()),
+            },
+            scheduled(3, "c", TaskKind::Step, 1),
+            Event::WorkflowFailed {
+                error: ErrorInfo::new("boom", ""),
+                parent: None,
+            },
+        ]);
+        let status = |n| view.task(&task_id(n)).unwrap().status;
+        assert_eq!(status(1), TaskStatus::Cancelled);
+        assert_eq!(
+            view.task(&task_id(1)).unwrap().finished_at,
+            Some(rfc3339(T0 + 6000))
+        );
+        assert_eq!(status(2), TaskStatus::Completed);
+        assert_eq!(
+            status(3),
+            TaskStatus::Scheduled,
+            "worker tasks are left as they were"
+        );
+    }
+
+    #[test]
+    fn sla_warnings_and_breaches_are_listed_in_order() {
+        let view = given(vec![
+            started(),
+            step_started("a"),
+            Event::SlaWarned {
+                step_key: Some("a".into()),
+                sla_ms: 300,
+            },
+            Event::SlaWarned {
+                step_key: None,
+                sla_ms: 500,
+            },
+            Event::SlaBreached {
+                step_key: Some("a".into()),
+                sla_ms: 300,
+            },
+            Event::SlaBreached {
+                step_key: None,
+                sla_ms: 500,
+            },
+        ]);
+        let got: Vec<_> = view
+            .sla
+            .iter()
+            .map(|a| (a.step_key.as_deref(), a.sla_ms, a.kind, a.at.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (Some("a"), 300, SlaKind::Warning, rfc3339(T0 + 3000)),
+                (None, 500, SlaKind::Warning, rfc3339(T0 + 4000)),
+                (Some("a"), 300, SlaKind::Breach, rfc3339(T0 + 5000)),
+                (None, 500, SlaKind::Breach, rfc3339(T0 + 6000)),
+            ]
+        );
+        assert_eq!(view.status, Status::Running, "an SLA only reports");
+        let json = serde_json::to_value(&view.sla[2]).unwrap();
+        assert_eq!(
+            json,
+            json!({"step_key": "a", "sla_ms": 300, "kind": "breach", "at": rfc3339(T0 + 5000)})
+        );
+    }
+
+    #[test]
+    fn a_signal_changes_no_view_field() {
+        let before = given(vec![started(), step_started("wait-approval")]);
+        let mut after = before.clone();
+        after.apply(&env(
+            3,
+            Event::SignalReceived {
+                name: "approval".into(),
+                payload: json!({"ok": true}),
+            },
+        ));
+        assert_eq!(after.last_seq, 3);
+        assert_eq!(
+            WorkflowView {
+                last_seq: 2,
+                updated_at: before.updated_at.clone(),
+                ..after
+            },
+            before
+        );
+    }
+
+    #[test]
+    fn views_stored_before_human_tasks_and_slas_still_read() {
+        let mut old =
+            serde_json::to_value(given(vec![started(), scheduled(1, "a", TaskKind::Step, 1)]))
+                .unwrap();
+        old.as_object_mut().unwrap().remove("sla");
+        let view: WorkflowView = serde_json::from_value(old).unwrap();
+        assert!(view.sla.is_empty());
+        assert!(view.tasks[0].human.is_none());
     }
 
     #[test]

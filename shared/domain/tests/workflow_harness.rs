@@ -270,6 +270,7 @@ impl Run {
             attempt: t.attempt,
             error,
             metrics: None,
+            retry_after_ms: None,
         };
         self.ok(command)
     }

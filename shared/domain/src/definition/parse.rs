@@ -88,7 +88,15 @@ fn step_fields(kind: &str) -> Vec<&str> {
     }
     if kind == "http" {
         return vec![
-            "id", "when", "on_failure", "sla", "http", "retry", "timeout", "compensate", "fallback",
+            "id",
+            "when",
+            "on_failure",
+            "sla",
+            "http",
+            "retry",
+            "timeout",
+            "compensate",
+            "fallback",
         ];
     }
     let mut fields = vec!["id", "when", "on_failure", "sla", kind];
@@ -458,11 +466,17 @@ impl<'d> Builder<'d> {
             if self.fallbacks.iter().any(|f| f == id) {
                 return Ok(id.to_string());
             }
-            Err(error(p, if self.fallbacks.is_empty() {
-                format!("unknown fallback `{id}`: the definition has no `fallbacks`")
-            } else {
-                format!("unknown fallback `{id}`; defined in `fallbacks`: {}", self.fallbacks.join(", "))
-            }))
+            Err(error(
+                p,
+                if self.fallbacks.is_empty() {
+                    format!("unknown fallback `{id}`: the definition has no `fallbacks`")
+                } else {
+                    format!(
+                        "unknown fallback `{id}`; defined in `fallbacks`: {}",
+                        self.fallbacks.join(", ")
+                    )
+                },
+            ))
         })?;
         Ok(spec)
     }
@@ -665,16 +679,29 @@ fn collect_ids(steps: &[Step], path: &str, ids: &mut HashMap<String, String>) {
 /// `sla: 10m` or `sla: {duration: 10m, warn_at: 80%}` (`warn_at` also takes 0.8).
 fn sla(v: &Value, path: &str) -> Result<Sla> {
     if v.is_string() {
-        return Ok(Sla { duration: read::duration(v, path)?, warn_at: None });
+        return Ok(Sla {
+            duration: read::duration(v, path)?,
+            warn_at: None,
+        });
     }
-    let o = Obj::new(v, path, "a duration or an sla object", &["duration", "warn_at"])?;
+    let o = Obj::new(
+        v,
+        path,
+        "a duration or an sla object",
+        &["duration", "warn_at"],
+    )?;
     let warn_at = o.opt("warn_at", |v, p| {
         let fraction = match v {
             Value::String(s) => s
                 .strip_suffix('%')
                 .and_then(|n| n.trim().parse::<f64>().ok())
                 .map(|n| n / 100.0)
-                .ok_or_else(|| error(p, format!("expected a percentage such as \"80%\", found {s:?}")))?,
+                .ok_or_else(|| {
+                    error(
+                        p,
+                        format!("expected a percentage such as \"80%\", found {s:?}"),
+                    )
+                })?,
             other => read::number(other, p)?,
         };
         if !(fraction > 0.0 && fraction < 1.0) {
@@ -682,13 +709,18 @@ fn sla(v: &Value, path: &str) -> Result<Sla> {
         }
         Ok(fraction)
     })?;
-    Ok(Sla { duration: o.req("duration", read::duration)?, warn_at })
+    Ok(Sla {
+        duration: o.req("duration", read::duration)?,
+        warn_at,
+    })
 }
 
 fn signal(v: &Value, path: &str) -> Result<StepKind> {
     let o = Obj::new(v, path, "a signal object", &["name", "timeout"])?;
     Ok(StepKind::Signal {
-        name: o.req("name", |v, p| read::name(v, p, "signal name"))?.to_string(),
+        name: o
+            .req("name", |v, p| read::name(v, p, "signal name"))?
+            .to_string(),
         timeout: o.opt("timeout", read::duration)?,
     })
 }
@@ -697,7 +729,10 @@ fn assignment(o: &Obj<'_>, required: bool) -> Result<Assignment> {
     let who = |key: &str| -> Result<Option<String>> {
         Ok(o.opt(key, read::non_empty_string)?.map(str::to_string))
     };
-    let a = Assignment { assignee: who("assignee")?, group: who("group")? };
+    let a = Assignment {
+        assignee: who("assignee")?,
+        group: who("group")?,
+    };
     if required && a.assignee.is_none() && a.group.is_none() {
         return Err(error(&o.path, "needs an `assignee` or a `group`"));
     }
@@ -719,7 +754,10 @@ fn human(v: &Value, path: &str) -> Result<StepKind> {
         let e = Obj::new(v, p, "an escalation object", &["after", "to"])?;
         let after = e.req("after", read::duration)?;
         let to = e.req("to", |v, p| {
-            assignment(&Obj::new(v, p, "an assignment object", &["assignee", "group"])?, true)
+            assignment(
+                &Obj::new(v, p, "an assignment object", &["assignee", "group"])?,
+                true,
+            )
         })?;
         Ok((after, to))
     })?;
@@ -739,7 +777,9 @@ fn http(v: &Value, path: &str) -> Result<super::HttpSpec> {
         v,
         path,
         "an http object",
-        &["method", "url", "headers", "body", "success", "timeout", "breaker"],
+        &[
+            "method", "url", "headers", "body", "success", "timeout", "breaker",
+        ],
     )?;
     let template = |v: &Value, p: &str| {
         crate::expr::Template::parse(read::string(v, p)?).map_err(|e| error(p, e.to_string()))
@@ -750,7 +790,10 @@ fn http(v: &Value, path: &str) -> Result<super::HttpSpec> {
             if HTTP_METHODS.contains(&m.as_str()) {
                 Ok(m)
             } else {
-                Err(error(p, format!("unknown method `{m}`; allowed: {}", HTTP_METHODS.join(", "))))
+                Err(error(
+                    p,
+                    format!("unknown method `{m}`; allowed: {}", HTTP_METHODS.join(", ")),
+                ))
             }
         })?
         .unwrap_or_else(|| "GET".to_string());
@@ -764,7 +807,9 @@ fn http(v: &Value, path: &str) -> Result<super::HttpSpec> {
     })?;
     let headers = o
         .opt("headers", |v, p| {
-            let map = v.as_object().ok_or_else(|| read::expected(p, "an object of headers", v))?;
+            let map = v
+                .as_object()
+                .ok_or_else(|| read::expected(p, "an object of headers", v))?;
             map.iter()
                 .map(|(k, v)| Ok((k.clone(), template(v, &field(p, k))?)))
                 .collect::<Result<Vec<_>>>()
@@ -790,14 +835,24 @@ fn http(v: &Value, path: &str) -> Result<super::HttpSpec> {
             v,
             p,
             "a breaker object",
-            &["consecutive_failures", "failure_ratio", "min_calls", "window", "cooldown"],
+            &[
+                "consecutive_failures",
+                "failure_ratio",
+                "min_calls",
+                "window",
+                "cooldown",
+            ],
         )?;
         let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
         Ok(super::BreakerSpec {
             consecutive_failures: b.opt("consecutive_failures", |v, p| read::uint(v, p, 1))?,
             failure_ratio: b.opt("failure_ratio", |v, p| {
                 let r = read::number(v, p)?;
-                if r > 0.0 && r <= 1.0 { Ok(r) } else { Err(error(p, "failure_ratio is in (0, 1]")) }
+                if r > 0.0 && r <= 1.0 {
+                    Ok(r)
+                } else {
+                    Err(error(p, "failure_ratio is in (0, 1]"))
+                }
             })?,
             min_calls: b.opt("min_calls", |v, p| read::uint(v, p, 1))?,
             window_ms: b.opt("window", read::duration)?.map(ms),

@@ -262,7 +262,9 @@ impl Tx<'_> {
         self.not_terminal()?;
         let t = self.task(id)?;
         let Some(h) = &t.human else {
-            return Err(Rejection::NotFound(format!("task {id} is not a human task")));
+            return Err(Rejection::NotFound(format!(
+                "task {id} is not a human task"
+            )));
         };
         if !t.is_active() {
             return Err(conflict(format!("task {id} is {}", status_name(t.status))));
@@ -323,7 +325,10 @@ impl Tx<'_> {
                     None => {}
                 }
                 let by = user.clone();
-                self.emit(vec![Event::HumanTaskClaimed { task_id: task_id.clone(), by }]);
+                self.emit(vec![Event::HumanTaskClaimed {
+                    task_id: task_id.clone(),
+                    by,
+                }]);
             }
             Command::ReleaseHumanTask { task_id, user } => {
                 let h = self.human(task_id)?;
@@ -334,9 +339,16 @@ impl Tx<'_> {
                     }));
                 }
                 let by = user.clone();
-                self.emit(vec![Event::HumanTaskReleased { task_id: task_id.clone(), by }]);
+                self.emit(vec![Event::HumanTaskReleased {
+                    task_id: task_id.clone(),
+                    by,
+                }]);
             }
-            Command::ReassignHumanTask { task_id, assign, user } => {
+            Command::ReassignHumanTask {
+                task_id,
+                assign,
+                user,
+            } => {
                 self.human(task_id)?;
                 if assign.assignee.is_none() && assign.group.is_none() {
                     return Err(Rejection::Invalid(
@@ -349,7 +361,11 @@ impl Tx<'_> {
                     by: Some(user.clone()),
                 }]);
             }
-            Command::CompleteHumanTask { task_id, output, user } => {
+            Command::CompleteHumanTask {
+                task_id,
+                output,
+                user,
+            } => {
                 let h = self.human(task_id)?;
                 if let Some(owner) = h.claimed_by.as_ref().filter(|o| *o != user) {
                     return Err(conflict(format!("task {task_id} is claimed by {owner}")));
@@ -400,7 +416,9 @@ impl Tx<'_> {
                 };
                 match fallback {
                     Some(fallback) => self.emit(vec![
-                        Event::TaskCancelled { task_id: task_id.clone() },
+                        Event::TaskCancelled {
+                            task_id: task_id.clone(),
+                        },
                         Event::FallbackTaken { step_key, fallback },
                     ]),
                     None => self.emit(vec![Event::TaskDeferred {
@@ -612,7 +630,10 @@ impl Tx<'_> {
                 _ => RetryPolicy::default(),
             },
             // A person's task is not retried: it fails by timing out.
-            TaskKind::Human => RetryPolicy { max_attempts: 1, ..RetryPolicy::default() },
+            TaskKind::Human => RetryPolicy {
+                max_attempts: 1,
+                ..RetryPolicy::default()
+            },
             TaskKind::Compensation => step
                 .and_then(super::state::compensation_of)
                 .and_then(|name| wf.definition.compensations.get(name))
@@ -636,7 +657,9 @@ impl Tx<'_> {
                 .max_attempts
                 .saturating_sub(t.max_attempts - attempt)
                 .max(1);
-            let retry_after = self.retry_after_ms.map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
+            let retry_after = self
+                .retry_after_ms
+                .map_or(0, |ms| i64::try_from(ms).unwrap_or(i64::MAX));
             let delay = backoff(&policy, local, task_id).max(retry_after);
             self.emit(vec![Event::TaskFailed {
                 task_id: task_id.clone(),
@@ -764,7 +787,12 @@ impl Tx<'_> {
                 }
                 let events = match wf.find_step(&s.step_id) {
                     // A `signal` step whose signal did not come in time has failed.
-                    Some(step @ crate::definition::Step { kind: StepKind::Signal { name, .. }, .. }) => {
+                    Some(
+                        step @ crate::definition::Step {
+                            kind: StepKind::Signal { name, .. },
+                            ..
+                        },
+                    ) => {
                         let error = ErrorInfo {
                             kind: "timeout.signal".into(),
                             message: format!("signal {name:?} did not arrive in time"),
@@ -783,9 +811,13 @@ impl Tx<'_> {
                 self.advance();
             }
             Timer::Escalate { task_id } => {
-                let Some(t) = wf.tasks.get(task_id) else { return };
+                let Some(t) = wf.tasks.get(task_id) else {
+                    return;
+                };
                 let Some(h) = &t.human else { return };
-                let due = h.escalate_after_ms.map(|ms| super::state::deadline(h.created_ms, ms));
+                let due = h
+                    .escalate_after_ms
+                    .map(|ms| super::state::deadline(h.created_ms, ms));
                 if !t.is_active() || h.escalated || due.is_none_or(|at| at > now) {
                     return;
                 }
@@ -797,9 +829,13 @@ impl Tx<'_> {
                 }]);
             }
             Timer::HumanTimeout { task_id } => {
-                let Some(t) = wf.tasks.get(task_id) else { return };
+                let Some(t) = wf.tasks.get(task_id) else {
+                    return;
+                };
                 let Some(h) = &t.human else { return };
-                let due = h.timeout_ms.map(|ms| super::state::deadline(h.created_ms, ms));
+                let due = h
+                    .timeout_ms
+                    .map(|ms| super::state::deadline(h.created_ms, ms));
                 if !t.is_active() || due.is_none_or(|at| at > now) {
                     return;
                 }
@@ -826,7 +862,11 @@ impl Tx<'_> {
                     },
                 };
                 let Some(sla) = sla else { return };
-                let after = if *breach { Some(sla.duration) } else { sla.warn_after() };
+                let after = if *breach {
+                    Some(sla.duration)
+                } else {
+                    sla.warn_after()
+                };
                 let Some(after) = after else { return };
                 let ms = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
                 if super::state::deadline(start, ms(after)) > now {

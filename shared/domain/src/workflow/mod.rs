@@ -78,9 +78,13 @@ pub enum Timer {
         step_key: String,
     },
     /// A human task's escalation.
-    Escalate { task_id: TaskId },
+    Escalate {
+        task_id: TaskId,
+    },
     /// A human task's deadline.
-    HumanTimeout { task_id: TaskId },
+    HumanTimeout {
+        task_id: TaskId,
+    },
     /// An SLA warning (`breach: false`) or breach of the run (`step_key: None`) or a step.
     Sla {
         step_key: Option<String>,

@@ -95,7 +95,10 @@ impl<'a> Planner<'a> {
             headers.insert(name.clone(), render(value)?);
         }
         let body = match &h.body {
-            Some(b) => Some(b.eval(&ctx).map_err(|e| format!("body `{}`: {e}", b.source()))?),
+            Some(b) => Some(
+                b.eval(&ctx)
+                    .map_err(|e| format!("body `{}`: {e}", b.source()))?,
+            ),
             None => None,
         };
         Ok(crate::event::HttpRequest {
@@ -259,7 +262,9 @@ impl<'a> Planner<'a> {
                 let ctx = context::build(self.wf, scope);
                 let title = match spec.title.render(&ctx) {
                     Ok(t) => t,
-                    Err(e) => return fail(self, "title", format!("`{}`: {e}", spec.title.source())),
+                    Err(e) => {
+                        return fail(self, "title", format!("`{}`: {e}", spec.title.source()));
+                    }
                 };
                 let task_id = self.new_task_id();
                 self.out.push(Event::HumanTaskCreated {
@@ -381,9 +386,10 @@ impl<'a> Planner<'a> {
             }
             StepKind::Signal { name, .. } => {
                 // Signals are taken in arrival order, one per `signal` step.
-                let taken = self.signals_taken.entry(name.clone()).or_insert_with(|| {
-                    self.wf.signals_consumed.get(name).copied().unwrap_or(0)
-                });
+                let taken = self
+                    .signals_taken
+                    .entry(name.clone())
+                    .or_insert_with(|| self.wf.signals_consumed.get(name).copied().unwrap_or(0));
                 if let Some(payload) = self.wf.signals.get(name).and_then(|s| s.get(*taken)) {
                     *taken += 1;
                     self.out.push(done(payload.clone()));
@@ -391,7 +397,12 @@ impl<'a> Planner<'a> {
             }
             StepKind::Task(_) if st.fallback.is_some() => {
                 let fallback = st.fallback.as_deref().unwrap_or_default();
-                let Some(fb) = self.wf.definition.fallbacks.iter().find(|f| f.id == fallback)
+                let Some(fb) = self
+                    .wf
+                    .definition
+                    .fallbacks
+                    .iter()
+                    .find(|f| f.id == fallback)
                 else {
                     return;
                 };
@@ -453,7 +464,7 @@ impl<'a> Planner<'a> {
             .values()
             .filter(|t| {
                 (t.is_active() || t.parked)
-                    && (t.kind == TaskKind::Step && under(&t.step_key) || root.is_none())
+                    && (t.kind != TaskKind::Compensation && under(&t.step_key) || root.is_none())
             })
             .map(|t| &t.id)
             .collect();

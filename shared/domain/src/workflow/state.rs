@@ -267,7 +267,12 @@ impl Workflow {
                 if t.is_active() {
                     if let (Some(after), false) = (h.escalate_after_ms, h.escalated) {
                         let at = deadline(h.created_ms, after);
-                        out.push((at, Timer::Escalate { task_id: id.clone() }));
+                        out.push((
+                            at,
+                            Timer::Escalate {
+                                task_id: id.clone(),
+                            },
+                        ));
                     }
                     if let Some(timeout) = h.timeout_ms {
                         let at = deadline(h.created_ms, timeout);
@@ -348,11 +353,17 @@ impl Workflow {
             if let Some(warn) = sla.warn_after()
                 && !self.sla_fired.contains(&(key.clone(), false))
             {
-                let timer = Timer::Sla { step_key: key.clone(), breach: false };
+                let timer = Timer::Sla {
+                    step_key: key.clone(),
+                    breach: false,
+                };
                 out.push((deadline(start, millis(warn)), timer));
             }
             if !self.sla_fired.contains(&(key.clone(), true)) {
-                let timer = Timer::Sla { step_key: key, breach: true };
+                let timer = Timer::Sla {
+                    step_key: key,
+                    breach: true,
+                };
                 out.push((deadline(start, millis(sla.duration)), timer));
             }
         };
@@ -453,7 +464,10 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
             }
         }
         Event::SignalReceived { name, payload } => {
-            wf.signals.entry(name.clone()).or_default().push(payload.clone());
+            wf.signals
+                .entry(name.clone())
+                .or_default()
+                .push(payload.clone());
         }
         Event::HumanTaskCreated {
             task_id,
@@ -526,7 +540,11 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                 }
             }
         }
-        Event::HumanTaskReassigned { task_id, assign, by } => {
+        Event::HumanTaskReassigned {
+            task_id,
+            assign,
+            by,
+        } => {
             if let Some(t) = wf.tasks.get_mut(task_id) {
                 t.status = TaskStatus::Scheduled;
                 if let Some(h) = &mut t.human {
@@ -689,7 +707,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                 t.status = TaskStatus::Cancelled;
                 t.retry_at_ms = None;
                 t.parked = false;
-                if t.kind == TaskKind::Step {
+                if t.kind != TaskKind::Compensation {
                     step = Some(t.step_key.clone());
                 }
             }
@@ -772,7 +790,7 @@ fn finish_task(wf: &mut Workflow, id: &TaskId, status: TaskStatus, output: Value
     t.output = output.clone();
     t.parked = false;
     t.retry_at_ms = None;
-    if t.kind != TaskKind::Step {
+    if t.kind == TaskKind::Compensation {
         return;
     }
     let key = t.step_key.clone();

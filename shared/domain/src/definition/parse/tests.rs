@@ -234,7 +234,7 @@ fn task_fields_on_other_step_kinds_are_unknown() {
         "steps[0].queue",
         &[
             "unknown field `queue`",
-            "allowed: id, when, on_failure, wait",
+            "allowed: id, when, on_failure, sla, wait",
         ],
     );
     assert_rejected(
@@ -283,9 +283,9 @@ fn unknown_fields_in_kind_objects() {
 #[test]
 fn unknown_step_kind() {
     assert_rejected(
-        with_step(json!({"id": "h", "http": {"url": "x"}})),
-        "steps[0].http",
-        &["unknown step kind `http`", "task, switch, parallel"],
+        with_step(json!({"id": "h", "grpc": {"url": "x"}})),
+        "steps[0].grpc",
+        &["unknown step kind `grpc`", "task, switch, parallel"],
     );
 }
 
