@@ -106,7 +106,7 @@ pub enum StepKind {
         name: String,
         timeout: Option<Duration>,
     },
-    Human(HumanSpec),
+    Human(Box<HumanSpec>),
     Workflow {
         name: String,
         version: Option<u32>,
@@ -131,7 +131,7 @@ pub struct TaskSpec {
     /// Name in `Definition::compensations`.
     pub compensate: Option<String>,
     /// Set for `http` steps: the saga processor makes the call instead of a worker.
-    pub http: Option<HttpSpec>,
+    pub http: Option<Box<HttpSpec>>,
     /// Step id in `fallbacks` to run instead while the target's circuit breaker is open.
     pub fallback: Option<String>,
 }

@@ -460,7 +460,7 @@ impl<'d> Builder<'d> {
 
     fn http_task(&self, o: &Obj<'_>, path: &str, scope: Scope) -> Result<TaskSpec> {
         let mut spec = self.task_common(o, "http", scope)?;
-        spec.http = Some(http(&o.map["http"], path)?);
+        spec.http = Some(Box::new(http(&o.map["http"], path)?));
         spec.fallback = o.opt("fallback", |v, p| {
             let id = read::string(v, p)?;
             if self.fallbacks.iter().any(|f| f == id) {
@@ -761,13 +761,13 @@ fn human(v: &Value, path: &str) -> Result<StepKind> {
         })?;
         Ok((after, to))
     })?;
-    Ok(StepKind::Human(HumanSpec {
+    Ok(StepKind::Human(Box::new(HumanSpec {
         title,
         assign: assignment(&o, true)?,
         form,
         timeout: o.opt("timeout", read::duration)?,
         escalate,
-    }))
+    })))
 }
 
 const HTTP_METHODS: &[&str] = &["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
