@@ -236,7 +236,11 @@ impl Driver {
             }
             // The server holds the request until the run finishes (or the wait ends), so the
             // latency is observed when it happens, without polling traffic.
-            match self.client.wait_workflow(&started.workflow_id, Duration::from_secs(10)).await {
+            match self
+                .client
+                .wait_workflow(&started.workflow_id, Duration::from_secs(10))
+                .await
+            {
                 Ok(w) => status = Some(w.status),
                 Err(e) if e.is_retryable() || e.status() == Some(404) => {
                     // Not visible yet (or a transient error): look again shortly.

@@ -154,32 +154,32 @@ pub struct Metrics {
     pub cpu_ms: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
+    /// HTTP tasks: time to the response.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<f64>,
+    /// HTTP tasks: size of the response body.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_bytes: Option<u64>,
 }
 
 impl From<TaskMetrics> for Metrics {
-    fn from(
-        TaskMetrics {
-            cpu_ms,
-            peak_memory_bytes,
-        }: TaskMetrics,
-    ) -> Self {
+    fn from(m: TaskMetrics) -> Self {
         Self {
-            cpu_ms,
-            peak_memory_bytes,
+            cpu_ms: m.cpu_ms,
+            peak_memory_bytes: m.peak_memory_bytes,
+            latency_ms: m.latency_ms,
+            response_bytes: m.response_bytes,
         }
     }
 }
 
 impl From<Metrics> for TaskMetrics {
-    fn from(
-        Metrics {
-            cpu_ms,
-            peak_memory_bytes,
-        }: Metrics,
-    ) -> Self {
+    fn from(m: Metrics) -> Self {
         Self {
-            cpu_ms,
-            peak_memory_bytes,
+            cpu_ms: m.cpu_ms,
+            peak_memory_bytes: m.peak_memory_bytes,
+            latency_ms: m.latency_ms,
+            response_bytes: m.response_bytes,
         }
     }
 }
@@ -208,6 +208,11 @@ pub struct Task {
     pub scheduled_at: String,
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
+    /// For human tasks: `title`, `assignee`, `group`, `claimed_by`, `form`, `escalated`,
+    /// `completed_by`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub human: Option<serde_json::Value>,
 }
 
 impl From<TaskView> for Task {
@@ -231,6 +236,7 @@ impl From<TaskView> for Task {
             scheduled_at,
             started_at,
             finished_at,
+            human,
         } = view;
         Self {
             task_id: task_id.0,
@@ -251,6 +257,7 @@ impl From<TaskView> for Task {
             scheduled_at,
             started_at,
             finished_at,
+            human: human.map(|h| serde_json::to_value(h).unwrap_or_default()),
         }
     }
 }
@@ -275,6 +282,9 @@ pub struct Workflow {
     pub last_seq: u64,
     /// The run that started this one as a child step, if any.
     pub parent_workflow_id: Option<String>,
+    /// SLA warnings and breaches of the run and its steps.
+    #[schema(value_type = Vec<Object>)]
+    pub sla: Vec<serde_json::Value>,
 }
 
 impl From<WorkflowView> for Workflow {
@@ -293,6 +303,7 @@ impl From<WorkflowView> for Workflow {
             tasks,
             last_seq,
             parent_workflow_id,
+            sla,
         } = view;
         Self {
             workflow_id: workflow_id.to_string(),
@@ -308,6 +319,10 @@ impl From<WorkflowView> for Workflow {
             tasks: tasks.into_iter().map(Into::into).collect(),
             last_seq,
             parent_workflow_id: parent_workflow_id.map(|id| id.to_string()),
+            sla: sla
+                .into_iter()
+                .map(|a| serde_json::to_value(a).unwrap_or_default())
+                .collect(),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! Entry points: [`router`] (builds the axum router and starts the background reply reader),
 //! [`ApiConfig`], [`ApiError`].
 
+pub mod breakers;
 pub mod bus;
 pub mod dispatch;
 pub mod dto;
@@ -110,6 +111,9 @@ pub async fn router(
         metrics.clone(),
     )
     .await?;
+    let breakers =
+        breakers::BreakerBoard::start(log.clone(), format!("{}.breakers", config.topic_prefix))
+            .await?;
     let dispatchers =
         dispatch::Dispatchers::new(log, topics, config.partitions.tasks, config.poll_prefetch);
     let state = routes::AppState {
@@ -119,6 +123,7 @@ pub async fn router(
         metrics,
         registry,
         read_your_writes: Duration::from_millis(config.read_your_writes_ms),
+        breakers,
     };
     Ok(routes::router(state, config.max_body_bytes))
 }

@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 
-use crate::routes::{definitions, ops, tasks, worker, workflows};
+use crate::routes::{breakers, definitions, ops, tasks, worker, workflows};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -34,6 +34,7 @@ use utoipa::OpenApi;
         ops::healthz,
         ops::readyz,
         ops::metrics,
+        breakers::list_breakers,
     ),
     components(schemas(crate::problem::Problem)),
     tags(

@@ -4,6 +4,8 @@
 use distorch_api::ApiConfig;
 use distorch_engine::EngineConfig;
 use distorch_projector::ProjectorConfig;
+use distorch_saga::AlertsConfig;
+use distorch_saga::HttpConfig;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
@@ -17,6 +19,9 @@ pub struct Config {
     pub api: ApiConfig,
     pub engine: EngineConfig,
     pub projector: ProjectorConfig,
+    pub alerts: AlertsConfig,
+    /// The executor of `http` steps and its circuit breakers.
+    pub http: HttpConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -8,7 +8,8 @@ use distorch_engine::{Engine, Metrics};
 use distorch_eventlog::EventLog;
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_projector::Projector;
-use distorch_saga::{Saga, SagaConfig};
+use distorch_saga::{AlertMetrics, Alerter, Saga, SagaConfig};
+use distorch_saga::{HttpExecutor, HttpMetrics};
 use distorch_store::ReadStore;
 use distorch_store::sqlite::SqliteStore;
 use std::future::Future;
@@ -54,6 +55,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         .stats()
         .register(&mut registry.write().unwrap_or_else(|p| p.into_inner()));
     let saga = Saga::new(log.clone(), topics.clone(), SagaConfig::default());
+    let alerter = {
+        let mut reg = registry.write().unwrap_or_else(|p| p.into_inner());
+        let metrics = AlertMetrics::new(&mut reg);
+        Alerter::new(log.clone(), topics.clone(), cfg.alerts.clone(), metrics)?
+    };
+    let http_executor = {
+        let mut reg = registry.write().unwrap_or_else(|p| p.into_inner());
+        let metrics = HttpMetrics::new(&mut reg);
+        HttpExecutor::new(log.clone(), topics.clone(), cfg.http.clone(), metrics)?
+    };
     let app = distorch_api::router(log.clone(), store, cfg.api.clone(), registry).await?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -67,6 +78,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         engine.run(stopped(stop_rx.clone())),
     );
     spawn(&mut services, "saga", saga.run(stopped(stop_rx.clone())));
+    spawn(
+        &mut services,
+        "alerter",
+        alerter.run(stopped(stop_rx.clone())),
+    );
+    spawn(
+        &mut services,
+        "http-executor",
+        http_executor.run(stopped(stop_rx.clone())),
+    );
     spawn(
         &mut services,
         "projector",

@@ -6,7 +6,16 @@
 //! when a child ends (terminal event with a parent -> `ChildFinished`), and cancels children
 //! a parent no longer waits for. It depends only on the [`EventLog`] port.
 //!
-//! Entry points: [`Saga::run`], [`react`].
+//! The [`alerts::Alerter`] posts SLA warnings and breaches to webhooks, in its own consumer
+//! group so slow receivers never delay the saga.
+//!
+//! Entry points: [`Saga::run`], [`react`], [`Alerter::run`].
+
+pub mod alerts;
+pub mod http;
+
+pub use alerts::{AlertMetrics, Alerter, AlertsConfig};
+pub use http::{HttpConfig, HttpExecutor, HttpMetrics};
 
 use distorch_domain::CommandId;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, ParentRef};
@@ -22,6 +31,8 @@ use std::time::Duration;
 pub enum SagaError {
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    #[error("invalid configuration: {0}")]
+    Config(String),
 }
 
 #[derive(Debug, Clone)]

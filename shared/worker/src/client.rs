@@ -242,7 +242,11 @@ impl Client {
 
     /// Like [`Client::get_workflow`], but when the run has not finished the server waits up
     /// to `wait` (at most 60 s) for it to finish before answering.
-    pub async fn wait_workflow(&self, workflow_id: &str, wait: Duration) -> Result<Workflow, Error> {
+    pub async fn wait_workflow(
+        &self,
+        workflow_id: &str,
+        wait: Duration,
+    ) -> Result<Workflow, Error> {
         let url = format!(
             "{}/api/v1/workflows/{}?wait_ms={}",
             self.base,
@@ -250,7 +254,8 @@ impl Client {
             wait.as_millis()
         );
         let req = self.http.get(&url);
-        self.send_json("GET", url, req, REQUEST_TIMEOUT + wait).await
+        self.send_json("GET", url, req, REQUEST_TIMEOUT + wait)
+            .await
     }
 
     /// Long-polls `queue` for up to `max_tasks` attempts, waiting at most `wait` for the first

@@ -2,12 +2,14 @@
 //! shape), publish one command, and translate the engine's outcome; everything the engine
 //! knows better (definitions, schemas, state transitions) is left to its rejection.
 
+pub(crate) mod breakers;
 pub(crate) mod definitions;
 pub(crate) mod ops;
 pub(crate) mod tasks;
 pub(crate) mod worker;
 pub(crate) mod workflows;
 
+pub(crate) use breakers::*;
 pub(crate) use definitions::*;
 pub(crate) use ops::*;
 pub(crate) use tasks::*;
@@ -41,6 +43,7 @@ pub(crate) struct AppState {
     pub metrics: ApiMetrics,
     pub registry: SharedRegistry,
     pub read_your_writes: Duration,
+    pub breakers: crate::breakers::BreakerBoard,
 }
 
 impl AppState {
@@ -90,6 +93,7 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/tasks/{task_id}/heartbeat", post(heartbeat))
         .route("/api/v1/queues/{queue}/poll", post(poll))
         .route("/api/v1/dlq", get(dead_letters))
+        .route("/api/v1/breakers", get(list_breakers))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -106,7 +106,6 @@ pub(crate) async fn complete_task(
         attempt: req.attempt,
         output: req.output,
         metrics: req.metrics.map(Into::into),
-        retry_after_ms: None,
     };
     accepted(state.bus.send(command).await?)?;
     Ok(Json(Empty {}))
@@ -141,6 +140,7 @@ pub(crate) async fn fail_task(
         attempt: req.attempt,
         error: req.error.into(),
         metrics: req.metrics.map(Into::into),
+        retry_after_ms: None,
     };
     accepted(state.bus.send(command).await?)?;
     Ok(Json(Empty {}))

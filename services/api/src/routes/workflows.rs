@@ -124,7 +124,11 @@ pub(crate) async fn get_workflow(
             return Ok(Json(view.into()));
         }
         // Wakes on the run's next event instead of polling.
-        if !state.store.wait_for_seq(id, view.last_seq + 1, left).await? {
+        if !state
+            .store
+            .wait_for_seq(id, view.last_seq + 1, left)
+            .await?
+        {
             return Ok(Json(view.into()));
         }
     }

@@ -1,0 +1,50 @@
+//! Circuit breakers of the HTTP executor's target services.
+
+use super::AppState;
+use axum::Json;
+use axum::extract::State;
+use distorch_domain::view::rfc3339;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// `GET /api/v1/breakers` body.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Breakers {
+    pub items: Vec<Breaker>,
+}
+
+/// The circuit breaker of one target `host:port`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Breaker {
+    /// `host:port` the `http` steps call.
+    pub host: String,
+    /// `closed` (calls flow), `open` (no calls until the cooldown ends; attempts wait or
+    /// run their fallback) or `half_open` (one probe call decides).
+    pub state: String,
+    /// When it entered this state (RFC 3339).
+    pub since: String,
+    /// Why, e.g. `5 consecutive failures; last: 503 from POST http://...`.
+    pub reason: String,
+    /// Failures in a row when it changed state.
+    pub consecutive_failures: u32,
+}
+
+/// Circuit breakers of the services `http` steps call, one per `host:port` ever tripped.
+/// Hosts whose breaker never opened are not listed.
+#[utoipa::path(get, path = "/api/v1/breakers", tag = "ops",
+    responses((status = 200, description = "Breakers by host", body = Breakers)))]
+pub(crate) async fn list_breakers(State(state): State<AppState>) -> Json<Breakers> {
+    let items = state
+        .breakers
+        .list()
+        .into_iter()
+        .map(|b| Breaker {
+            host: b.host,
+            state: b.state,
+            since: rfc3339(b.at_ms),
+            reason: b.reason,
+            consecutive_failures: b.consecutive_failures,
+        })
+        .collect();
+    Json(Breakers { items })
+}
