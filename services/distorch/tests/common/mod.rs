@@ -222,3 +222,61 @@ impl Api {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("tempdir")
 }
+
+impl Server {
+    /// Like [`Server::start`], with `toml` written to `<data_dir>/distorch.toml` and passed
+    /// as `--config`.
+    pub fn start_with_config(data_dir: &Path, toml: &str) -> Server {
+        std::fs::create_dir_all(data_dir).expect("create data dir");
+        let file = data_dir.join("distorch.toml");
+        std::fs::write(&file, toml).expect("write config file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_distorch"))
+            .arg("--config")
+            .arg(&file)
+            .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("DISTORCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn distorch");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let url = loop {
+            match lines.next() {
+                Some(Ok(line)) => {
+                    if let Some(url) = line.strip_prefix("distorch standalone listening on ") {
+                        break url.trim().to_string();
+                    }
+                }
+                _ => panic!("distorch exited before it was listening"),
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// The Prometheus exposition at `/metrics`.
+    pub async fn metrics(&self) -> String {
+        let resp = reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("GET /metrics");
+        assert_eq!(resp.status().as_u16(), 200, "GET /metrics");
+        resp.text().await.expect("metrics body")
+    }
+}
+
+/// The value of an unlabelled sample in a Prometheus exposition, if present.
+pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+    exposition.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?.strip_prefix(' ')?;
+        rest.split_whitespace().next()?.parse().ok()
+    })
+}
