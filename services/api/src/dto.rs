@@ -5,9 +5,9 @@
 
 use distorch_domain::command::{ErrorInfo, TaskMetrics};
 use distorch_domain::event::{EventEnvelope, TaskKind};
-use distorch_domain::view::{DeadLetter, TaskView, WorkflowView};
+use distorch_domain::view::{DeadLetter, HumanView, SlaAlert, SlaKind, TaskView, WorkflowView};
 use distorch_domain::workflow::{Status, TaskStatus};
-use distorch_store::{DefinitionSummary, WorkflowSummary};
+use distorch_store::{DefinitionSummary, HumanTask, SlaRecord, WorkflowSummary};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -92,6 +92,29 @@ impl From<TaskKind> for Kind {
             TaskKind::Step => Self::Step,
             TaskKind::Compensation => Self::Compensation,
             TaskKind::Human => Self::Human,
+        }
+    }
+}
+
+/// Every task status, for `?status=` validation and its error message.
+pub const ALL_TASK_STATUSES: [TaskStatus; 6] = [
+    TaskStatus::Scheduled,
+    TaskStatus::Running,
+    TaskStatus::Completed,
+    TaskStatus::Failed,
+    TaskStatus::Skipped,
+    TaskStatus::Cancelled,
+];
+
+impl TaskState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Scheduled => "scheduled",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Skipped => "skipped",
+            Self::Cancelled => "cancelled",
         }
     }
 }
@@ -206,13 +229,100 @@ pub struct Task {
     pub worker_id: Option<String>,
     pub metrics: Option<Metrics>,
     pub scheduled_at: String,
+    /// For a human task: when it was claimed.
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
-    /// For human tasks: `title`, `assignee`, `group`, `claimed_by`, `form`, `escalated`,
-    /// `completed_by`.
+    /// The inbox side of a human task; absent for other tasks.
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub human: Option<Human>,
+}
+
+/// The inbox side of a human task.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Human {
+    pub title: String,
+    pub assignee: Option<String>,
+    pub group: Option<String>,
+    /// Who is working on it; only they can complete or release it.
+    pub claimed_by: Option<String>,
+    /// JSON Schema the completion's `output` must satisfy.
     #[schema(value_type = Option<Object>)]
-    pub human: Option<serde_json::Value>,
+    pub form: Option<Value>,
+    /// Reassigned by its escalation timer.
+    pub escalated: bool,
+    pub completed_by: Option<String>,
+    /// When it times out (RFC 3339), if it has a timeout.
+    pub due_at: Option<String>,
+}
+
+impl From<HumanView> for Human {
+    fn from(view: HumanView) -> Self {
+        let HumanView {
+            title,
+            assignee,
+            group,
+            claimed_by,
+            form,
+            escalated,
+            completed_by,
+            due_at,
+        } = view;
+        Self {
+            title,
+            assignee,
+            group,
+            claimed_by,
+            form,
+            escalated,
+            completed_by,
+            due_at,
+        }
+    }
+}
+
+/// `warning` when an SLA's `warn_at` passed, `breach` when the SLA itself did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SlaLevel {
+    Warning,
+    Breach,
+}
+
+impl From<SlaKind> for SlaLevel {
+    fn from(kind: SlaKind) -> Self {
+        match kind {
+            SlaKind::Warning => Self::Warning,
+            SlaKind::Breach => Self::Breach,
+        }
+    }
+}
+
+/// An SLA warning or breach on a run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Sla {
+    /// The step whose SLA it is; `null` for the run's own SLA.
+    pub step_key: Option<String>,
+    pub sla_ms: u64,
+    pub kind: SlaLevel,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl From<SlaAlert> for Sla {
+    fn from(alert: SlaAlert) -> Self {
+        let SlaAlert {
+            step_key,
+            sla_ms,
+            kind,
+            at,
+        } = alert;
+        Self {
+            step_key,
+            sla_ms,
+            kind: kind.into(),
+            at,
+        }
+    }
 }
 
 impl From<TaskView> for Task {
@@ -257,7 +367,7 @@ impl From<TaskView> for Task {
             scheduled_at,
             started_at,
             finished_at,
-            human: human.map(|h| serde_json::to_value(h).unwrap_or_default()),
+            human: human.map(Into::into),
         }
     }
 }
@@ -282,9 +392,8 @@ pub struct Workflow {
     pub last_seq: u64,
     /// The run that started this one as a child step, if any.
     pub parent_workflow_id: Option<String>,
-    /// SLA warnings and breaches of the run and its steps.
-    #[schema(value_type = Vec<Object>)]
-    pub sla: Vec<serde_json::Value>,
+    /// SLA warnings and breaches of the run and its steps, oldest first.
+    pub sla: Vec<Sla>,
 }
 
 impl From<WorkflowView> for Workflow {
@@ -319,10 +428,7 @@ impl From<WorkflowView> for Workflow {
             tasks: tasks.into_iter().map(Into::into).collect(),
             last_seq,
             parent_workflow_id: parent_workflow_id.map(|id| id.to_string()),
-            sla: sla
-                .into_iter()
-                .map(|a| serde_json::to_value(a).unwrap_or_default())
-                .collect(),
+            sla: sla.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -596,6 +702,162 @@ pub struct Heartbeat {
 pub struct HeartbeatAck {
     /// The run is being cancelled: stop and fail the attempt.
     pub cancel_requested: bool,
+}
+
+/// A human task as the inbox lists it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InboxItem {
+    pub task_id: String,
+    pub workflow_id: String,
+    pub definition: String,
+    pub step_id: String,
+    pub step_key: String,
+    /// `scheduled` (unclaimed), `running` (claimed), or how it ended.
+    pub status: TaskState,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub group: Option<String>,
+    pub claimed_by: Option<String>,
+    /// JSON Schema the completion's `output` must satisfy.
+    #[schema(value_type = Option<Object>)]
+    pub form: Option<Value>,
+    /// Reassigned by its escalation timer.
+    pub escalated: bool,
+    pub completed_by: Option<String>,
+    /// RFC 3339.
+    pub created_at: String,
+    /// When it times out (RFC 3339), if it has a timeout.
+    pub due_at: Option<String>,
+    pub output: Option<Value>,
+    /// Why it failed (e.g. `timeout.human`).
+    pub error: Option<Failure>,
+}
+
+impl From<HumanTask> for InboxItem {
+    fn from(row: HumanTask) -> Self {
+        let HumanTask {
+            task_id,
+            workflow_id,
+            definition,
+            step_id,
+            step_key,
+            status,
+            title,
+            assignee,
+            group,
+            claimed_by,
+            form,
+            escalated,
+            completed_by,
+            created_at,
+            due_at,
+            output,
+            error,
+        } = row;
+        Self {
+            task_id: task_id.0,
+            workflow_id: workflow_id.to_string(),
+            definition,
+            step_id,
+            step_key,
+            status: status.into(),
+            title,
+            assignee,
+            group,
+            claimed_by,
+            form,
+            escalated,
+            completed_by,
+            created_at,
+            due_at,
+            output,
+            error: error.map(Into::into),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Inbox {
+    /// Oldest first.
+    pub items: Vec<InboxItem>,
+}
+
+/// Who acts; the `X-DisTorch-User` header may say it instead.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Actor {
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+/// The new owner: an `assignee`, a `group`, or both.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Reassign {
+    #[serde(default)]
+    pub assignee: Option<String>,
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Who reassigns it; the `X-DisTorch-User` header may say it instead.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteHuman {
+    /// Must satisfy the step's `form`; becomes the step's output.
+    #[serde(default)]
+    pub output: Value,
+    /// Who completes it; the `X-DisTorch-User` header may say it instead.
+    #[serde(default)]
+    pub user: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SignalSent {
+    pub workflow_id: String,
+    pub signal: String,
+}
+
+/// An SLA warning or breach, with its run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SlaBreach {
+    pub workflow_id: String,
+    pub definition: String,
+    /// The step whose SLA it is; `null` for the run's own SLA.
+    pub step_key: Option<String>,
+    pub sla_ms: u64,
+    pub kind: SlaLevel,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl From<SlaRecord> for SlaBreach {
+    fn from(row: SlaRecord) -> Self {
+        let SlaRecord {
+            workflow_id,
+            definition,
+            step_key,
+            sla_ms,
+            kind,
+            at,
+        } = row;
+        Self {
+            workflow_id: workflow_id.to_string(),
+            definition,
+            step_key,
+            sla_ms,
+            kind: kind.into(),
+            at,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct SlaBreaches {
+    /// Newest first.
+    pub items: Vec<SlaBreach>,
 }
 
 /// An empty JSON object.

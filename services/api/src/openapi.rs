@@ -1,6 +1,6 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 
-use crate::routes::{breakers, definitions, ops, tasks, worker, workflows};
+use crate::routes::{breakers, definitions, human, ops, sla, tasks, worker, workflows};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -23,10 +23,17 @@ use utoipa::OpenApi;
         workflows::pause_workflow,
         workflows::resume_workflow,
         workflows::add_task,
+        workflows::send_signal,
         tasks::get_task,
         tasks::retry_task,
         tasks::skip_task,
         tasks::dead_letters,
+        human::list_human_tasks,
+        human::claim_human_task,
+        human::release_human_task,
+        human::reassign_human_task,
+        human::complete_human_task,
+        sla::sla_breaches,
         worker::poll,
         worker::complete_task,
         worker::fail_task,
@@ -41,6 +48,9 @@ use utoipa::OpenApi;
         (name = "definitions", description = "Workflow definitions (versioned)"),
         (name = "workflows", description = "Runs and operator verbs"),
         (name = "tasks", description = "Tasks and the dead-letter queue"),
+        (name = "human-tasks", description = "The inbox of human tasks: claim, release, reassign, complete"),
+        (name = "signals", description = "Signals to runs"),
+        (name = "sla", description = "SLA warnings and breaches"),
         (name = "workers", description = "The worker protocol"),
         (name = "ops", description = "Health and metrics"),
     )

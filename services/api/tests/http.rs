@@ -284,6 +284,13 @@ async fn docs_health_and_metrics_are_served() {
         "/api/v1/queues/{queue}/poll",
         "/api/v1/tasks/{task_id}/complete",
         "/api/v1/dlq",
+        "/api/v1/human-tasks",
+        "/api/v1/human-tasks/{task_id}/claim",
+        "/api/v1/human-tasks/{task_id}/release",
+        "/api/v1/human-tasks/{task_id}/reassign",
+        "/api/v1/human-tasks/{task_id}/complete",
+        "/api/v1/workflows/{id}/signals/{name}",
+        "/api/v1/sla/breaches",
     ] {
         assert!(
             spec["paths"][path].is_object(),
@@ -575,4 +582,214 @@ async fn a_silent_engine_yields_503_saying_the_command_is_durable() {
         total += h.log.end_offset(&commands, partition).await.unwrap();
     }
     assert_eq!(total, 1);
+}
+
+#[tokio::test]
+async fn inbox_and_sla_queries_validate_and_answer_empty() {
+    let h = harness(fast()).await;
+    let app = &h.app;
+    for uri in [
+        "/api/v1/human-tasks",
+        "/api/v1/human-tasks?status=open&group=finance&assignee=ann&limit=1000",
+        "/api/v1/human-tasks?status=completed",
+        "/api/v1/sla/breaches",
+        "/api/v1/sla/breaches?limit=5",
+    ] {
+        let (status, _, body) = call(app, get(uri)).await;
+        assert_eq!(status, StatusCode::OK, "{uri}: {body}");
+        assert_eq!(body, json!({"items": []}), "{uri}");
+    }
+    let detail = problem(
+        call(app, get("/api/v1/human-tasks?status=done")).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(
+        detail.contains("open") && detail.contains("scheduled"),
+        "{detail}"
+    );
+    for uri in [
+        "/api/v1/human-tasks?limit=0",
+        "/api/v1/sla/breaches?limit=1001",
+        "/api/v1/sla/breaches?limit=many",
+    ] {
+        problem(call(app, get(uri)).await, StatusCode::BAD_REQUEST);
+    }
+}
+
+#[tokio::test]
+async fn human_task_verbs_and_signals_become_commands() {
+    let h = harness(fast()).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    fake_engine(h.log.clone(), move |command| {
+        record.lock().unwrap().push(command.clone());
+        match command {
+            Command::ClaimHumanTask { user, .. } if user == "bob" => Outcome::Rejected {
+                rejection: Rejection::Conflict("task is claimed by ann".into()),
+            },
+            Command::CompleteHumanTask { output, .. } if output["approved"].is_string() => {
+                Outcome::Rejected {
+                    rejection: Rejection::Invalid(
+                        "output does not match the form: /approved: \"yes\" is not of type \"boolean\""
+                            .into(),
+                    ),
+                }
+            }
+            Command::SendSignal { name, .. } if name == "late" => Outcome::Rejected {
+                rejection: Rejection::Conflict("workflow is completed".into()),
+            },
+            Command::SendSignal { name, .. } if name == "nobody" => Outcome::Rejected {
+                rejection: Rejection::NotFound("no workflow".into()),
+            },
+            _ => Outcome::Accepted {
+                seq: 3,
+                result: json!({}),
+            },
+        }
+    });
+    let app = &h.app;
+    let task = TaskId::new(WorkflowId(uuid::Uuid::now_v7()), 2);
+    let uri = |verb: &str| format!("/api/v1/human-tasks/{task}/{verb}");
+
+    // The body names the user; else the header does; else it is a 400 and nothing is sent.
+    let (status, _, body) = call(app, post_json(&uri("claim"), json!({"user": "ann"}))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(body["task_id"], task.0);
+    let with_header = Request::post(uri("release"))
+        .header("x-distorch-user", "ann")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(call(app, with_header).await.0, StatusCode::ACCEPTED);
+    let detail = problem(
+        call(app, post_json(&uri("claim"), json!({}))).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(detail.contains("X-DisTorch-User"), "{detail}");
+    let detail = problem(
+        call(app, post_json(&uri("claim"), json!({"usr": "ann"}))).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(detail.contains("usr"), "{detail}");
+
+    let detail = problem(
+        call(app, post_json(&uri("claim"), json!({"user": "bob"}))).await,
+        StatusCode::CONFLICT,
+    );
+    assert!(detail.contains("claimed by ann"), "{detail}");
+    let detail = problem(
+        call(
+            app,
+            post_json(
+                &uri("complete"),
+                json!({"user": "ann", "output": {"approved": "yes"}}),
+            ),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(detail.contains("/approved"), "{detail}");
+    let detail = problem(
+        call(app, post_json(&uri("reassign"), json!({"user": "ann"}))).await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(detail.contains("assignee"), "{detail}");
+    let (status, _, _) = call(
+        app,
+        post_json(&uri("reassign"), json!({"user": "ann", "group": "leads"})),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    problem(
+        call(
+            app,
+            post_json("/api/v1/human-tasks/nonsense/claim", json!({"user": "ann"})),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+
+    // Signals: the body is the payload, an empty body is null.
+    let wf = WorkflowId(uuid::Uuid::now_v7());
+    let (status, _, body) = call(
+        app,
+        post_json(
+            &format!("/api/v1/workflows/{wf}/signals/approval"),
+            json!({"ok": true}),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    assert_eq!(
+        body,
+        json!({"workflow_id": wf.to_string(), "signal": "approval"})
+    );
+    let empty = Request::post(format!("/api/v1/workflows/{wf}/signals/ping")).body(Body::empty());
+    assert_eq!(call(app, empty.unwrap()).await.0, StatusCode::ACCEPTED);
+    problem(
+        call(
+            app,
+            post_json(&format!("/api/v1/workflows/{wf}/signals/late"), json!(1)),
+        )
+        .await,
+        StatusCode::CONFLICT,
+    );
+    problem(
+        call(
+            app,
+            post_json(&format!("/api/v1/workflows/{wf}/signals/nobody"), json!(1)),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+    );
+    let detail = problem(
+        call(
+            app,
+            post_json(&format!("/api/v1/workflows/{wf}/signals/a%20b"), json!(1)),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(detail.contains("signal name"), "{detail}");
+    problem(
+        call(
+            app,
+            post(
+                &format!("/api/v1/workflows/{wf}/signals/x"),
+                "text/plain",
+                "hi",
+            ),
+        )
+        .await,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    );
+
+    let sent = seen.lock().unwrap().clone();
+    let user_of = |c: &Command| match c {
+        Command::ClaimHumanTask { user, .. }
+        | Command::ReleaseHumanTask { user, .. }
+        | Command::ReassignHumanTask { user, .. }
+        | Command::CompleteHumanTask { user, .. } => Some(user.clone()),
+        _ => None,
+    };
+    assert_eq!(
+        sent.iter().filter_map(user_of).collect::<Vec<_>>(),
+        ["ann", "ann", "bob", "ann", "ann"],
+        "requests without a user never reach the engine"
+    );
+    let payloads: Vec<_> = sent
+        .iter()
+        .filter_map(|c| match c {
+            Command::SendSignal { name, payload, .. } => Some((name.as_str(), payload.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        payloads,
+        [
+            ("approval", json!({"ok": true})),
+            ("ping", Value::Null),
+            ("late", json!(1)),
+            ("nobody", json!(1)),
+        ]
+    );
 }

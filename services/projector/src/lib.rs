@@ -32,6 +32,9 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 /// End offsets cost a round trip per partition on a broker, so lag is refreshed at most
 /// this often rather than after every batch.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
+/// Batches smaller than this wait up to [`LINGER`] for more records.
+const LINGER_BELOW: usize = 200;
+const LINGER: Duration = Duration::from_millis(15);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -148,6 +151,16 @@ impl Projector {
                 polled = consumer.poll(self.config.batch.max(1), POLL_WAIT) => polled,
             };
             let records = match polled {
+                // A small batch is topped up for a moment: every batch rewrites each run's
+                // view once, so fewer, fuller batches cost far less than many tiny ones.
+                Ok(mut records) if !records.is_empty() && records.len() < LINGER_BELOW => {
+                    let room = self.config.batch.max(1).saturating_sub(records.len());
+                    tokio::time::sleep(LINGER).await;
+                    if let Ok(more) = consumer.poll(room, Duration::ZERO).await {
+                        records.extend(more);
+                    }
+                    records
+                }
                 Ok(records) => records,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "poll failed; retrying");

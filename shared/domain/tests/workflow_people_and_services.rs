@@ -266,3 +266,43 @@ fn an_open_breaker_runs_the_fallback_in_the_steps_place() {
         step_key: String::new(),
     };
 }
+
+#[test]
+fn a_parked_human_task_retried_by_an_operator_is_back_in_the_inbox_unclaimed() {
+    let yaml = r#"
+name: parked-approval
+steps:
+  - {id: approve, human: {title: t, assignee: ann, timeout: 1s}, on_failure: park}
+"#;
+    let mut run = start(yaml, json!({}));
+    let id = run.task_of("approve", TaskKind::Human).id.clone();
+    run.ok(Command::ClaimHumanTask {
+        task_id: id.clone(),
+        user: "ann".into(),
+    });
+    run.advance_to(T0 + 1_000);
+    assert_eq!(run.status(), Status::Parked);
+    run.now = T0 + 5_000;
+    run.ok(Command::RetryTask {
+        task_id: id.clone(),
+    });
+    let t = run.task_of("approve", TaskKind::Human).clone();
+    assert_eq!(t.status, TaskStatus::Scheduled);
+    assert_eq!(t.human.as_ref().unwrap().claimed_by, None);
+    assert_eq!(
+        run.timer_at(|t| matches!(t, Timer::HumanTimeout { .. })),
+        T0 + 6_000,
+        "timeout counts from the retry"
+    );
+    run.ok(Command::ClaimHumanTask {
+        task_id: id.clone(),
+        user: "bob".into(),
+    });
+    run.ok(Command::CompleteHumanTask {
+        task_id: id,
+        output: json!("ok"),
+        user: "bob".into(),
+    });
+    assert_eq!(run.status(), Status::Completed);
+    run.assert_replays();
+}

@@ -4,10 +4,11 @@
 //! (one database, one keyspace) and run in any order; they panic on a violation, like
 //! assertions in a test. [`run_all`] runs every check.
 
-use crate::{ReadStore, StoreError, WorkflowFilter};
+use crate::{HumanTask, HumanTaskFilter, InboxStatus, ReadStore, StoreError, WorkflowFilter};
 use distorch_domain::command::{ErrorInfo, TaskMetrics};
+use distorch_domain::definition::Assignment;
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, TaskKind};
-use distorch_domain::view::WorkflowView;
+use distorch_domain::view::{SlaKind, WorkflowView};
 use distorch_domain::workflow::{Status, TaskStatus};
 use distorch_domain::{TaskId, WorkflowId};
 use serde_json::json;
@@ -27,6 +28,8 @@ pub async fn run_all(store: &dyn ReadStore) {
     definitions_latest_and_versioned(store).await;
     wait_for_seq_sees_applies(store).await;
     wait_for_definition_sees_registrations(store).await;
+    inbox_follows_human_tasks(store).await;
+    sla_alerts_newest_first_each_once(store).await;
 }
 
 fn fresh_run() -> WorkflowId {
@@ -99,6 +102,7 @@ impl Run {
             timeout_ms: 1000,
             heartbeat_timeout_ms: None,
             schedule_to_start_timeout_ms: None,
+            http: None,
         });
         task_id
     }
@@ -124,6 +128,7 @@ impl Run {
             metrics: Some(TaskMetrics {
                 cpu_ms: Some(1.5),
                 peak_memory_bytes: Some(1024),
+                ..Default::default()
             }),
         });
         self.push(again);
@@ -134,6 +139,32 @@ impl Run {
             output: json!({"done": step}),
             metrics: None,
             by: None,
+        });
+        task_id
+    }
+
+    /// Starts a `human` step assigned as given and returns its task id.
+    fn human(&mut self, step: &str, assignee: Option<&str>, group: Option<&str>) -> TaskId {
+        self.tasks += 1;
+        let task_id = TaskId::new(self.id, self.tasks);
+        self.push(Event::StepStarted {
+            step_key: step.into(),
+            step_id: step.into(),
+            parent: None,
+        });
+        self.push(Event::HumanTaskCreated {
+            task_id: task_id.clone(),
+            step_key: step.into(),
+            step_id: step.into(),
+            title: format!("Decide {step}"),
+            assign: Assignment {
+                assignee: assignee.map(Into::into),
+                group: group.map(Into::into),
+            },
+            form: Some(json!({"type": "object", "required": ["approved"]})),
+            timeout_ms: Some(60_000),
+            escalate_after_ms: None,
+            escalate_to: None,
         });
         task_id
     }
@@ -577,4 +608,204 @@ pub async fn wait_for_definition_sees_registrations(store: &dyn ReadStore) {
             .await
             .expect("wait")
     );
+}
+
+/// Every inbox query of `filter` (with a large limit), restricted to `runs`.
+async fn inbox_of(
+    store: &dyn ReadStore,
+    filter: HumanTaskFilter,
+    runs: &[WorkflowId],
+) -> Vec<HumanTask> {
+    store
+        .human_tasks(&filter, 1000)
+        .await
+        .expect("inbox")
+        .into_iter()
+        .filter(|h| runs.contains(&h.workflow_id))
+        .collect()
+}
+
+fn task_ids(rows: &[HumanTask]) -> Vec<&TaskId> {
+    rows.iter().map(|h| &h.task_id).collect()
+}
+
+/// The inbox holds exactly the human tasks of the stored views: it follows claims,
+/// escalations, completions and the end of a run, filters by assignee, group and status
+/// (`open` = scheduled or claimed), lists oldest first, and ignores replays.
+pub async fn inbox_follows_human_tasks(store: &dyn ReadStore) {
+    let finance = fresh_name("finance");
+    let leads = fresh_name("leads");
+    let ann = fresh_name("ann");
+    let by_group = |g: &str, status| HumanTaskFilter {
+        assignee: None,
+        group: Some(g.to_owned()),
+        status,
+    };
+
+    let mut a = Run::start(&fresh_name("inbox"), 10_000_000);
+    let t1 = a.human("approve", None, Some(&finance));
+    let t2 = a.human("review", Some(&ann), None);
+    store.apply(&a.events).await.expect("apply");
+
+    let rows = inbox_of(store, by_group(&finance, None), &[a.id]).await;
+    assert_eq!(task_ids(&rows), [&t1]);
+    let row = &rows[0];
+    assert_eq!(
+        (row.status, row.claimed_by.as_ref()),
+        (TaskStatus::Scheduled, None)
+    );
+    assert_eq!(
+        (row.title.as_str(), row.step_id.as_str()),
+        ("Decide approve", "approve")
+    );
+    assert_eq!(row.definition, a.fold().definition);
+    assert_eq!(
+        row.form.as_ref().expect("form")["required"],
+        json!(["approved"])
+    );
+    assert!(row.due_at.is_some());
+    let mine = HumanTaskFilter {
+        assignee: Some(ann.clone()),
+        group: None,
+        status: Some(InboxStatus::Open),
+    };
+    assert_eq!(
+        task_ids(&inbox_of(store, mine.clone(), &[a.id]).await),
+        [&t2]
+    );
+
+    // Claimed: still open, now running.
+    let from = a.events.len();
+    a.push(Event::HumanTaskClaimed {
+        task_id: t1.clone(),
+        by: "bob".into(),
+    });
+    // Escalated: leaves ann's inbox for the leads'.
+    a.push(Event::HumanTaskReassigned {
+        task_id: t2.clone(),
+        assign: Assignment {
+            assignee: None,
+            group: Some(leads.clone()),
+        },
+        by: None,
+    });
+    store.apply(&a.events[from..]).await.expect("apply");
+    let open = inbox_of(store, by_group(&finance, Some(InboxStatus::Open)), &[a.id]).await;
+    assert_eq!(task_ids(&open), [&t1]);
+    assert_eq!(
+        (open[0].status, open[0].claimed_by.as_deref()),
+        (TaskStatus::Running, Some("bob"))
+    );
+    let running = by_group(&finance, Some(InboxStatus::Is(TaskStatus::Running)));
+    assert_eq!(task_ids(&inbox_of(store, running, &[a.id]).await), [&t1]);
+    assert!(inbox_of(store, mine, &[a.id]).await.is_empty());
+    let escalated = inbox_of(store, by_group(&leads, Some(InboxStatus::Open)), &[a.id]).await;
+    assert_eq!(task_ids(&escalated), [&t2]);
+    assert!(escalated[0].escalated && escalated[0].assignee.is_none());
+
+    // Completed: out of the open inbox, listed as completed with who and what.
+    let from = a.events.len();
+    a.push(Event::TaskCompleted {
+        task_id: t1.clone(),
+        attempt: 1,
+        output: json!({"approved": true}),
+        metrics: None,
+        by: Some("bob".into()),
+    });
+    store.apply(&a.events[from..]).await.expect("apply");
+    assert!(
+        inbox_of(store, by_group(&finance, Some(InboxStatus::Open)), &[a.id])
+            .await
+            .is_empty()
+    );
+    let done = by_group(&finance, Some(InboxStatus::Is(TaskStatus::Completed)));
+    let done = inbox_of(store, done, &[a.id]).await;
+    assert_eq!(task_ids(&done), [&t1]);
+    assert_eq!(done[0].completed_by.as_deref(), Some("bob"));
+    assert_eq!(done[0].output, Some(json!({"approved": true})));
+
+    // A later run's task comes after; the end of that run takes its task out of the inbox.
+    let mut b = Run::start(&fresh_name("inbox"), 10_500_000);
+    let t3 = b.human("approve", None, Some(&finance));
+    store.apply(&b.events).await.expect("apply");
+    let both = inbox_of(store, by_group(&finance, None), &[a.id, b.id]).await;
+    assert_eq!(task_ids(&both), [&t1, &t3], "oldest first");
+    let limited = store
+        .human_tasks(&by_group(&finance, None), 1)
+        .await
+        .expect("inbox");
+    assert_eq!(task_ids(&limited), [&t1]);
+    let from = b.events.len();
+    b.push(Event::WorkflowCancelled {
+        reason: Some("by test".into()),
+        parent: None,
+    });
+    store.apply(&b.events[from..]).await.expect("apply");
+    assert!(
+        inbox_of(store, by_group(&finance, Some(InboxStatus::Open)), &[b.id])
+            .await
+            .is_empty()
+    );
+
+    // Replays change nothing, and every row is what the fold says.
+    store.apply(&a.events).await.expect("replay");
+    store.apply(&b.events[1..]).await.expect("replay");
+    let everything = HumanTaskFilter::default();
+    let rows = inbox_of(store, everything.clone(), &[a.id, b.id]).await;
+    let mut want: Vec<HumanTask> = HumanTask::all_of(&a.fold()).collect();
+    want.extend(HumanTask::all_of(&b.fold()));
+    assert_eq!(rows, want);
+    assert!(rows.iter().all(|r| everything.matches(r)));
+    assert_eq!(rows[2].status, TaskStatus::Cancelled);
+}
+
+/// SLA warnings and breaches are listed newest first, each event once however often it is
+/// applied, with the run, its definition, the step (or none for the run's SLA) and the SLA.
+pub async fn sla_alerts_newest_first_each_once(store: &dyn ReadStore) {
+    // Far in the future, so these are the newest alerts of the store.
+    let mut x = Run::start(&fresh_name("sla"), 4_000_000_000_000);
+    x.push(Event::StepStarted {
+        step_key: "a".into(),
+        step_id: "a".into(),
+        parent: None,
+    });
+    x.push(Event::SlaWarned {
+        step_key: Some("a".into()),
+        sla_ms: 300,
+    });
+    x.push(Event::SlaBreached {
+        step_key: Some("a".into()),
+        sla_ms: 300,
+    });
+    let mut y = Run::start(&fresh_name("sla"), 4_000_000_010_000);
+    y.push(Event::SlaBreached {
+        step_key: None,
+        sla_ms: 500,
+    });
+    apply_in_batches(store, &x.events, 2).await;
+    store.apply(&y.events).await.expect("apply");
+    store.apply(&x.events).await.expect("replay");
+    store.apply(&y.events).await.expect("replay");
+
+    let all = store.sla_breaches(1000).await.expect("sla");
+    let ours: Vec<_> = all
+        .iter()
+        .filter(|r| r.workflow_id == x.id || r.workflow_id == y.id)
+        .map(|r| (r.workflow_id, r.step_key.as_deref(), r.sla_ms, r.kind))
+        .collect();
+    assert_eq!(
+        ours,
+        [
+            (y.id, None, 500, SlaKind::Breach),
+            (x.id, Some("a"), 300, SlaKind::Breach),
+            (x.id, Some("a"), 300, SlaKind::Warning),
+        ]
+    );
+    let y_row = all.iter().find(|r| r.workflow_id == y.id).expect("y");
+    assert_eq!(y_row.definition, y.fold().definition);
+    assert_eq!(y_row.at, y.fold().sla[0].at);
+    assert_eq!(store.sla_breaches(2).await.expect("sla")[..], all[..2]);
+    let view = store.workflow(x.id).await.expect("read").expect("view");
+    assert_eq!(view, x.fold());
+    assert_eq!(view.sla.len(), 2);
 }

@@ -10,9 +10,12 @@
 //! - A successful `apply` is durable; the projector commits its log offsets only after it.
 //! - Reads see every batch whose `apply` returned.
 //! - A view is exactly [`WorkflowView::start`] + [`WorkflowView::apply`] over the run's events.
-//!   Dead letters are exactly the parked tasks of the stored views.
+//!   Dead letters are exactly the parked tasks of the stored views. The inbox is exactly the
+//!   human tasks of the stored views ([`HumanTask::from_view`]). SLA alerts are exactly the
+//!   `SlaWarned`/`SlaBreached` events folded in, each once.
 //! - Listings are newest first (creation time, then id, both descending) and a cursor never
-//!   yields a run twice.
+//!   yields a run twice. The inbox is oldest first (creation time, then task id), a work
+//!   queue; SLA alerts are newest first.
 //!
 //! Entry points: [`ReadStore`], [`sqlite::SqliteStore`], the [`conformance`] suite.
 
@@ -20,10 +23,12 @@ pub mod conformance;
 pub mod sqlite;
 
 use async_trait::async_trait;
+use distorch_domain::command::ErrorInfo;
 use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
-use distorch_domain::view::{DeadLetter, TaskView, WorkflowView};
-use distorch_domain::workflow::Status;
+use distorch_domain::view::{DeadLetter, SlaAlert, SlaKind, TaskView, WorkflowView};
+use distorch_domain::workflow::{Status, TaskStatus};
 use distorch_domain::{TaskId, WorkflowId};
+use serde_json::Value;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +79,126 @@ pub struct DefinitionSummary {
     pub description: Option<String>,
 }
 
+/// Most rows one inbox or SLA query returns.
+pub const MAX_LIMIT: usize = 1000;
+
+/// Which human tasks an inbox query returns, by status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InboxStatus {
+    /// Waiting for someone: `scheduled` (unclaimed) or `running` (claimed).
+    Open,
+    Is(TaskStatus),
+}
+
+/// Inbox query; the conditions that are set must all hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HumanTaskFilter {
+    pub assignee: Option<String>,
+    pub group: Option<String>,
+    pub status: Option<InboxStatus>,
+}
+
+impl HumanTaskFilter {
+    pub fn matches(&self, task: &HumanTask) -> bool {
+        let status = match self.status {
+            None => true,
+            Some(InboxStatus::Open) => {
+                matches!(task.status, TaskStatus::Scheduled | TaskStatus::Running)
+            }
+            Some(InboxStatus::Is(s)) => task.status == s,
+        };
+        status
+            && self
+                .assignee
+                .as_ref()
+                .is_none_or(|a| task.assignee.as_ref() == Some(a))
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| task.group.as_ref() == Some(g))
+    }
+}
+
+/// A row of the human-task inbox: a human task of a run with its inbox side.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct HumanTask {
+    pub task_id: TaskId,
+    pub workflow_id: WorkflowId,
+    pub definition: String,
+    pub step_id: String,
+    pub step_key: String,
+    pub status: TaskStatus,
+    pub title: String,
+    pub assignee: Option<String>,
+    pub group: Option<String>,
+    pub claimed_by: Option<String>,
+    pub form: Option<Value>,
+    pub escalated: bool,
+    pub completed_by: Option<String>,
+    /// RFC 3339: when it was created, when it times out.
+    pub created_at: String,
+    pub due_at: Option<String>,
+    pub output: Option<Value>,
+    pub error: Option<ErrorInfo>,
+}
+
+impl HumanTask {
+    /// The inbox row of `task`, a task of `view`; `None` unless it is a human task.
+    pub fn from_view(view: &WorkflowView, task: &TaskView) -> Option<HumanTask> {
+        let h = task.human.as_ref()?;
+        Some(HumanTask {
+            task_id: task.task_id.clone(),
+            workflow_id: view.workflow_id,
+            definition: view.definition.clone(),
+            step_id: task.step_id.clone(),
+            step_key: task.step_key.clone(),
+            status: task.status,
+            title: h.title.clone(),
+            assignee: h.assignee.clone(),
+            group: h.group.clone(),
+            claimed_by: h.claimed_by.clone(),
+            form: h.form.clone(),
+            escalated: h.escalated,
+            completed_by: h.completed_by.clone(),
+            created_at: task.scheduled_at.clone(),
+            due_at: h.due_at.clone(),
+            output: task.output.clone(),
+            error: task.error.clone(),
+        })
+    }
+
+    /// Every human task of `view`, in the order they were created.
+    pub fn all_of(view: &WorkflowView) -> impl Iterator<Item = HumanTask> + '_ {
+        view.tasks.iter().filter_map(|t| Self::from_view(view, t))
+    }
+}
+
+/// An SLA warning or breach of a run (or one of its steps).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct SlaRecord {
+    pub workflow_id: WorkflowId,
+    pub definition: String,
+    /// `None`: the run's own SLA.
+    pub step_key: Option<String>,
+    pub sla_ms: u64,
+    pub kind: SlaKind,
+    /// RFC 3339.
+    pub at: String,
+}
+
+impl SlaRecord {
+    pub fn new(view: &WorkflowView, alert: &SlaAlert) -> Self {
+        Self {
+            workflow_id: view.workflow_id,
+            definition: view.definition.clone(),
+            step_key: alert.step_key.clone(),
+            sla_ms: alert.sla_ms,
+            kind: alert.kind,
+            at: alert.at.clone(),
+        }
+    }
+}
+
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
     /// Folds a batch of events (any runs, in log order per run) into the read models.
@@ -93,6 +218,12 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn history(&self, id: WorkflowId) -> Result<Vec<EventEnvelope>>;
     async fn task(&self, id: &TaskId) -> Result<Option<TaskView>>;
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
+    /// The inbox: human tasks matching `filter`, oldest first, at most `limit` (clamped to
+    /// 1..=[`MAX_LIMIT`]).
+    async fn human_tasks(&self, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>>;
+    /// SLA warnings and breaches of every run, newest first, at most `limit` (clamped to
+    /// 1..=[`MAX_LIMIT`]).
+    async fn sla_breaches(&self, limit: usize) -> Result<Vec<SlaRecord>>;
     async fn definitions(&self) -> Result<Vec<DefinitionSummary>>;
     /// `version: None` means the latest.
     async fn definition(

@@ -14,12 +14,13 @@
 //! as something changed, plus a slow poll in case another process writes the same file.
 
 use crate::{
-    DefinitionSummary, Page, ReadStore, Result, StoreError, WorkflowFilter, WorkflowSummary,
+    DefinitionSummary, HumanTask, HumanTaskFilter, InboxStatus, MAX_LIMIT, Page, ReadStore, Result,
+    SlaRecord, StoreError, WorkflowFilter, WorkflowSummary,
 };
 use async_trait::async_trait;
-use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
+use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope};
 use distorch_domain::view::{DeadLetter, TaskView, WorkflowView, rfc3339};
-use distorch_domain::workflow::Status;
+use distorch_domain::workflow::{Status, TaskStatus};
 use distorch_domain::{TaskId, WorkflowId};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -33,7 +34,6 @@ use tokio::time::Instant;
 const IDLE_READERS: usize = 8;
 /// Fallback re-check for waiters when the writer is another process.
 const WAIT_POLL: Duration = Duration::from_millis(50);
-const MAX_PAGE: usize = 1000;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS workflows (
@@ -66,6 +66,32 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     item        TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS dead_letters_by_workflow ON dead_letters (workflow_id);
+
+-- The inbox: one row per human task, upserted whenever its view changes.
+CREATE TABLE IF NOT EXISTS human_tasks (
+    task_id       TEXT PRIMARY KEY,
+    workflow_id   TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    status        TEXT NOT NULL,
+    assignee      TEXT,
+    grp           TEXT,
+    item          TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS human_tasks_by_assignee
+    ON human_tasks (assignee, created_at_ms, task_id);
+CREATE INDEX IF NOT EXISTS human_tasks_by_group ON human_tasks (grp, created_at_ms, task_id);
+CREATE INDEX IF NOT EXISTS human_tasks_by_status
+    ON human_tasks (status, created_at_ms, task_id);
+
+-- SLA warnings and breaches, keyed by the event that reported them.
+CREATE TABLE IF NOT EXISTS sla_alerts (
+    workflow_id TEXT NOT NULL,
+    seq         INTEGER NOT NULL,
+    at_ms       INTEGER NOT NULL,
+    item        TEXT NOT NULL,
+    PRIMARY KEY (workflow_id, seq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS sla_alerts_newest ON sla_alerts (at_ms DESC, workflow_id DESC, seq DESC);
 
 CREATE TABLE IF NOT EXISTS definitions (
     name        TEXT NOT NULL,
@@ -244,6 +270,24 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
         let mut unpark = tx
             .prepare_cached("DELETE FROM dead_letters WHERE task_id = ?1")
             .map_err(storage)?;
+        let mut inbox = tx
+            .prepare_cached(
+                "INSERT INTO human_tasks
+                    (task_id, workflow_id, created_at_ms, status, assignee, grp, item)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (task_id) DO UPDATE SET
+                    status = excluded.status,
+                    assignee = excluded.assignee,
+                    grp = excluded.grp,
+                    item = excluded.item",
+            )
+            .map_err(storage)?;
+        let mut alert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sla_alerts (workflow_id, seq, at_ms, item)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(storage)?;
 
         for (id, run_events) in group_by_run(events) {
             let id_text = id.to_string();
@@ -255,9 +299,21 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
                 .transpose()?;
             let stored_seq = stored.as_ref().map_or(0, |v| v.last_seq);
             let parked_before: Vec<TaskId> = parked(stored.as_ref());
+            let humans_before: HashMap<TaskId, HumanTask> = stored
+                .as_ref()
+                .map(|v| {
+                    HumanTask::all_of(v)
+                        .map(|h| (h.task_id.clone(), h))
+                        .collect()
+                })
+                .unwrap_or_default();
+            let alerts_before = stored.as_ref().map_or(0, |v| v.sla.len());
             let mut view = stored;
             let mut created_at_ms = 0;
             let mut updated_at_ms = 0;
+            // Folded in this batch: when each human task was created, and the SLA events.
+            let mut humans_created: HashMap<TaskId, i64> = HashMap::new();
+            let mut alert_events: Vec<(u64, i64)> = Vec::new();
 
             for e in run_events {
                 // Already folded in, so already in the history (same transaction back then).
@@ -280,6 +336,15 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
                         }
                         created_at_ms = e.at_ms;
                     }
+                }
+                match &e.event {
+                    Event::HumanTaskCreated { task_id, .. } => {
+                        humans_created.insert(task_id.clone(), e.at_ms);
+                    }
+                    Event::SlaWarned { .. } | Event::SlaBreached { .. } => {
+                        alert_events.push((e.seq, e.at_ms));
+                    }
+                    _ => {}
                 }
                 updated_at_ms = e.at_ms;
             }
@@ -317,9 +382,84 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
                 ])
                 .map_err(storage)?;
             }
+
+            for h in HumanTask::all_of(&view) {
+                if humans_before.get(&h.task_id) == Some(&h) {
+                    continue;
+                }
+                // An existing row keeps its creation time (the upsert leaves it alone).
+                let created = humans_created
+                    .get(&h.task_id)
+                    .copied()
+                    .unwrap_or(updated_at_ms);
+                inbox
+                    .execute(params![
+                        h.task_id.0,
+                        id_text,
+                        created,
+                        task_status_str(h.status),
+                        h.assignee,
+                        h.group,
+                        to_json(&h)?,
+                    ])
+                    .map_err(storage)?;
+            }
+
+            // The fold adds exactly one alert per SLA event, in order.
+            let new_alerts = view.sla.get(alerts_before..).unwrap_or_default();
+            for ((seq, at_ms), a) in alert_events.iter().zip(new_alerts) {
+                alert
+                    .execute(params![
+                        id_text,
+                        *seq as i64,
+                        at_ms,
+                        to_json(&SlaRecord::new(&view, a))?
+                    ])
+                    .map_err(storage)?;
+            }
         }
     }
     tx.commit().map_err(storage)
+}
+
+fn task_status_str(status: TaskStatus) -> &'static str {
+    match status {
+        TaskStatus::Scheduled => "scheduled",
+        TaskStatus::Running => "running",
+        TaskStatus::Completed => "completed",
+        TaskStatus::Failed => "failed",
+        TaskStatus::Skipped => "skipped",
+        TaskStatus::Cancelled => "cancelled",
+    }
+}
+
+fn inbox(conn: &Connection, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>> {
+    use rusqlite::types::Value as Sql;
+    let mut sql = String::from("SELECT item FROM human_tasks WHERE 1 = 1");
+    let mut args: Vec<Sql> = Vec::new();
+    if let Some(assignee) = &filter.assignee {
+        sql.push_str(" AND assignee = ?");
+        args.push(Sql::Text(assignee.clone()));
+    }
+    if let Some(group) = &filter.group {
+        sql.push_str(" AND grp = ?");
+        args.push(Sql::Text(group.clone()));
+    }
+    match filter.status {
+        None => {}
+        Some(InboxStatus::Open) => sql.push_str(" AND status IN ('scheduled', 'running')"),
+        Some(InboxStatus::Is(status)) => {
+            sql.push_str(" AND status = ?");
+            args.push(Sql::Text(task_status_str(status).into()));
+        }
+    }
+    sql.push_str(" ORDER BY created_at_ms, task_id LIMIT ?");
+    args.push(Sql::Integer(limit.clamp(1, MAX_LIMIT) as i64));
+    let mut stmt = conn.prepare_cached(&sql).map_err(storage)?;
+    let rows = stmt
+        .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
+        .map_err(storage)?;
+    rows.map(|row| from_json(&row.map_err(storage)?)).collect()
 }
 
 fn parked(view: Option<&WorkflowView>) -> Vec<TaskId> {
@@ -395,7 +535,7 @@ fn list(
     after: Option<(i64, String)>,
 ) -> Result<Page<WorkflowSummary>> {
     use rusqlite::types::Value as Sql;
-    let limit = limit.clamp(1, MAX_PAGE);
+    let limit = limit.clamp(1, MAX_LIMIT);
     let mut sql = String::from(
         "SELECT id, definition, version, status, created_at_ms, updated_at_ms
          FROM workflows WHERE 1 = 1",
@@ -522,6 +662,29 @@ impl ReadStore for SqliteStore {
                 .map_err(storage)?;
             let rows = stmt
                 .query_map([], |r| r.get::<_, String>(0))
+                .map_err(storage)?;
+            rows.map(|row| from_json(&row.map_err(storage)?)).collect()
+        })
+        .await
+    }
+
+    async fn human_tasks(&self, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>> {
+        let filter = filter.clone();
+        self.read(move |conn| inbox(conn, &filter, limit)).await
+    }
+
+    async fn sla_breaches(&self, limit: usize) -> Result<Vec<SlaRecord>> {
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT item FROM sla_alerts
+                     ORDER BY at_ms DESC, workflow_id DESC, seq DESC LIMIT ?1",
+                )
+                .map_err(storage)?;
+            let rows = stmt
+                .query_map([limit.clamp(1, MAX_LIMIT) as i64], |r| {
+                    r.get::<_, String>(0)
+                })
                 .map_err(storage)?;
             rows.map(|row| from_json(&row.map_err(storage)?)).collect()
         })

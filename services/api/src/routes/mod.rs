@@ -4,14 +4,18 @@
 
 pub(crate) mod breakers;
 pub(crate) mod definitions;
+pub(crate) mod human;
 pub(crate) mod ops;
+pub(crate) mod sla;
 pub(crate) mod tasks;
 pub(crate) mod worker;
 pub(crate) mod workflows;
 
 pub(crate) use breakers::*;
 pub(crate) use definitions::*;
+pub(crate) use human::*;
 pub(crate) use ops::*;
+pub(crate) use sla::*;
 pub(crate) use tasks::*;
 pub(crate) use worker::*;
 pub(crate) use workflows::*;
@@ -85,6 +89,25 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/workflows/{id}/pause", post(pause_workflow))
         .route("/api/v1/workflows/{id}/resume", post(resume_workflow))
         .route("/api/v1/workflows/{id}/tasks", post(add_task))
+        .route("/api/v1/workflows/{id}/signals/{name}", post(send_signal))
+        .route("/api/v1/human-tasks", get(list_human_tasks))
+        .route(
+            "/api/v1/human-tasks/{task_id}/claim",
+            post(claim_human_task),
+        )
+        .route(
+            "/api/v1/human-tasks/{task_id}/release",
+            post(release_human_task),
+        )
+        .route(
+            "/api/v1/human-tasks/{task_id}/reassign",
+            post(reassign_human_task),
+        )
+        .route(
+            "/api/v1/human-tasks/{task_id}/complete",
+            post(complete_human_task),
+        )
+        .route("/api/v1/sla/breaches", get(sla_breaches))
         .route("/api/v1/tasks/{task_id}", get(get_task))
         .route("/api/v1/tasks/{task_id}/retry", post(retry_task))
         .route("/api/v1/tasks/{task_id}/skip", post(skip_task))
@@ -134,6 +157,22 @@ pub(crate) fn parse_task_id(raw: &str) -> Result<(TaskId, WorkflowId), ApiError>
         None => Err(ApiError::BadRequest(format!(
             "{raw:?} is not a task id (expected <workflow uuid>.<number>)"
         ))),
+    }
+}
+
+const DEFAULT_LIMIT: usize = 50;
+
+/// A `?limit=` of 1 to [`distorch_store::MAX_LIMIT`]; [`DEFAULT_LIMIT`] when absent.
+pub(crate) fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    const MAX: usize = distorch_store::MAX_LIMIT;
+    match raw {
+        None | Some("") => Ok(DEFAULT_LIMIT),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(n) if (1..=MAX).contains(&n) => Ok(n),
+            _ => Err(ApiError::BadRequest(format!(
+                "limit {raw:?} must be an integer from 1 to {MAX}"
+            ))),
+        },
     }
 }
 

@@ -34,7 +34,7 @@ pub(crate) async fn get_task(
 
 /// Publishes an operator command about a task and answers with the task's status once
 /// the read model reflects it (200), or 202 when it lags.
-async fn task_verb(
+pub(super) async fn task_verb(
     state: &AppState,
     task_id: TaskId,
     workflow_id: WorkflowId,

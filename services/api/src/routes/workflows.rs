@@ -1,9 +1,10 @@
-//! Runs: start, read, list, history, and the operator verbs (cancel, pause, resume, add task).
+//! Runs: start, read, list, history, the operator verbs (cancel, pause, resume, add task),
+//! and signals.
 
-use super::{AppState, accepted, parse_workflow_id};
+use super::{AppState, accepted, parse_limit, parse_workflow_id};
 use crate::dto::{
-    ALL_STATUSES, Cancel, History, RunStatus, StartWorkflow, TaskCreated, Workflow, WorkflowPage,
-    WorkflowRow, WorkflowStatus,
+    ALL_STATUSES, Cancel, History, RunStatus, SignalSent, StartWorkflow, TaskCreated, Workflow,
+    WorkflowPage, WorkflowRow, WorkflowStatus,
 };
 use crate::error::ApiError;
 use crate::problem::{Json as JsonBody, OptionalJson, Problem};
@@ -17,9 +18,6 @@ use distorch_domain::command::Command;
 use distorch_domain::workflow::Status;
 use distorch_store::WorkflowFilter;
 use serde_json::Value;
-
-const DEFAULT_LIMIT: usize = 50;
-const MAX_LIMIT: usize = 1000;
 
 fn status_of(result: &Value) -> Option<Status> {
     serde_json::from_value(result.get("status")?.clone()).ok()
@@ -189,17 +187,7 @@ pub(crate) async fn list_workflows(
                 })?,
         ),
     };
-    let limit = match query.limit.as_deref() {
-        None | Some("") => DEFAULT_LIMIT,
-        Some(raw) => match raw.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return Err(ApiError::BadRequest(format!(
-                    "limit {raw:?} must be an integer from 1 to {MAX_LIMIT}"
-                )));
-            }
-        },
-    };
+    let limit = parse_limit(query.limit.as_deref())?;
     let filter = WorkflowFilter {
         status,
         definition: query.definition.filter(|d| !d.is_empty()),
@@ -374,4 +362,61 @@ pub(crate) async fn add_task(
         .to_owned();
     state.caught_up(workflow_id, seq).await;
     Ok((StatusCode::CREATED, Json(TaskCreated { task_id })))
+}
+
+/// Signal names follow the definition's rule for them.
+fn check_signal_name(name: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "signal name {name:?} must be letters, digits, `_`, `-` and `.`"
+        )))
+    }
+}
+
+/// Send a signal to a run. The JSON body is its payload (an empty body is `null`).
+///
+/// The run keeps it until a `signal` step of that name takes it, so it may arrive before
+/// the run gets there. The payload becomes that step's output and `.signals.<name>` in
+/// later expressions.
+#[utoipa::path(
+    post,
+    path = "/api/v1/workflows/{id}/signals/{name}",
+    tag = "signals",
+    params(
+        ("id" = String, Path, description = "Run id (UUID)"),
+        ("name" = String, Path, description = "Signal name"),
+    ),
+    request_body(content = Option<Object>, description = "The payload: any JSON value; empty means null"),
+    responses(
+        (status = 202, description = "Delivered to the run", body = SignalSent),
+        (status = 400, description = "Bad id, name or body", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The run has ended", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn send_signal(
+    State(state): State<AppState>,
+    Path((id, name)): Path<(String, String)>,
+    OptionalJson(payload): OptionalJson<Value>,
+) -> Result<impl IntoResponse, ApiError> {
+    let workflow_id = parse_workflow_id(&id)?;
+    check_signal_name(&name)?;
+    let command = Command::SendSignal {
+        workflow_id,
+        name: name.clone(),
+        payload,
+    };
+    let (seq, _) = accepted(state.bus.send(command).await?)?;
+    state.caught_up(workflow_id, seq).await;
+    let body = SignalSent {
+        workflow_id: workflow_id.to_string(),
+        signal: name,
+    };
+    Ok((StatusCode::ACCEPTED, Json(body)))
 }

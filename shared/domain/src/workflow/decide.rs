@@ -259,8 +259,8 @@ impl Tx<'_> {
 
     /// An open human task of this run.
     fn human(&self, id: &TaskId) -> Result<&super::state::HumanState, Rejection> {
-        self.not_terminal()?;
         let t = self.task(id)?;
+        self.not_terminal()?;
         let Some(h) = &t.human else {
             return Err(Rejection::NotFound(format!(
                 "task {id} is not a human task"
@@ -453,7 +453,22 @@ impl Tx<'_> {
                     )));
                 }
                 let budget = self.retry_policy(t).max_attempts;
-                let next = reschedule(t, t.attempt + budget);
+                let next = match &t.human {
+                    // A person's task goes back to the inbox as new: unclaimed, with its
+                    // timeout and escalation counting from now.
+                    Some(h) => Event::HumanTaskCreated {
+                        task_id: t.id.clone(),
+                        step_key: t.step_key.clone(),
+                        step_id: t.step_id.clone(),
+                        title: h.title.clone(),
+                        assign: h.assign.clone(),
+                        form: h.form.clone(),
+                        timeout_ms: h.timeout_ms,
+                        escalate_after_ms: h.escalate_after_ms,
+                        escalate_to: h.escalate_to.clone(),
+                    },
+                    None => reschedule(t, t.attempt + budget),
+                };
                 self.emit(vec![
                     Event::TaskRetried {
                         task_id: task_id.clone(),
