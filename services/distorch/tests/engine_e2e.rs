@@ -128,8 +128,8 @@ async fn exhausted_attempts_compensate_completed_steps_in_reverse_order() {
     // Reverse completion order: refund (charge) first, then release (reserve).
     let refund = api.take("payments").await;
     assert_eq!(refund["task"], "refund");
-    let run = api.workflow(&id).await;
-    assert_eq!(run["status"], "compensating");
+    // The read model follows the log; wait for it rather than race it.
+    api.wait_status(&id, "compensating").await;
     api.complete(&refund, json!({})).await;
     let release = api.take("inventory").await;
     assert_eq!(release["task"], "release-stock");
