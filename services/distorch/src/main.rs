@@ -1,6 +1,11 @@
 //! The `distorch` binary: configuration, telemetry, and the subcommands that run the
 //! services. Backends are chosen here and only here.
 
+// The services allocate many small, short-lived buffers (JSON, records) across threads;
+// mimalloc's per-thread heaps avoid glibc malloc's lock contention measured under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 mod config;
 mod standalone;
 
