@@ -17,7 +17,16 @@ pub struct Server {
 impl Server {
     /// Starts `distorch standalone` on a free port with its data in `data_dir`.
     pub fn start(data_dir: &Path) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_distorch"))
+        Self::spawn(data_dir, None)
+    }
+
+    /// Starts the binary, optionally with `--config`, and reads the port it printed.
+    fn spawn(data_dir: &Path, config: Option<&Path>) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_distorch"));
+        if let Some(file) = config {
+            cmd.arg("--config").arg(file);
+        }
+        let mut child = cmd
             .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir)
             .env(
@@ -230,37 +239,7 @@ impl Server {
         std::fs::create_dir_all(data_dir).expect("create data dir");
         let file = data_dir.join("distorch.toml");
         std::fs::write(&file, toml).expect("write config file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_distorch"))
-            .arg("--config")
-            .arg(&file)
-            .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
-            .env(
-                "RUST_LOG",
-                std::env::var("DISTORCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn distorch");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let url = loop {
-            match lines.next() {
-                Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("distorch standalone listening on ") {
-                        break url.trim().to_string();
-                    }
-                }
-                _ => panic!("distorch exited before it was listening"),
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
-        Server {
-            child: Some(child),
-            url,
-            data_dir: data_dir.to_path_buf(),
-        }
+        Self::spawn(data_dir, Some(&file))
     }
 
     /// The Prometheus exposition at `/metrics`.
