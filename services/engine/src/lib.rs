@@ -20,7 +20,7 @@ pub use metrics::Metrics;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
 use distorch_domain::topics::{TaskDispatch, Topics};
-use distorch_domain::workflow::{TaskStatus, Workflow, evolve, handle};
+use distorch_domain::workflow::{Status, TaskStatus, Workflow, evolve, handle};
 use distorch_domain::{CommandId, WorkflowId};
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
 use registry::Registry;
@@ -82,8 +82,17 @@ struct Output {
     touched: HashSet<WorkflowId>,
 }
 
+/// What the engine keeps of a run that has ended.
+#[derive(Debug, Clone, Copy)]
+struct Ended {
+    status: Status,
+    last_seq: u64,
+}
+
 struct State {
     registry: Registry,
+    /// Runs that have ended, by id; their full state is dropped.
+    ended: HashMap<WorkflowId, Ended>,
     /// Next offsets of commands handled (their output durable) but not yet committed.
     uncommitted: BTreeMap<(String, u32), u64>,
     last_commit: std::time::Instant,
@@ -142,6 +151,7 @@ impl Engine {
             .await?;
         let mut state = State {
             registry: Registry::default(),
+            ended: HashMap::new(),
             uncommitted: BTreeMap::new(),
             last_commit: std::time::Instant::now(),
             runs: HashMap::new(),
@@ -299,6 +309,9 @@ impl Engine {
                 Rejection::NotFound(format!("{} names a malformed task id", cmd.command.name()));
             return self.reply(cmd, Outcome::Rejected { rejection: r }, out);
         };
+        if let Some(ended) = state.ended.get(&run) {
+            return self.answer_ended(run, *ended, cmd, out);
+        }
         let mut slot = state.runs.remove(&run);
         let result = handle(&mut slot, cmd, &state.registry, now);
         if let Some(wf) = slot {
@@ -321,6 +334,12 @@ impl Engine {
                     result: decision.result,
                 };
                 self.reply(cmd, outcome, out);
+                if let Some(status) = wf.terminal {
+                    // An ended run only answers; its full state is not needed any more.
+                    let last_seq = wf.last_seq;
+                    state.runs.remove(&run);
+                    state.ended.insert(run, Ended { status, last_seq });
+                }
             }
             Err(rejection) => {
                 self.metrics.commands_rejected.inc();
@@ -357,6 +376,31 @@ impl Engine {
                 self.reply(cmd, Outcome::Rejected { rejection }, out);
             }
         }
+    }
+
+    /// Commands for a run that has ended: a start finds it, notices are dropped, the rest
+    /// conflict (exactly what the full state would have answered).
+    fn answer_ended(&self, run: WorkflowId, ended: Ended, cmd: &CommandEnvelope, out: &mut Output) {
+        let outcome = match &cmd.command {
+            Command::StartWorkflow { .. } => Outcome::Accepted {
+                seq: ended.last_seq,
+                result: json!({"workflow_id": run, "status": ended.status, "existing": true}),
+            },
+            Command::ChildFinished { .. } | Command::FireTimer { .. } => Outcome::Accepted {
+                seq: ended.last_seq,
+                result: json!({}),
+            },
+            _ => {
+                self.metrics.commands_rejected.inc();
+                Outcome::Rejected {
+                    rejection: Rejection::Conflict(format!(
+                        "workflow {run} is {}",
+                        ended.status.as_str()
+                    )),
+                }
+            }
+        };
+        self.reply(cmd, outcome, out);
     }
 
     fn register(
@@ -533,6 +577,24 @@ impl Engine {
                         }
                     }
                 }
+            }
+        }
+        let ended: Vec<WorkflowId> = state
+            .runs
+            .iter()
+            .filter(|(_, wf)| wf.terminal.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            if let Some(wf) = state.runs.remove(&id) {
+                let status = wf.terminal.unwrap_or(Status::Completed);
+                state.ended.insert(
+                    id,
+                    Ended {
+                        status,
+                        last_seq: wf.last_seq,
+                    },
+                );
             }
         }
         for (id, wf) in &state.runs {
