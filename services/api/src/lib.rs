@@ -111,9 +111,7 @@ pub async fn router(
         metrics.clone(),
     )
     .await?;
-    let breakers =
-        breakers::BreakerBoard::start(log.clone(), format!("{}.breakers", config.topic_prefix))
-            .await?;
+    let breakers = breakers::BreakerBoard::start(log.clone(), config.topics().breakers()).await?;
     let dispatchers =
         dispatch::Dispatchers::new(log, topics, config.partitions.tasks, config.poll_prefetch);
     let state = routes::AppState {

@@ -40,6 +40,10 @@ impl Topics {
     pub fn dlq(&self) -> String {
         format!("{}.dlq", self.prefix)
     }
+    /// Circuit breaker transitions of the HTTP executor, keyed by target host (one partition).
+    pub fn breakers(&self) -> String {
+        format!("{}.breakers", self.prefix)
+    }
     /// Task attempts ready for workers of `queue`, keyed by workflow id.
     pub fn tasks(&self, queue: &str) -> String {
         format!("{}.tasks.{queue}", self.prefix)

@@ -57,9 +57,7 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
 /// `<prefix>.breakers`: breaker transitions, keyed by host.
 pub fn breakers_topic(topics: &Topics) -> String {
-    let events = topics.events();
-    let prefix = events.strip_suffix(".events").unwrap_or(&events);
-    format!("{prefix}.breakers")
+    topics.breakers()
 }
 
 /// `[http]` in the configuration file.
