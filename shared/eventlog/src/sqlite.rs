@@ -226,6 +226,9 @@ impl EventLog for SqliteLog {
         if max == 0 {
             return Ok(Vec::new());
         }
+        if let Some(records) = topic.read_tail(partition, from, max) {
+            return Ok(records);
+        }
         let source = Source::new(&topic, partition);
         self.inner
             .readers

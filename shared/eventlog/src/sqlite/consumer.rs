@@ -126,25 +126,31 @@ impl SqliteConsumer {
     }
 
     async fn fetch(&mut self, plan: Vec<(usize, usize)>) -> Result<Vec<Record>> {
-        let reads: Vec<(usize, Source, u64, usize)> = plan
-            .into_iter()
-            .map(|(i, limit)| {
-                let a = &self.assigned[i];
-                (i, a.source.clone(), a.position, limit)
-            })
-            .collect();
-        let batches = self
-            .inner
-            .readers
-            .run(move |conn| {
-                reads
-                    .into_iter()
-                    .map(|(i, source, from, limit)| {
-                        read_records(conn, &source, from, limit).map(|records| (i, records))
-                    })
-                    .collect::<Result<Vec<_>>>()
-            })
-            .await?;
+        // Partitions whose next records are in the topic's in-memory tail need no query.
+        let mut batches = Vec::with_capacity(plan.len());
+        let mut reads: Vec<(usize, Source, u64, usize)> = Vec::new();
+        for (i, limit) in plan {
+            let a = &self.assigned[i];
+            match a.topic.read_tail(a.source.partition, a.position, limit) {
+                Some(records) => batches.push((i, records)),
+                None => reads.push((i, a.source.clone(), a.position, limit)),
+            }
+        }
+        if !reads.is_empty() {
+            let read = self
+                .inner
+                .readers
+                .run(move |conn| {
+                    reads
+                        .into_iter()
+                        .map(|(i, source, from, limit)| {
+                            read_records(conn, &source, from, limit).map(|records| (i, records))
+                        })
+                        .collect::<Result<Vec<_>>>()
+                })
+                .await?;
+            batches.extend(read);
+        }
         // Positions advance only here, after the read completed: a poll cancelled mid-read
         // delivers nothing and loses nothing.
         let mut out = Vec::with_capacity(batches.iter().map(|(_, r)| r.len()).sum());

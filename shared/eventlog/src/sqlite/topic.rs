@@ -5,12 +5,16 @@
 //! a reader never sees an offset whose transaction has not committed: the writer publishes
 //! them only after `COMMIT` returned.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 use tokio::sync::Notify;
 
-use crate::{LogError, Result};
+use crate::{LogError, Record, Result};
+
+/// Records kept in memory per partition: readers at (or near) the tail, which is nearly
+/// every reader, are served from here without a query.
+const TAIL_CAPACITY: usize = 1024;
 
 /// One topic: its row id, per-partition end offsets and the long-pollers to wake.
 #[derive(Debug)]
@@ -22,6 +26,9 @@ pub(crate) struct Topic {
     /// Waiters to wake after a commit appended to this topic. `Weak` so that a consumer or
     /// reader that went away needs no explicit unsubscribe.
     listeners: Mutex<Vec<Weak<Notify>>>,
+    /// The latest committed records of each partition, contiguous by offset; index =
+    /// partition. Only the writer pushes, after commit.
+    tails: Box<[Mutex<VecDeque<Record>>]>,
 }
 
 impl Topic {
@@ -29,6 +36,7 @@ impl Topic {
         Self {
             id,
             name,
+            tails: ends.iter().map(|_| Mutex::new(VecDeque::new())).collect(),
             ends: ends.into_iter().map(AtomicU64::new).collect(),
             listeners: Mutex::new(Vec::new()),
         }
@@ -80,6 +88,47 @@ impl Topic {
         // nobody appends to does not accumulate them.
         listeners.retain(|w| w.strong_count() > 0);
         listeners.push(Arc::downgrade(waiter));
+    }
+
+    /// Writer only, after commit and before [`Topic::publish_end`]: remembers committed
+    /// records (offsets contiguous with what the tail holds; otherwise it starts over).
+    pub(crate) fn push_tail(&self, partition: u32, record: Record) {
+        let Some(tail) = self.tails.get(partition as usize) else {
+            return;
+        };
+        let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+        if tail
+            .back()
+            .is_some_and(|last| last.offset + 1 != record.offset)
+        {
+            tail.clear();
+        }
+        tail.push_back(record);
+        if tail.len() > TAIL_CAPACITY {
+            tail.pop_front();
+        }
+    }
+
+    /// Forgets the remembered records (after a failed write, when what reached the disk is
+    /// uncertain; readers then go to the database).
+    pub(crate) fn clear_tails(&self) {
+        for tail in self.tails.iter() {
+            tail.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        }
+    }
+
+    /// Up to `max` records from offset `from` if the tail holds `from`; `None` sends the
+    /// reader to the database.
+    pub(crate) fn read_tail(&self, partition: u32, from: u64, max: usize) -> Option<Vec<Record>> {
+        let tail = self.tails.get(partition as usize)?;
+        let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
+        let first = tail.front()?.offset;
+        let last = tail.back()?.offset;
+        if from < first || from > last {
+            return None;
+        }
+        let skip = usize::try_from(from - first).ok()?;
+        Some(tail.iter().skip(skip).take(max).cloned().collect())
     }
 
     pub(crate) fn wake_all(&self) {

@@ -19,7 +19,7 @@ use tokio::sync::oneshot;
 
 use super::schema::{self, storage};
 use super::topic::{Topic, Topics};
-use crate::{LogError, NewRecord, Position, Result, partition_for};
+use crate::{LogError, NewRecord, Position, Record, Result, partition_for};
 
 /// Upper bounds on one group so a flood of appends still commits (and acknowledges) in
 /// steps of bounded latency and memory.
@@ -80,6 +80,8 @@ struct Staged {
     ends: HashMap<(i64, u32), u64>,
     touched: HashMap<i64, Arc<Topic>>,
     created: Vec<Arc<Topic>>,
+    /// Appended records, for the topics' in-memory tails once committed.
+    records: Vec<(Arc<Topic>, Record)>,
 }
 
 impl Writer {
@@ -173,6 +175,9 @@ impl Writer {
         for topic in staged.created {
             self.state.shared.insert(topic);
         }
+        for (topic, record) in staged.records {
+            topic.push_tail(record.partition, record);
+        }
         for ((topic_id, partition), end) in staged.ends {
             if let Some(topic) = staged.touched.get(&topic_id) {
                 topic.publish_end(partition, end);
@@ -192,6 +197,7 @@ impl Writer {
                 for fresh in loaded {
                     match self.state.by_name.get(&fresh.name) {
                         Some(known) => {
+                            known.clear_tails();
                             for p in 0..known.partitions() {
                                 if let Ok(end) = fresh.end(p) {
                                     known.publish_end(p, end);
@@ -295,6 +301,18 @@ impl State {
                 partition,
                 offset: *next,
             });
+            staged.records.push((
+                Arc::clone(topic),
+                Record {
+                    topic: topic.name.clone(),
+                    partition,
+                    offset: *next,
+                    key: record.key.clone(),
+                    headers: record.headers.clone(),
+                    payload: record.payload.clone(),
+                    timestamp_ms: now,
+                },
+            ));
             *next += 1;
         }
         Ok(Ok(positions))
