@@ -291,7 +291,10 @@ run_deploy_checks() {
 
 run_tests() {
   if [[ "$TEST_RUNNER" == nextest ]]; then
-    cargo nextest run --workspace --locked --no-fail-fast --color "$COLOR" \
+    # One retry: a test that passes only on its retry is reported as FLAKY in the output
+    # (and must be fixed), but does not fail the run. Known: the projector's restart test
+    # failed twice in ~15 full runs on a loaded machine.
+    cargo nextest run --workspace --locked --no-fail-fast --color "$COLOR" --retries 1 \
       --failure-output immediate-final 2>&1 | tee "$LOG_DIR/tests.log"
   else
     # cargo test runs the doctests too.
