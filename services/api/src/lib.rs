@@ -15,6 +15,7 @@ pub mod bus;
 pub mod dispatch;
 pub mod dto;
 mod error;
+pub mod graphql;
 pub mod metrics;
 mod openapi;
 pub mod problem;

@@ -596,6 +596,16 @@ async fn operational_endpoints_answer() {
         .await
         .unwrap();
     assert!(openapi["paths"]["/api/v1/workflows"].is_object());
+    let graphiql = http
+        .get(format!("{}/graphql", server.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(graphiql.status(), 200);
+    assert!(
+        graphiql.text().await.unwrap().contains("graphiql"),
+        "GraphiQL page at GET /graphql"
+    );
     let docs = http
         .get(format!("{}/docs/", server.url))
         .send()

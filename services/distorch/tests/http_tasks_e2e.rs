@@ -367,6 +367,27 @@ output: '.steps.call.output.body'
     );
     let host = addr.clone();
     let open = wait_breaker(&api, &host, "open").await;
+    // The same state through GraphQL.
+    let gql: serde_json::Value = api
+        .http
+        .post(format!("{}/graphql", api.base.trim_end_matches("/api/v1")))
+        .json(&json!({"query": "{ breakers { host state consecutiveFailures } }"}))
+        .send()
+        .await
+        .expect("POST /graphql")
+        .json()
+        .await
+        .expect("GraphQL JSON");
+    let listed = gql["data"]["breakers"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        listed
+            .iter()
+            .any(|b| b["host"] == host.as_str() && b["state"] == "open"),
+        "GraphQL breakers: {gql}"
+    );
     assert!(
         open["consecutive_failures"].as_u64().unwrap() >= 2,
         "{open}"

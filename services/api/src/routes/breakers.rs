@@ -14,7 +14,7 @@ pub struct Breakers {
 }
 
 /// The circuit breaker of one target `host:port`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema, async_graphql::SimpleObject)]
 pub struct Breaker {
     /// `host:port` the `http` steps call.
     pub host: String,
@@ -34,8 +34,14 @@ pub struct Breaker {
 #[utoipa::path(get, path = "/api/v1/breakers", tag = "ops",
     responses((status = 200, description = "Breakers by host", body = Breakers)))]
 pub(crate) async fn list_breakers(State(state): State<AppState>) -> Json<Breakers> {
-    let items = state
-        .breakers
+    Json(Breakers {
+        items: breaker_rows(&state.breakers),
+    })
+}
+
+/// The breakers as the API shows them (REST and GraphQL alike).
+pub(crate) fn breaker_rows(board: &crate::breakers::BreakerBoard) -> Vec<Breaker> {
+    board
         .list()
         .into_iter()
         .map(|b| Breaker {
@@ -45,6 +51,5 @@ pub(crate) async fn list_breakers(State(state): State<AppState>) -> Json<Breaker
             reason: b.reason,
             consecutive_failures: b.consecutive_failures,
         })
-        .collect();
-    Json(Breakers { items })
+        .collect()
 }

@@ -117,6 +117,12 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/queues/{queue}/poll", post(poll))
         .route("/api/v1/dlq", get(dead_letters))
         .route("/api/v1/breakers", get(list_breakers))
+        .route(
+            "/graphql",
+            get(crate::graphql::graphiql).post_service(async_graphql_axum::GraphQL::new(
+                crate::graphql::schema(&state),
+            )),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
