@@ -7,11 +7,17 @@
 //!
 //! Usage from a backend's integration test (under `#[tokio::test(flavor = "multi_thread")]`):
 //! ```no_run
-//! # use std::sync::Arc;
-//! # use distorch_eventlog::EventLog;
-//! # async fn my_log() -> Arc<dyn EventLog> { unimplemented!() }
+//! use distorch_eventlog::{EventLog, sqlite::SqliteLog};
+//! use std::sync::Arc;
 //! # async fn conformance() {
-//! distorch_eventlog::conformance::run_all(my_log).await;
+//! let dir = tempfile::tempdir().expect("tempdir");
+//! let log: Arc<dyn EventLog> =
+//!     Arc::new(SqliteLog::open(dir.path().join("log.db")).expect("open"));
+//! distorch_eventlog::conformance::run_all(|| {
+//!     let log = Arc::clone(&log);
+//!     async move { log }
+//! })
+//! .await;
 //! # }
 //! ```
 //! plus [`durability`] with a factory that reopens the same storage.
