@@ -20,7 +20,7 @@ use crate::{
 use async_trait::async_trait;
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope};
 use distorch_domain::view::{DeadLetter, TaskView, WorkflowView, rfc3339};
-use distorch_domain::workflow::{Status, TaskStatus};
+use distorch_domain::workflow::Status;
 use distorch_domain::{TaskId, WorkflowId};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
@@ -408,7 +408,7 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
                         h.task_id.0,
                         id_text,
                         created,
-                        task_status_str(h.status),
+                        h.status.as_str(),
                         h.assignee,
                         h.group,
                         to_json(&h)?,
@@ -433,17 +433,6 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
     tx.commit().map_err(storage)
 }
 
-fn task_status_str(status: TaskStatus) -> &'static str {
-    match status {
-        TaskStatus::Scheduled => "scheduled",
-        TaskStatus::Running => "running",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Skipped => "skipped",
-        TaskStatus::Cancelled => "cancelled",
-    }
-}
-
 fn inbox(conn: &Connection, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>> {
     use rusqlite::types::Value as Sql;
     let mut sql = String::from("SELECT item FROM human_tasks WHERE 1 = 1");
@@ -461,7 +450,7 @@ fn inbox(conn: &Connection, filter: &HumanTaskFilter, limit: usize) -> Result<Ve
         Some(InboxStatus::Open) => sql.push_str(" AND status IN ('scheduled', 'running')"),
         Some(InboxStatus::Is(status)) => {
             sql.push_str(" AND status = ?");
-            args.push(Sql::Text(task_status_str(status).into()));
+            args.push(Sql::Text(status.as_str().into()));
         }
     }
     sql.push_str(" ORDER BY created_at_ms, task_id LIMIT ?");

@@ -171,17 +171,6 @@ fn conflict(msg: impl Into<String>) -> Rejection {
     Rejection::Conflict(msg.into())
 }
 
-fn status_name(s: TaskStatus) -> &'static str {
-    match s {
-        TaskStatus::Scheduled => "scheduled",
-        TaskStatus::Running => "running",
-        TaskStatus::Completed => "completed",
-        TaskStatus::Failed => "failed",
-        TaskStatus::Skipped => "skipped",
-        TaskStatus::Cancelled => "cancelled",
-    }
-}
-
 impl Tx<'_> {
     fn emit(&mut self, events: Vec<Event>) {
         for event in events {
@@ -252,7 +241,7 @@ impl Tx<'_> {
             )));
         }
         if !t.is_active() {
-            return Err(conflict(format!("task {id} is {}", status_name(t.status))));
+            return Err(conflict(format!("task {id} is {}", t.status.as_str())));
         }
         Ok(t)
     }
@@ -267,7 +256,7 @@ impl Tx<'_> {
             )));
         };
         if !t.is_active() {
-            return Err(conflict(format!("task {id} is {}", status_name(t.status))));
+            return Err(conflict(format!("task {id} is {}", t.status.as_str())));
         }
         Ok(h)
     }
@@ -449,7 +438,7 @@ impl Tx<'_> {
                 if !t.parked {
                     return Err(conflict(format!(
                         "task {task_id} is {} and not in the dead-letter queue; only parked tasks can be retried",
-                        status_name(t.status)
+                        t.status.as_str()
                     )));
                 }
                 let budget = self.retry_policy(t).max_attempts;
@@ -483,7 +472,7 @@ impl Tx<'_> {
                 if !(t.parked || t.is_active()) {
                     return Err(conflict(format!(
                         "task {task_id} is {}; only parked or unfinished tasks can be skipped",
-                        status_name(t.status)
+                        t.status.as_str()
                     )));
                 }
                 self.emit(vec![Event::TaskSkipped {
