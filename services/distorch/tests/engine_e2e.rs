@@ -628,6 +628,10 @@ async fn operational_endpoints_answer() {
         "distorch_runs_started_total",
         "distorch_tasks_dispatched_total",
         "distorch_run_latency_seconds",
+        "distorch_step_latency_seconds",
+        "distorch_api_queue_depth",
+        "distorch_engine_command_lag",
+        "distorch_projector_events_behind",
     ] {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
