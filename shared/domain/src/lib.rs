@@ -14,6 +14,7 @@ pub mod definition;
 pub mod event;
 pub mod expr;
 pub mod ids;
+pub mod path;
 pub mod topics;
 pub mod view;
 pub mod workflow;

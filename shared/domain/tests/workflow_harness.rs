@@ -14,8 +14,8 @@ use distorch_domain::definition::{Definition, SourceFormat};
 use distorch_domain::event::{Event, EventEnvelope, TaskKind};
 use distorch_domain::ids::{CommandId, TaskId, WorkflowId};
 use distorch_domain::workflow::{
-    Decision, DefinitionSource, Status, StepStatus, TaskState, TaskStatus, Timer, Workflow, evolve,
-    handle,
+    Decision, DefinitionSource, Status, StepStatus, TaskState, TaskStatus, Timer, Workflow,
+    WorkflowSnapshot, evolve, handle,
 };
 use serde_json::Value;
 
@@ -127,7 +127,15 @@ impl Run {
             command,
         };
         let before = self.state.as_ref().map(|w| w.last_seq);
+        // A run restored from its snapshot (as a new partition owner does) must decide
+        // exactly as the live one.
+        let mut restored = self.state.as_ref().map(|wf| self.restore(wf));
         let decision = handle(&mut self.state, &env, &self.defs, self.now);
+        let restored_decision = handle(&mut restored, &env, &self.defs, self.now);
+        assert_eq!(
+            decision, restored_decision,
+            "a run restored from its snapshot decided differently"
+        );
         match &decision {
             Ok(d) => {
                 self.last = d.events.clone();
@@ -361,6 +369,13 @@ impl Run {
 
     // ----- replay -----
 
+    /// The run as a new partition owner restores it: snapshot, JSON and back.
+    fn restore(&self, wf: &Workflow) -> Workflow {
+        let json = serde_json::to_vec(&wf.snapshot()).expect("a snapshot serialises");
+        let snap: WorkflowSnapshot = serde_json::from_slice(&json).expect("a snapshot decodes");
+        Workflow::restore(snap, &self.defs).expect("a snapshot restores")
+    }
+
     /// Then: folding the log from scratch gives the live state.
     pub fn assert_replays(&self) {
         let live = self.wf();
@@ -370,7 +385,12 @@ impl Run {
         for env in rest {
             evolve(&mut replayed, env);
         }
-        assert_eq!(snapshot(&replayed), snapshot(live), "replayed != live");
+        assert_eq!(replayed.snapshot(), live.snapshot(), "replayed != live");
+        assert_eq!(
+            self.restore(live).snapshot(),
+            live.snapshot(),
+            "restored != live"
+        );
         assert_eq!(replayed.timers().len(), live.timers().len());
         for (i, env) in self.log.iter().enumerate() {
             assert_eq!(env.seq, i as u64 + 1, "sequence numbers have no gaps");
@@ -380,43 +400,4 @@ impl Run {
 
 pub fn task_number(id: &TaskId) -> u32 {
     id.0.rsplit_once('.').unwrap().1.parse().unwrap()
-}
-
-/// What a run looks like from outside, in a comparable form.
-fn snapshot(wf: &Workflow) -> String {
-    let mut tasks: Vec<String> = wf
-        .tasks
-        .values()
-        .map(|t| {
-            format!(
-                "{} {} {:?} {:?} a{}/{} parked={} retry={:?} out={} cp={:?}",
-                t.id,
-                t.step_key,
-                t.kind,
-                t.status,
-                t.attempt,
-                t.max_attempts,
-                t.parked,
-                t.retry_at_ms,
-                t.output,
-                t.checkpoint
-            )
-        })
-        .collect();
-    tasks.sort();
-    let mut steps: Vec<String> = wf
-        .steps
-        .iter()
-        .map(|(k, s)| format!("{k} {:?} {}", s.status, s.output))
-        .collect();
-    steps.sort();
-    format!(
-        "status={:?} output={:?} error={:?} last_seq={} next_task={} completed={:?}\nsteps={steps:#?}\ntasks={tasks:#?}",
-        wf.status(),
-        wf.output,
-        wf.error,
-        wf.last_seq,
-        wf.next_task,
-        wf.completed_order
-    )
 }

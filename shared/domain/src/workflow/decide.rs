@@ -544,16 +544,10 @@ impl Tx<'_> {
                 if self.wf.compensation.is_some() {
                     return Err(conflict(format!("workflow {} is compensating", self.wf.id)));
                 }
-                let taken: Vec<String> = self
-                    .wf
-                    .extra_steps
-                    .iter()
-                    .map(|(_, s, _)| s.id.clone())
-                    .collect();
                 let parsed = self
                     .wf
                     .definition
-                    .parse_step(step, &taken)
+                    .parse_step(step, &self.wf.extra_step_ids())
                     .map_err(|e| Rejection::Invalid(e.to_string()))?;
                 if !matches!(parsed.kind, StepKind::Task(_)) {
                     return Err(Rejection::Invalid(

@@ -109,10 +109,12 @@ pub enum Timer {
 mod context;
 mod decide;
 mod plan;
+mod snapshot;
 mod state;
 
 pub use decide::{Decision, decide, handle};
-pub use state::{StepState, StepStatus, TaskState, Workflow, evolve};
+pub use snapshot::{RestoreError, WorkflowSnapshot};
+pub use state::{ExtraStep, StepState, StepStatus, TaskState, Workflow, evolve};
 
 use crate::definition::Definition;
 use std::sync::Arc;

@@ -5,11 +5,12 @@ use crate::command::{ErrorInfo, ParentRef};
 use crate::definition::{Assignment, Definition, Step, StepKind};
 use crate::event::{Event, EventEnvelope, TaskKind};
 use crate::ids::{CommandId, TaskId, WorkflowId};
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepStatus {
     Running,
     Completed,
@@ -27,7 +28,7 @@ impl StepStatus {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
     pub step_id: String,
     pub status: StepStatus,
@@ -35,6 +36,7 @@ pub struct StepState {
     /// Key of the enclosing container step.
     pub parent: Option<String>,
     /// `switch`: the case taken (`Some(None)` = default).
+    #[serde(default, with = "chosen_branch")]
     pub branch: Option<Option<usize>>,
     /// `foreach`: the items, evaluated once when the step started.
     pub items: Option<Vec<Value>>,
@@ -47,8 +49,33 @@ pub struct StepState {
     pub fallback: Option<String>,
 }
 
+/// `StepState::branch` in JSON. A plain `Option<Option<_>>` would come back from `null` as
+/// `None`, losing "the default branch was taken" (`Some(None)`).
+mod chosen_branch {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "snake_case")]
+    enum Chosen {
+        Case(usize),
+        Default,
+    }
+
+    pub fn serialize<S: Serializer>(v: &Option<Option<usize>>, s: S) -> Result<S::Ok, S::Error> {
+        v.map(|b| b.map_or(Chosen::Default, Chosen::Case))
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<usize>>, D::Error> {
+        Ok(Option::<Chosen>::deserialize(d)?.map(|c| match c {
+            Chosen::Case(i) => Some(i),
+            Chosen::Default => None,
+        }))
+    }
+}
+
 /// The inbox side of a human task.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HumanState {
     pub title: String,
     pub assign: Assignment,
@@ -62,7 +89,7 @@ pub struct HumanState {
     pub escalated: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskState {
     pub id: TaskId,
     pub step_key: String,
@@ -100,10 +127,22 @@ impl TaskState {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compensation {
     pub reason: ErrorInfo,
     pub then_cancel: bool,
+}
+
+/// An ad-hoc task step added to a running run (`TaskAdded`).
+#[derive(Debug, Clone)]
+pub struct ExtraStep {
+    /// Index in the top-level sequence as it stood when the step was added.
+    pub position: usize,
+    pub step: Step,
+    /// The task id reserved for it.
+    pub task_id: TaskId,
+    /// The step as the command gave it; snapshots keep this, not the compiled step.
+    pub source: Value,
 }
 
 /// One run. Built by [`Workflow::new`] from its `WorkflowStarted` event, then by [`evolve`].
@@ -128,9 +167,8 @@ pub struct Workflow {
     pub next_task: u32,
     /// Keys of completed task steps, in completion order (compensation runs it backwards).
     pub completed_order: Vec<String>,
-    /// Ad-hoc task steps in order of addition: (index in the top-level sequence as it was
-    /// then, step, reserved task id).
-    pub extra_steps: Vec<(usize, Step, TaskId)>,
+    /// Ad-hoc task steps, in order of addition.
+    pub extra_steps: Vec<ExtraStep>,
     pub applied: HashSet<CommandId>,
     /// Signals received, by name, in arrival order.
     pub signals: HashMap<String, Vec<Value>>,
@@ -204,10 +242,15 @@ impl Workflow {
         let mut steps = self.definition.steps.clone();
         // Each position was an index into the sequence as it stood when the task was added,
         // so inserting in order of addition rebuilds it exactly.
-        for (pos, step, _) in &self.extra_steps {
-            steps.insert((*pos).min(steps.len()), step.clone());
+        for extra in &self.extra_steps {
+            steps.insert(extra.position.min(steps.len()), extra.step.clone());
         }
         std::borrow::Cow::Owned(steps)
+    }
+
+    /// Ids of the ad-hoc steps, which a new ad-hoc step must not reuse.
+    pub fn extra_step_ids(&self) -> Vec<String> {
+        self.extra_steps.iter().map(|e| e.step.id.clone()).collect()
     }
 
     /// A step of the definition or an ad-hoc one, by id.
@@ -215,7 +258,7 @@ impl Workflow {
         self.definition.step(id).or_else(|| {
             self.extra_steps
                 .iter()
-                .map(|(_, s, _)| s)
+                .map(|e| &e.step)
                 .find(|s| s.id == id)
         })
     }
@@ -224,8 +267,8 @@ impl Workflow {
     pub fn reserved_task(&self, step_key: &str) -> Option<&TaskId> {
         self.extra_steps
             .iter()
-            .find(|(_, s, _)| s.id == step_key)
-            .map(|(_, _, t)| t)
+            .find(|e| e.step.id == step_key)
+            .map(|e| &e.task_id)
     }
 
     /// Whether `key` is `ancestor` or nested (at any depth) inside it.
@@ -725,16 +768,16 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
             position,
             task_id,
         } => {
-            let taken: Vec<String> = wf
-                .extra_steps
-                .iter()
-                .map(|(_, s, _)| s.id.clone())
-                .collect();
-            if let Ok(step) = wf.definition.parse_step(step, &taken) {
+            if let Ok(parsed) = wf.definition.parse_step(step, &wf.extra_step_ids()) {
                 if let Some(n) = task_number(task_id) {
                     wf.next_task = wf.next_task.max(n + 1);
                 }
-                wf.extra_steps.push((*position, step, task_id.clone()));
+                wf.extra_steps.push(ExtraStep {
+                    position: *position,
+                    step: parsed,
+                    task_id: task_id.clone(),
+                    source: step.clone(),
+                });
             }
         }
         Event::WorkflowPaused => wf.paused = true,
