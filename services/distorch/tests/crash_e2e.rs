@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Server, tempdir};
+use common::{Server, metric_value, tempdir};
 use serde_json::{Value, json};
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -80,7 +80,9 @@ async fn worker(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
     let dir = tempdir();
-    let mut server = Server::start(dir.path());
+    // Frequent snapshots, so that the restart restores runs from one and replays the rest.
+    let config = "[engine]\nsnapshot_every = 100\n";
+    let mut server = Server::start_with_config(dir.path(), config);
     let api = server.api();
     let steps: Vec<Value> = (0..STEPS)
         .map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": "crash", "timeout": "2s"}))
@@ -116,7 +118,7 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill9();
-    let server = Server::start(dir.path());
+    let server = Server::start_with_config(dir.path(), config);
     *base.write().unwrap() = server.url.clone();
     let api = server.api();
 
@@ -129,6 +131,14 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
             "run {id}: {run}"
         );
     }
+    let restored = metric_value(
+        &server.metrics().await,
+        "distorch_engine_runs_restored_total",
+    );
+    assert!(
+        restored.unwrap_or(0.0) > 0.0,
+        "the restart did not restore any run from a snapshot"
+    );
     done.store(true, Ordering::Relaxed);
     for w in workers {
         w.await.unwrap();

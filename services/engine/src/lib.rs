@@ -12,7 +12,9 @@
 //! again but changes nothing.
 
 mod metrics;
+mod partitions;
 mod registry;
+pub mod snapshot;
 mod timers;
 
 pub use metrics::Metrics;
@@ -20,7 +22,7 @@ pub use metrics::Metrics;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
 use distorch_domain::topics::{TaskDispatch, Topics};
-use distorch_domain::workflow::{Status, TaskStatus, Workflow, evolve, handle};
+use distorch_domain::workflow::{Status, TaskStatus, Workflow, handle};
 use distorch_domain::{CommandId, WorkflowId};
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
 use registry::Registry;
@@ -43,6 +45,8 @@ pub struct EngineConfig {
     pub batch: usize,
     /// Consumer group of the engines on the commands topic.
     pub group: String,
+    /// Events appended to a partition between two snapshots of it (0: never snapshot).
+    pub snapshot_every: u64,
 }
 
 impl Default for EngineConfig {
@@ -51,6 +55,7 @@ impl Default for EngineConfig {
             partitions: 8,
             batch: 2000,
             group: "engine".into(),
+            snapshot_every: 20_000,
         }
     }
 }
@@ -91,6 +96,12 @@ struct Ended {
 
 struct State {
     registry: Registry,
+    /// Next offset of the definitions topic to fold into `registry`.
+    definitions_next: u64,
+    /// Partitions of the commands (and events) topic.
+    partitions: u32,
+    /// Commands partitions this engine owns, with their snapshot bookkeeping.
+    owned: BTreeMap<u32, partitions::Owned>,
     /// Runs that have ended, by id; their full state is dropped.
     ended: HashMap<WorkflowId, Ended>,
     /// Next offsets of commands handled (their output durable) but not yet committed.
@@ -134,6 +145,7 @@ impl Engine {
             (t.commands(), p),
             (t.events(), p),
             (t.replies(), p),
+            (t.snapshots(), p),
             (t.definitions(), 1),
             (t.dlq(), 1),
         ] {
@@ -151,6 +163,9 @@ impl Engine {
             .await?;
         let mut state = State {
             registry: Registry::default(),
+            definitions_next: 0,
+            partitions: self.log.partitions(&self.topics.commands()).await?,
+            owned: BTreeMap::new(),
             ended: HashMap::new(),
             uncommitted: BTreeMap::new(),
             last_commit: std::time::Instant::now(),
@@ -158,7 +173,9 @@ impl Engine {
             timers: Timers::default(),
             queues: HashSet::new(),
         };
-        self.recover(&mut state, &consumer.assignment()).await?;
+        self.catch_up_definitions(&mut state).await?;
+        self.follow_assignment(&mut state, consumer.assignment())
+            .await?;
         tokio::pin!(shutdown);
         let mut last_lag = std::time::Instant::now() - Duration::from_secs(5);
         loop {
@@ -171,7 +188,12 @@ impl Engine {
                 r = consumer.poll(self.config.batch, Duration::from_millis(wait)) => r?,
                 () = &mut shutdown => break,
             };
+            // A rebalance happens inside `poll`: take over (or let go of) partitions before
+            // handling their commands.
+            self.follow_assignment(&mut state, consumer.assignment())
+                .await?;
             self.process(&mut state, &mut *consumer, records).await?;
+            self.snapshot_due(&mut state).await?;
             if last_lag.elapsed() > Duration::from_secs(1) {
                 last_lag = std::time::Instant::now();
                 let assignment = consumer.assignment();
@@ -179,6 +201,8 @@ impl Engine {
             }
         }
         Self::commit(&mut state, &mut *consumer).await?;
+        // The next owner starts from here instead of replaying.
+        self.snapshot_all(&mut state).await?;
         tracing::info!("engine stopped");
         Ok(())
     }
@@ -191,11 +215,27 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let now = now_ms();
         let mut out = Output::default();
-        for rec in &records {
+        let commands: Vec<(&Record, Option<CommandEnvelope>)> = records
+            .iter()
+            .filter(|r| state.owned.contains_key(&r.partition))
+            .map(|r| (r, serde_json::from_slice(&r.payload).ok()))
+            .collect();
+        // A start may name a definition another engine registered a moment ago.
+        if commands
+            .iter()
+            .any(|(_, c)| c.as_ref().is_some_and(|c| self.needs_definition(state, c)))
+        {
+            self.catch_up_definitions(state).await?;
+        }
+        for (rec, cmd) in &commands {
             state
                 .uncommitted
                 .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
-            self.handle_record(state, rec, now, &mut out);
+            self.metrics.commands.inc();
+            match cmd {
+                Some(cmd) => self.handle_command(state, cmd, now, &mut out),
+                None => self.malformed(rec, &mut out),
+            }
         }
         for (run, timer) in state.timers.take_due(now) {
             let cmd = CommandEnvelope {
@@ -218,7 +258,15 @@ impl Engine {
         }
         if !out.records.is_empty() {
             self.ensure_queue_topics(state, &out.records).await?;
-            self.log.append(std::mem::take(&mut out.records)).await?;
+            let records = std::mem::take(&mut out.records);
+            let events = self.topics.events();
+            let appended: Vec<bool> = records.iter().map(|r| r.topic == events).collect();
+            let positions = self.log.append(records).await?;
+            for (pos, _) in positions.iter().zip(appended).filter(|(_, e)| *e) {
+                if let Some(owned) = state.owned.get_mut(&pos.partition) {
+                    owned.appended(pos.offset);
+                }
+            }
         }
         // Offsets are committed on an interval, not per batch: a commit is one more fsync on
         // the path of every command, and redelivery after a crash is harmless (runs remember
@@ -240,7 +288,15 @@ impl Engine {
             .into_iter()
             .map(|((t, p), o)| (t, p, o))
             .collect();
-        consumer.commit(&offsets).await?;
+        // A failed commit only means those commands come back after a restart or a
+        // rebalance, where their ids make them no-ops: keep going, try again next time.
+        if let Err(e) = consumer.commit(&offsets).await {
+            tracing::warn!(error = %e, "committing command offsets failed; will retry");
+            for (t, p, o) in offsets {
+                let slot = state.uncommitted.entry((t, p)).or_insert(o);
+                *slot = (*slot).max(o);
+            }
+        }
         Ok(())
     }
 
@@ -261,17 +317,14 @@ impl Engine {
         Ok(())
     }
 
-    fn handle_record(&self, state: &mut State, rec: &Record, now: i64, out: &mut Output) {
-        self.metrics.commands.inc();
-        match serde_json::from_slice::<CommandEnvelope>(&rec.payload) {
-            Ok(cmd) => self.handle_command(state, &cmd, now, out),
-            Err(e) => {
-                self.metrics.malformed_commands.inc();
-                let reason = format!("malformed command: {e}");
-                tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "command moved to the DLQ");
-                self.dead_letter(rec, &reason, out);
-            }
-        }
+    fn malformed(&self, rec: &Record, out: &mut Output) {
+        self.metrics.malformed_commands.inc();
+        let reason = match serde_json::from_slice::<CommandEnvelope>(&rec.payload) {
+            Err(e) => format!("malformed command: {e}"),
+            Ok(_) => "malformed command".to_string(),
+        };
+        tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "command moved to the DLQ");
+        self.dead_letter(rec, &reason, out);
     }
 
     fn dead_letter(&self, rec: &Record, reason: &str, out: &mut Output) {
@@ -533,96 +586,6 @@ impl Engine {
             }
             _ => {}
         }
-    }
-
-    /// Rebuilds definitions and the runs of the owned partitions from the log.
-    async fn recover(
-        &self,
-        state: &mut State,
-        assignment: &[(String, u32)],
-    ) -> Result<(), EngineError> {
-        let started = std::time::Instant::now();
-        let defs = self.topics.definitions();
-        for rec in self.read_all(&defs, 0).await? {
-            let reg: DefinitionRegistered = decode(&rec)?;
-            state.registry.add(&reg);
-        }
-        let events = self.topics.events();
-        let mut count = 0usize;
-        for (_, partition) in assignment {
-            for rec in self.read_all(&events, *partition).await? {
-                let env: EventEnvelope = decode(&rec)?;
-                count += 1;
-                match state.runs.get_mut(&env.workflow_id) {
-                    Some(wf) => evolve(wf, &env),
-                    None => {
-                        if let Event::WorkflowStarted {
-                            definition,
-                            version,
-                            ..
-                        } = &env.event
-                        {
-                            use distorch_domain::workflow::DefinitionSource;
-                            match state.registry.definition(definition, Some(*version)) {
-                                Some(def) => {
-                                    if let Some(wf) = Workflow::new(&env, def) {
-                                        state.runs.insert(env.workflow_id, wf);
-                                    }
-                                }
-                                None => {
-                                    tracing::error!(run = %env.workflow_id, %definition, version,
-                                    "run's definition is missing from the log; run skipped")
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-        }
-        let ended: Vec<WorkflowId> = state
-            .runs
-            .iter()
-            .filter(|(_, wf)| wf.terminal.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ended {
-            if let Some(wf) = state.runs.remove(&id) {
-                let status = wf.terminal.unwrap_or(Status::Completed);
-                state.ended.insert(
-                    id,
-                    Ended {
-                        status,
-                        last_seq: wf.last_seq,
-                    },
-                );
-            }
-        }
-        for (id, wf) in &state.runs {
-            state.timers.set(*id, wf.timers());
-        }
-        tracing::info!(
-            runs = state.runs.len(),
-            events = count,
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "engine state recovered"
-        );
-        Ok(())
-    }
-
-    async fn read_all(&self, topic: &str, partition: u32) -> Result<Vec<Record>, EngineError> {
-        let end = self.log.end_offset(topic, partition).await?;
-        let mut out = Vec::new();
-        let mut from = 0;
-        while from < end {
-            let batch = self
-                .log
-                .read(topic, partition, from, 5000, Duration::ZERO)
-                .await?;
-            let Some(last) = batch.last() else { break };
-            from = last.offset + 1;
-            out.extend(batch);
-        }
-        Ok(out)
     }
 
     async fn update_lag(&self, assignment: &[(String, u32)]) {

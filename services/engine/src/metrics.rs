@@ -34,6 +34,12 @@ pub struct Metrics {
     pub command_lag: Gauge,
     pub runs_in_memory: Gauge,
     pub timers: Gauge,
+    /// Partition snapshots written.
+    pub snapshots: Counter,
+    /// Commands partitions this engine owns.
+    pub partitions_owned: Gauge,
+    /// Runs restored from a snapshot (rather than replayed) when taking over a partition.
+    pub runs_restored: Counter,
 }
 
 impl Metrics {
@@ -51,9 +57,27 @@ impl Metrics {
             command_lag: Gauge::default(),
             runs_in_memory: Gauge::default(),
             timers: Gauge::default(),
+            snapshots: Counter::default(),
+            partitions_owned: Gauge::default(),
+            runs_restored: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("distorch");
         r.register("runs_started", "Runs started", m.runs_started.clone());
+        r.register(
+            "engine_snapshots",
+            "Partition snapshots written by this engine",
+            m.snapshots.clone(),
+        );
+        r.register(
+            "engine_runs_restored",
+            "Runs restored from a partition snapshot on takeover",
+            m.runs_restored.clone(),
+        );
+        r.register(
+            "engine_partitions_owned",
+            "Commands partitions this engine owns",
+            m.partitions_owned.clone(),
+        );
         r.register(
             "runs_finished",
             "Runs ended, by final status",

@@ -44,6 +44,10 @@ impl Topics {
     pub fn breakers(&self) -> String {
         format!("{}.breakers", self.prefix)
     }
+    /// Engine snapshots of run state, one partition per commands partition (see the engine).
+    pub fn snapshots(&self) -> String {
+        format!("{}.snapshots", self.prefix)
+    }
     /// Task attempts ready for workers of `queue`, keyed by workflow id.
     pub fn tasks(&self, queue: &str) -> String {
         format!("{}.tasks.{queue}", self.prefix)
