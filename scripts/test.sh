@@ -8,8 +8,8 @@
 # CI runs it through .ci/run with CI=true on a fresh clone.
 #
 # Phases, in order (each is timed; the summary at the end lists them):
-#   provision   tools the tests need (PyYAML now; the Kafka-compatible broker and ClickHouse later)
-#   services    servers the tests need (none yet), stopped again on exit
+#   provision   tools the tests need (PyYAML, ClickHouse from chdb-core, tansu as the Kafka broker)
+#   services    servers the tests need (ClickHouse, tansu), stopped again on exit
 #   fetch       crates from crates.io, so network time is not counted as compile time
 #   fmt         cargo fmt --check
 #   deploy      static checks of infra/ and docker-compose.yml (scripts/check_deploy_files.py)
@@ -196,9 +196,9 @@ apt_install() {
   DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq --no-install-recommends "$@"
 }
 
-# Debian packages the build or the tests need. None yet; rdkafka's bundled librdkafka will
-# likely want cmake (Kafka issue).
-APT_PACKAGES=()
+# Debian packages the build or the tests need: rdkafka builds its bundled librdkafka with
+# ./configure and make (no cmake), using the C compiler Rust already needs.
+APT_PACKAGES=(make)
 provision_apt() {
   local missing=() pkg
   for pkg in "${APT_PACKAGES[@]}"; do
@@ -242,36 +242,108 @@ provision_python() {
   python3 -c 'import yaml' || die "PyYAML could not be installed for $(command -v python3)"
 }
 
-# provision_kafka (Kafka issue): a Kafka-compatible broker for the Kafka event-log
-# conformance suite and the distributed end-to-end tests. tansu builds from crates.io in about
-# 20 minutes cold on 2 cores, so it is installed once into the cache and reused:
-#
-#   provision_kafka() {
-#     local version=0.6.0
-#     if ! tansu --version 2>/dev/null | grep -qF "$version"; then
-#       cargo install tansu --version "$version" --locked --features dynostore,libsql \
-#         --root "$DISTORCH_CACHE"
-#     fi
-#   }
-provision_kafka() { :; }
+# provision_kafka: tansu (Apache-2.0), a Kafka-compatible broker, for the Kafka event-log
+# conformance suite. Its default features have no SQLite (libsql) storage, hence the features.
+# A cold build takes 20-30 minutes on 2 cores, so it is installed once into the cache and
+# reused; nothing is built when DISTORCH_TEST_KAFKA already names a broker that answers.
+TANSU_VERSION=0.6.0
+TANSU="$DISTORCH_CACHE/bin/tansu"
+provision_kafka() {
+  if [[ -n "${DISTORCH_TEST_KAFKA:-}" ]] && port_answers "$DISTORCH_TEST_KAFKA"; then return 0; fi
+  if "$TANSU" --version 2>/dev/null | grep -qF "$TANSU_VERSION"; then return 0; fi
+  log "installing tansu $TANSU_VERSION into $DISTORCH_CACHE (a 20-30 minute build, once)"
+  cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \
+    --root "$DISTORCH_CACHE"
+}
 
-# provision_clickhouse (read-side issue): ClickHouse for the analytics store's conformance
-# suite, from the chdb-core wheel, installed like PyYAML into a cache folder:
-#
-#   provision_clickhouse() {
-#     python3 -c 'import chdb' 2>/dev/null ||
-#       python3 -m pip install --quiet --target "$DISTORCH_CACHE/python$pyver" chdb-core
-#   }
-provision_clickhouse() { :; }
+# start_kafka: the broker of the Kafka tests. A DISTORCH_TEST_KAFKA (host:port or kafka:// URL)
+# that answers is used as it is; otherwise tansu runs on a free loopback port,
+# DISTORCH_TEST_KAFKA=127.0.0.1:PORT is exported, and stop_services stops it on exit.
+# Storage is tansu's SQLite engine in the run's temp dir (its path is relative to the working
+# directory): the memory:// engine answers ListOffsets with the last batch's base offset + 1 and
+# fetches from inside a batch skip to the next one, which breaks offsets of batched appends.
+start_kafka() {
+  local port i dir="$LOG_DIR/tansu"
+  if [[ -n "${DISTORCH_TEST_KAFKA:-}" ]]; then
+    if port_answers "$DISTORCH_TEST_KAFKA"; then
+      log "Kafka: the broker named by DISTORCH_TEST_KAFKA=$DISTORCH_TEST_KAFKA"
+      return 0
+    fi
+    log "Kafka: DISTORCH_TEST_KAFKA=$DISTORCH_TEST_KAFKA does not answer; starting tansu instead"
+  fi
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  mkdir -p "$dir"
+  (cd "$dir" && exec "$TANSU" broker --listener-url "tcp://127.0.0.1:$port" \
+    --advertised-listener-url "tcp://127.0.0.1:$port" \
+    --storage-engine sqlite://tansu.db) >"$LOG_DIR/tansu.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  for i in $(seq 120); do
+    if port_answers "127.0.0.1:$port"; then
+      export DISTORCH_TEST_KAFKA="127.0.0.1:$port"
+      log "Kafka: $("$TANSU" --version) on $DISTORCH_TEST_KAFKA"
+      return 0
+    fi
+    kill -0 "${SERVICE_PIDS[-1]}" 2>/dev/null || break
+    sleep 0.5
+  done
+  tail -n 40 "$LOG_DIR/tansu.log" >&2 || true
+  die "tansu did not accept connections on 127.0.0.1:$port within 60 s (log above)"
+}
+
+# port_answers ADDRESS: whether the first host:port of ADDRESS (host:port[,...] or a kafka://
+# URL) accepts a TCP connection within 2 s.
+port_answers() {
+  local address=${1#kafka://}
+  address=${address%%[,/?]*}
+  local host=${address%:*} port=${address##*:}
+  host=${host#[}
+  host=${host%]}
+  timeout 2 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$host" "$port" 2>/dev/null
+}
+
+# provision_clickhouse: ClickHouse 26.9 for the analytics store's conformance suite. The
+# chdb-core wheel embeds the real server (HTTP and native listeners); it goes into its own venv
+# in the cache (about 180 MB, installed once), so the user's Python environment is left alone.
+CHDB_VERSION=26.9.*
+CHDB_VENV="$DISTORCH_CACHE/chdb"
+provision_clickhouse() {
+  if "$CHDB_VENV/bin/python" -c 'import chdb._chdb' 2>/dev/null; then return 0; fi
+  log "installing chdb-core $CHDB_VERSION into $CHDB_VENV"
+  python3 -m venv "$CHDB_VENV" || {
+    apt_install python3-venv
+    python3 -m venv "$CHDB_VENV"
+  }
+  "$CHDB_VENV/bin/pip" install --quiet --disable-pip-version-check "chdb-core==$CHDB_VERSION"
+  "$CHDB_VENV/bin/python" -c 'import chdb._chdb' || die "chdb-core could not be installed"
+}
+
+# start_clickhouse: runs scripts/clickhouse_server.py (config, ports and data under LOG_DIR)
+# and waits, bounded, until it answers /ping; exports DISTORCH_TEST_CLICKHOUSE for the
+# analytics conformance suite. stop_services stops it on exit.
+start_clickhouse() {
+  local dir port="" i
+  # Under LOG_DIR, which on_exit removes after stopping the server.
+  dir="$LOG_DIR/clickhouse"
+  mkdir -p "$dir"
+  "$CHDB_VENV/bin/python" scripts/clickhouse_server.py "$dir" >"$LOG_DIR/clickhouse.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  for i in $(seq 120); do
+    [[ -z "$port" && -s "$dir/http_port" ]] && port=$(<"$dir/http_port")
+    if [[ -n "$port" ]] && curl -fsS -m 2 "http://127.0.0.1:$port/ping" >/dev/null 2>&1; then
+      export DISTORCH_TEST_CLICKHOUSE="http://127.0.0.1:$port"
+      log "ClickHouse $(curl -fsS -m 5 "$DISTORCH_TEST_CLICKHOUSE/?query=SELECT%20version()%20FORMAT%20TSVRaw") on $DISTORCH_TEST_CLICKHOUSE"
+      return 0
+    fi
+    kill -0 "${SERVICE_PIDS[-1]}" 2>/dev/null || break
+    sleep 0.5
+  done
+  tail -n 40 "$LOG_DIR/clickhouse.log" >&2 || true
+  die "ClickHouse did not answer /ping within 60 s (log above)"
+}
 
 # start_services / stop_services: start what provision_* installed on loopback ports, export
-# where the tests find it, and stop it on exit. Nothing yet. Sketch for the broker:
-#
-#   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-#   tansu broker --listener-url tcp://127.0.0.1:$port --advertised-listener-url tcp://127.0.0.1:$port \
-#     --storage-engine memory://tansu/ >"$LOG_DIR/tansu.log" 2>&1 &
-#   SERVICE_PIDS+=($!)
-#   export DISTORCH_TEST_KAFKA=kafka://127.0.0.1:$port   # then wait until the port accepts
+# where the tests find it, and stop it on exit. Each server has its own start_* function
+# (start_clickhouse, start_kafka) that records its pid in SERVICE_PIDS.
 SERVICE_PIDS=()
 start_services() { :; }
 stop_services() {
@@ -338,6 +410,8 @@ end_phase ok
 
 begin_phase services
 start_services
+start_clickhouse
+start_kafka
 end_phase ok
 
 begin_phase fetch

@@ -22,6 +22,47 @@ pub struct Config {
     pub alerts: AlertsConfig,
     /// The executor of `http` steps and its circuit breakers.
     pub http: HttpConfig,
+    /// Backends of the per-service subcommands (`standalone` uses its data dir).
+    pub backends: BackendsConfig,
+    /// Client settings added to a `kafka://` log.
+    pub kafka: KafkaSection,
+    /// The HTTP port of a per-service subcommand (API, or health and metrics).
+    pub server: ServerConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct BackendsConfig {
+    /// `kafka://host:port[,host:port]`.
+    pub log: String,
+    /// `sqlite://<path>` or `scylla://host:9042[,host]/keyspace`.
+    pub store: String,
+    /// `sqlite://<path>` or `clickhouse://host:8123/database`.
+    pub analytics: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaSection {
+    /// Replication factor of the topics DisTorch creates (default: the broker's).
+    pub replication_factor: Option<u16>,
+    /// librdkafka properties, e.g. `"security.protocol" = "SASL_SSL"`.
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// `127.0.0.1:0` picks a free port and prints it.
+    pub listen: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8000".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,6 +121,15 @@ pub fn load(file: Option<&Path>, overrides: Figment) -> anyhow::Result<Config> {
         .merge(overrides);
     fig.extract()
         .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+}
+
+/// Flag overrides of a per-service subcommand.
+pub fn service_flags(listen: Option<String>) -> Figment {
+    let mut fig = Figment::new();
+    if let Some(listen) = listen {
+        fig = fig.merge(Serialized::default("server.listen", listen));
+    }
+    fig
 }
 
 /// Flag overrides for the `standalone` section.

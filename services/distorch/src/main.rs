@@ -6,8 +6,12 @@
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+mod backends;
 mod config;
+mod process;
+mod services;
 mod standalone;
+mod supervisor;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -38,6 +42,21 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Run the HTTP API (REST, GraphQL, streams) against `backends.log` and `backends.store`.
+    Api(ServiceArgs),
+    /// Run an engine; engines share the command partitions through their consumer group.
+    Engine(ServiceArgs),
+    /// Run the saga processor, the SLA alerter and the executor of `http` steps.
+    Saga(ServiceArgs),
+    /// Run the projector that fills `backends.store`.
+    Projector(ServiceArgs),
+}
+
+#[derive(clap::Args)]
+struct ServiceArgs {
+    /// HTTP listen address (the API, or health and metrics), e.g. 0.0.0.0:8000.
+    #[arg(long)]
+    listen: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -47,13 +66,11 @@ fn main() -> ExitCode {
             cli.config.as_deref(),
             config::standalone_flags(listen, data_dir),
         )
-        .and_then(|cfg| {
-            init_tracing(&cfg.telemetry);
-            tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?
-                .block_on(standalone::run(cfg))
-        }),
+        .and_then(|cfg| serve(&cfg, standalone::run(cfg.clone()))),
+        Cmd::Api(args) => service(cli.config, process::Role::Api, args),
+        Cmd::Engine(args) => service(cli.config, process::Role::Engine, args),
+        Cmd::Saga(args) => service(cli.config, process::Role::Saga, args),
+        Cmd::Projector(args) => service(cli.config, process::Role::Projector, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -62,6 +79,23 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn service(file: Option<PathBuf>, role: process::Role, args: ServiceArgs) -> anyhow::Result<()> {
+    let cfg = config::load(file.as_deref(), config::service_flags(args.listen))?;
+    serve(&cfg, process::run(role, cfg.clone()))
+}
+
+/// Sets up logging and runs `main` on a multi-threaded runtime.
+fn serve(
+    cfg: &config::Config,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    init_tracing(&cfg.telemetry);
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(main)
 }
 
 fn init_tracing(cfg: &config::TelemetryConfig) {

@@ -112,6 +112,28 @@ struct State {
     queues: HashSet<String>,
 }
 
+/// Creates every topic DisTorch's services read before the first write (idempotent), so a
+/// process may start before the engine: `partitions` for the per-run topics, one for
+/// definitions and dead letters.
+pub async fn ensure_topics(
+    log: &dyn EventLog,
+    topics: &Topics,
+    partitions: u32,
+) -> Result<(), LogError> {
+    let p = partitions;
+    for (topic, n) in [
+        (topics.commands(), p),
+        (topics.events(), p),
+        (topics.replies(), p),
+        (topics.snapshots(), p),
+        (topics.definitions(), 1),
+        (topics.dlq(), 1),
+    ] {
+        log.create_topic(&topic, n).await?;
+    }
+    Ok(())
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -139,19 +161,7 @@ impl Engine {
 
     /// Creates the topics the engine writes (idempotent).
     pub async fn ensure_topics(&self) -> Result<(), EngineError> {
-        let p = self.config.partitions;
-        let t = &self.topics;
-        for (topic, n) in [
-            (t.commands(), p),
-            (t.events(), p),
-            (t.replies(), p),
-            (t.snapshots(), p),
-            (t.definitions(), 1),
-            (t.dlq(), 1),
-        ] {
-            self.log.create_topic(&topic, n).await?;
-        }
-        Ok(())
+        Ok(ensure_topics(self.log.as_ref(), &self.topics, self.config.partitions).await?)
     }
 
     /// Runs until `shutdown` resolves, finishing the batch in hand.

@@ -7,11 +7,16 @@
 //! does not decode is logged and skipped (counted in [`ProjectorStats`]) so it cannot stall
 //! its partition.
 //!
-//! It talks only to the [`EventLog`] and [`ReadStore`] ports: it MUST NOT depend on a
-//! backend, on other services, or on a web framework. It creates no topics (their
+//! With [`Projector::with_analytics`] it also records every event batch into the
+//! [`Analytics`] port (task-attempt and run facts), after the read store and before the
+//! offset commit; `record` is idempotent like `apply`, so a re-delivered batch is harmless.
+//!
+//! It talks only to the [`EventLog`], [`ReadStore`] and [`Analytics`] ports: it MUST NOT
+//! depend on a backend, on other services, or on a web framework. It creates no topics (their
 //! partition counts belong to whoever deploys the log); it waits for them to exist.
 //!
-//! Entry points: [`Projector::new`], [`Projector::run`], [`Projector::stats`].
+//! Entry points: [`Projector::new`], [`Projector::with_analytics`], [`Projector::run`],
+//! [`Projector::stats`].
 
 mod stats;
 
@@ -20,6 +25,7 @@ pub use stats::ProjectorStats;
 use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
 use distorch_domain::topics::Topics;
 use distorch_eventlog::{Consumer, EventLog, LogError, Record};
+use distorch_store::analytics::Analytics;
 use distorch_store::{ReadStore, StoreError};
 use std::collections::HashMap;
 use std::future::Future;
@@ -63,6 +69,8 @@ pub enum ProjectorError {
     Log(#[from] LogError),
     #[error("read store: {0}")]
     Store(#[from] StoreError),
+    #[error("analytics: {0}")]
+    Analytics(StoreError),
 }
 
 impl ProjectorError {
@@ -70,7 +78,7 @@ impl ProjectorError {
     pub fn is_retryable(&self) -> bool {
         match self {
             ProjectorError::Log(e) => e.is_retryable(),
-            ProjectorError::Store(e) => e.is_retryable(),
+            ProjectorError::Store(e) | ProjectorError::Analytics(e) => e.is_retryable(),
         }
     }
 }
@@ -78,6 +86,7 @@ impl ProjectorError {
 pub struct Projector {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ReadStore>,
+    analytics: Option<Arc<dyn Analytics>>,
     topics: Topics,
     config: ProjectorConfig,
     stats: ProjectorStats,
@@ -109,10 +118,17 @@ impl Projector {
         Self {
             log,
             store,
+            analytics: None,
             topics,
             config,
             stats: ProjectorStats::default(),
         }
+    }
+
+    /// Also records every event batch into `analytics`.
+    pub fn with_analytics(mut self, analytics: Arc<dyn Analytics>) -> Self {
+        self.analytics = Some(analytics);
+        self
     }
 
     /// A handle on progress and lag; stays valid after `run` returns.
@@ -250,6 +266,19 @@ impl Projector {
                 return Ok(Retry::ShutDown);
             }
         }
+        if let Some(analytics) = self.analytics.as_ref().filter(|_| !batch.events.is_empty()) {
+            let recorded = self
+                .retrying(shutdown, "recording analytics", || async {
+                    analytics
+                        .record(&batch.events)
+                        .await
+                        .map_err(ProjectorError::Analytics)
+                })
+                .await?;
+            if let Retry::ShutDown = recorded {
+                return Ok(Retry::ShutDown);
+            }
+        }
         self.stats
             .applied(batch.events.len(), batch.definitions.len());
 
@@ -297,7 +326,7 @@ impl Projector {
             if !err.is_retryable() && !waiting_for_topic {
                 return Err(err);
             }
-            if let ProjectorError::Store(_) = err {
+            if let ProjectorError::Store(_) | ProjectorError::Analytics(_) = err {
                 self.stats.store_failed();
             }
             tracing::warn!(error = %err, "{what} failed; retrying in {backoff:?}");

@@ -3,7 +3,8 @@
 //!
 //! This crate owns the [`EventLog`] contract and its implementations; it knows nothing of
 //! workflows (payloads are opaque bytes). Entry points: [`EventLog`], [`Consumer`],
-//! [`sqlite::SqliteLog`], [`partition_for`], and the [`conformance`] suite every backend runs.
+//! [`sqlite::SqliteLog`], `kafka::KafkaLog` (cargo feature `kafka`), [`partition_for`], and
+//! the [`conformance`] suite every backend runs.
 //!
 //! # Contract (every backend MUST honour it)
 //! - Topics have a fixed number of partitions. A record with key `k` goes to partition
@@ -20,8 +21,26 @@
 //!   after the last commit is delivered again. Commits are durable when `commit` returns.
 //! - [`Consumer::poll`] SHOULD wake as soon as new records arrive (long-poll), and returns an
 //!   empty batch when `wait` elapses.
+//! - A failed [`EventLog::append`] MAY have stored some of its records; a caller that retries
+//!   it may store them twice (delivery is at least once; consumers deduplicate by id).
+//!
+//! # Groups with several members (distributed backends)
+//! - The partitions of a group's topics are shared among its members, and the share MAY
+//!   change during any [`Consumer::poll`] as members join and leave. [`Consumer::assignment`]
+//!   is the share as of the last `poll`; a new member's starts empty and fills in during its
+//!   first polls. Callers that keep per-partition state MUST compare it after each `poll`.
+//! - A partition that (re)joins a member's share resumes after the group's committed offset:
+//!   records that any member polled but did not commit are delivered again.
+//! - `poll` MUST NOT return records of a partition that is no longer in the share.
+//! - A `commit` of a partition no longer in the member's share, or one the group rejects
+//!   because it rebalanced meanwhile, MAY be dropped (its records are then delivered again,
+//!   never lost); `commit` still returns `Ok`.
+//! - Transient broker trouble is retried inside `poll`; an error from it means the member
+//!   cannot go on.
 
 pub mod conformance;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 mod partitioner;
 pub mod sqlite;
 
@@ -92,8 +111,14 @@ pub enum LogError {
     Invalid(String),
     #[error("the log is closed")]
     Closed,
+    /// The storage or broker failed in a way that may pass (I/O, a broker unreachable or
+    /// moving a partition): retryable.
     #[error("storage error: {0}")]
     Storage(String),
+    /// The backend refused the request in a way no retry fixes (credentials, permissions, a
+    /// broker too old for the request, a record too large).
+    #[error("backend refused the request: {0}")]
+    Fatal(String),
 }
 
 impl LogError {
@@ -146,9 +171,10 @@ pub trait Consumer: Send {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>>;
 
     /// Durably records, for each `(topic, partition)`, the offset of the next record to
-    /// deliver to this group (the last processed offset + 1).
+    /// deliver to this group (the last processed offset + 1). Partitions no longer assigned
+    /// to this member may be skipped (see the crate docs on groups).
     async fn commit(&mut self, offsets: &[(String, u32, u64)]) -> Result<()>;
 
-    /// The partitions currently assigned to this member.
+    /// The partitions assigned to this member as of the last `poll`.
     fn assignment(&self) -> Vec<(String, u32)>;
 }

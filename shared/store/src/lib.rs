@@ -18,8 +18,13 @@
 //!   queue; SLA alerts are newest first.
 //!
 //! Entry points: [`ReadStore`], [`sqlite::SqliteStore`], the [`conformance`] suite.
+//! The analytics port (task-attempt and run facts, performance/bottleneck/cost reports) and
+//! its SQLite and ClickHouse backends live in [`analytics`].
 
+pub mod analytics;
 pub mod conformance;
+#[cfg(feature = "scylla")]
+pub mod scylla;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -37,6 +42,13 @@ pub enum StoreError {
     Storage(String),
     #[error("invalid cursor {0:?}")]
     BadCursor(String),
+    /// A report window the caller got wrong (empty or reversed).
+    #[error("invalid window: {0}")]
+    BadWindow(String),
+    /// The backend cannot be used as configured (a bad URL, a schema older than this
+    /// build); an operator must act, so retrying does not help.
+    #[error("{0}")]
+    Setup(String),
 }
 
 impl StoreError {

@@ -22,13 +22,35 @@ impl Server {
 
     /// Starts the binary, optionally with `--config`, and reads the port it printed.
     fn spawn(data_dir: &Path, config: Option<&Path>) -> Server {
+        let mut args: Vec<std::ffi::OsString> =
+            vec!["standalone".into(), "--listen".into(), "127.0.0.1:0".into()];
+        args.push("--data-dir".into());
+        args.push(data_dir.into());
+        Self::run("standalone", config, &args, data_dir)
+    }
+
+    /// Starts `distorch <role>` (`api`, `engine`, `saga`, `projector`) on a free port with
+    /// the configuration in `config`.
+    pub fn service(role: &str, config: &Path) -> Server {
+        let args: Vec<std::ffi::OsString> =
+            vec![role.into(), "--listen".into(), "127.0.0.1:0".into()];
+        let dir = config.parent().expect("config file in a directory");
+        Self::run(role, Some(config), &args, dir)
+    }
+
+    fn run(
+        role: &str,
+        config: Option<&Path>,
+        args: &[std::ffi::OsString],
+        data_dir: &Path,
+    ) -> Server {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_distorch"));
         if let Some(file) = config {
             cmd.arg("--config").arg(file);
         }
+        let ready = format!("distorch {role} listening on ");
         let mut child = cmd
-            .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+            .args(args)
             .env(
                 "RUST_LOG",
                 std::env::var("DISTORCH_TEST_LOG").unwrap_or_else(|_| "warn".into()),
@@ -42,11 +64,11 @@ impl Server {
         let url = loop {
             match lines.next() {
                 Some(Ok(line)) => {
-                    if let Some(url) = line.strip_prefix("distorch standalone listening on ") {
+                    if let Some(url) = line.strip_prefix(&ready) {
                         break url.trim().to_string();
                     }
                 }
-                _ => panic!("distorch exited before it was listening"),
+                _ => panic!("distorch {role} exited before it was listening"),
             }
         };
         // Keep draining stdout so the child never blocks on a full pipe.

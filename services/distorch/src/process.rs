@@ -1,0 +1,66 @@
+//! `distorch api|engine|saga|projector`: one service per process on a shared broker, the
+//! deployment for when one machine is not enough. Each process serves HTTP: the API, or
+//! `/healthz`, `/readyz` and `/metrics` for the others (probes and scraping).
+
+use crate::backends;
+use crate::config::Config;
+use crate::services::{self, Context};
+use crate::supervisor::Supervisor;
+use anyhow::Context as _;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Api,
+    Engine,
+    Saga,
+    Projector,
+}
+
+impl Role {
+    fn name(self) -> &'static str {
+        match self {
+            Role::Api => "api",
+            Role::Engine => "engine",
+            Role::Saga => "saga",
+            Role::Projector => "projector",
+        }
+    }
+}
+
+pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
+    let log = backends::log(&cfg.backends.log, &cfg.kafka).await?;
+    let ctx = Context::new(log, &cfg);
+    // Whoever starts first creates the topics, so no consumer subscribes to a missing one.
+    distorch_engine::ensure_topics(ctx.log.as_ref(), &ctx.topics, cfg.api.partitions.commands)
+        .await
+        .context("cannot create the topics")?;
+    let mut sup = Supervisor::new();
+    let app = match role {
+        Role::Api => {
+            let store = backends::store(&cfg.backends.store).await?;
+            services::api(&ctx, store, &cfg).await?
+        }
+        Role::Engine => {
+            services::engine(&mut sup, &ctx, &cfg).await?;
+            services::ops_router(&ctx)
+        }
+        Role::Saga => {
+            services::saga(&mut sup, &ctx, &cfg)?;
+            services::ops_router(&ctx)
+        }
+        Role::Projector => {
+            let store = backends::store(&cfg.backends.store).await?;
+            services::projector(&mut sup, &ctx, store, &cfg)?;
+            services::ops_router(&ctx)
+        }
+    };
+    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let addr = listener.local_addr()?;
+    // Tests and scripts read this line to find the port when listening on port 0.
+    println!("distorch {} listening on http://{addr}", role.name());
+    tracing::info!(%addr, role = role.name(), "distorch service started");
+    sup.serve(listener, app);
+    sup.run().await
+}
