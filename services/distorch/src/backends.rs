@@ -4,6 +4,9 @@ use anyhow::Context;
 use distorch_eventlog::EventLog;
 use distorch_eventlog::kafka::{KafkaConfig, KafkaLog};
 use distorch_store::ReadStore;
+use distorch_store::analytics::Analytics;
+use distorch_store::analytics::clickhouse::ClickHouseAnalytics;
+use distorch_store::analytics::sqlite::SqliteAnalytics;
 use distorch_store::scylla::ScyllaStore;
 use distorch_store::sqlite::SqliteStore;
 use std::sync::Arc;
@@ -59,6 +62,74 @@ pub async fn store(url: &str) -> anyhow::Result<Arc<dyn ReadStore>> {
         other => anyhow::bail!(
             "backends.store = {url:?}: unknown scheme {other:?}; expected sqlite:// or scylla://"
         ),
+    }
+}
+
+/// The analytics store: `sqlite://<path>` or `clickhouse://host:8123/database`; `None`
+/// when not configured (the analytics endpoints then answer 503).
+pub async fn analytics(url: &str) -> anyhow::Result<Option<Arc<dyn Analytics>>> {
+    match scheme(url) {
+        "" => Ok(None),
+        "sqlite" => {
+            let path = &url["sqlite://".len()..];
+            let analytics = SqliteAnalytics::open(path)
+                .with_context(|| format!("cannot open the SQLite analytics store at {path}"))?;
+            Ok(Some(Arc::new(analytics)))
+        }
+        "clickhouse" => {
+            let ch = ClickHouseAnalytics::from_url(url)?;
+            ch.check_schema()
+                .await
+                .with_context(|| format!("ClickHouse at {url}"))?;
+            Ok(Some(Arc::new(ch)))
+        }
+        other => anyhow::bail!(
+            "backends.analytics = {url:?}: unknown scheme {other:?}; expected sqlite:// or \
+             clickhouse://"
+        ),
+    }
+}
+
+/// `distorch migrate`: brings the ScyllaDB and ClickHouse schemas up to date (idempotent;
+/// safe on every deploy). SQLite stores migrate themselves when they open.
+pub async fn migrate(cfg: &crate::config::BackendsConfig) -> anyhow::Result<()> {
+    let mut done = false;
+    if scheme(&cfg.store) == "scylla" {
+        let report = distorch_store::scylla::migrate(&cfg.store)
+            .await
+            .context("ScyllaDB migration failed")?;
+        println!(
+            "ScyllaDB keyspace {}: schema version {} (applied now: {})",
+            report.keyspace,
+            report.version,
+            list(&report.applied)
+        );
+        done = true;
+    }
+    if scheme(&cfg.analytics) == "clickhouse" {
+        let ch = ClickHouseAnalytics::from_url(&cfg.analytics)?;
+        let applied = ch.migrate().await.context("ClickHouse migration failed")?;
+        let applied: Vec<String> = applied.iter().map(|v| format!("{v:03}")).collect();
+        println!(
+            "ClickHouse database {}: up to date (applied now: {})",
+            ch.database(),
+            list(&applied)
+        );
+        done = true;
+    }
+    if !done {
+        println!(
+            "nothing to migrate: backends.store is not scylla:// and backends.analytics is not clickhouse://"
+        );
+    }
+    Ok(())
+}
+
+fn list(items: &[String]) -> String {
+    if items.is_empty() {
+        "none".into()
+    } else {
+        items.join(", ")
     }
 }
 

@@ -48,8 +48,10 @@ enum Cmd {
     Engine(ServiceArgs),
     /// Run the saga processor, the SLA alerter and the executor of `http` steps.
     Saga(ServiceArgs),
-    /// Run the projector that fills `backends.store`.
+    /// Run the projector that fills `backends.store` (and `backends.analytics`).
     Projector(ServiceArgs),
+    /// Apply the ScyllaDB and ClickHouse schema migrations (idempotent; run on every deploy).
+    Migrate,
 }
 
 #[derive(clap::Args)]
@@ -71,6 +73,8 @@ fn main() -> ExitCode {
         Cmd::Engine(args) => service(cli.config, process::Role::Engine, args),
         Cmd::Saga(args) => service(cli.config, process::Role::Saga, args),
         Cmd::Projector(args) => service(cli.config, process::Role::Projector, args),
+        Cmd::Migrate => config::load(cli.config.as_deref(), figment::Figment::new())
+            .and_then(|cfg| serve(&cfg, async { backends::migrate(&cfg.backends).await })),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

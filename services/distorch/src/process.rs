@@ -50,7 +50,8 @@ pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
         }
         Role::Projector => {
             let store = backends::store(&cfg.backends.store).await?;
-            services::projector(&mut sup, &ctx, store, &cfg)?;
+            let analytics = backends::analytics(&cfg.backends.analytics).await?;
+            services::projector(&mut sup, &ctx, store, analytics, &cfg)?;
             services::ops_router(&ctx)
         }
     };

@@ -10,6 +10,7 @@ use distorch_eventlog::EventLog;
 use distorch_projector::Projector;
 use distorch_saga::{AlertMetrics, Alerter, HttpExecutor, HttpMetrics, Saga, SagaConfig};
 use distorch_store::ReadStore;
+use distorch_store::analytics::Analytics;
 use std::sync::{Arc, RwLock};
 
 /// What every service of a process shares: the log, topic names and the metrics registry.
@@ -77,14 +78,18 @@ pub fn projector(
     sup: &mut Supervisor,
     ctx: &Context,
     store: Arc<dyn ReadStore>,
+    analytics: Option<Arc<dyn Analytics>>,
     cfg: &Config,
 ) -> anyhow::Result<()> {
-    let projector = Projector::new(
+    let mut projector = Projector::new(
         ctx.log.clone(),
         store,
         ctx.topics.clone(),
         cfg.projector.clone(),
     );
+    if let Some(analytics) = analytics {
+        projector = projector.with_analytics(analytics);
+    }
     projector.stats().register(&mut ctx.registry());
     sup.spawn("projector", projector.run(sup.stopped()));
     Ok(())

@@ -8,6 +8,8 @@ use anyhow::Context as _;
 use distorch_eventlog::EventLog;
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_store::ReadStore;
+use distorch_store::analytics::Analytics;
+use distorch_store::analytics::sqlite::SqliteAnalytics;
 use distorch_store::sqlite::SqliteStore;
 use std::sync::Arc;
 
@@ -23,12 +25,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         SqliteStore::open(dir.join("read.db"))
             .with_context(|| format!("cannot open the read store in {}", dir.display()))?,
     );
+    let analytics: Arc<dyn Analytics> = Arc::new(
+        SqliteAnalytics::open(dir.join("analytics.db"))
+            .with_context(|| format!("cannot open the analytics store in {}", dir.display()))?,
+    );
     let ctx = Context::new(log, &cfg);
     let mut sup = Supervisor::new();
     // The engine creates the topics before anyone reads them.
     services::engine(&mut sup, &ctx, &cfg).await?;
     services::saga(&mut sup, &ctx, &cfg)?;
-    services::projector(&mut sup, &ctx, store.clone(), &cfg)?;
+    services::projector(&mut sup, &ctx, store.clone(), Some(analytics), &cfg)?;
     let app = services::api(&ctx, store, &cfg).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.standalone.listen)
