@@ -24,7 +24,7 @@ use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_
 use distorch_domain::topics::{TaskDispatch, Topics};
 use distorch_domain::workflow::{Status, TaskStatus, Workflow, handle};
 use distorch_domain::{CommandId, WorkflowId};
-use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
+use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record, partition_for};
 use registry::Registry;
 use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -243,7 +243,10 @@ impl Engine {
                 .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
             self.metrics.commands.inc();
             match cmd {
-                Some(cmd) => self.handle_command(state, cmd, now, &mut out),
+                Some(cmd) => match self.misplaced(state, rec, cmd) {
+                    Some(key) => self.forward(rec, key, &mut out),
+                    None => self.handle_command(state, cmd, now, &mut out),
+                },
                 None => self.malformed(rec, &mut out),
             }
         }
@@ -325,6 +328,27 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// The key `cmd` should have been published under, when its record sits on another
+    /// partition than that key's: a client outside DisTorch keyed it differently (or used
+    /// another partitioner). The run's owner is the owner of the key's partition.
+    fn misplaced(&self, state: &State, rec: &Record, cmd: &CommandEnvelope) -> Option<String> {
+        let key = cmd.command.key()?;
+        (partition_for(&key, state.partitions) != rec.partition).then_some(key)
+    }
+
+    /// Re-publishes a misplaced command under its proper key: forwarded, never dropped.
+    fn forward(&self, rec: &Record, key: String, out: &mut Output) {
+        self.metrics.commands_forwarded.inc();
+        tracing::debug!(partition = rec.partition, offset = rec.offset, %key, "command forwarded to its run's partition");
+        let mut r = NewRecord::new(rec.topic.clone(), key, rec.payload.clone());
+        r.headers = rec.headers.clone();
+        r.headers.push((
+            "forwarded-from".into(),
+            format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset),
+        ));
+        out.records.push(r);
     }
 
     fn malformed(&self, rec: &Record, out: &mut Output) {

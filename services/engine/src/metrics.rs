@@ -30,6 +30,8 @@ pub struct Metrics {
     pub commands: Counter,
     pub commands_rejected: Counter,
     pub malformed_commands: Counter,
+    /// Commands found on another partition than their run's, re-published there.
+    pub commands_forwarded: Counter,
     /// Records on the commands topic not yet processed by this engine.
     pub command_lag: Gauge,
     pub runs_in_memory: Gauge,
@@ -54,6 +56,7 @@ impl Metrics {
             commands: Counter::default(),
             commands_rejected: Counter::default(),
             malformed_commands: Counter::default(),
+            commands_forwarded: Counter::default(),
             command_lag: Gauge::default(),
             runs_in_memory: Gauge::default(),
             timers: Gauge::default(),
@@ -63,6 +66,11 @@ impl Metrics {
         };
         let r = registry.sub_registry_with_prefix("distorch");
         r.register("runs_started", "Runs started", m.runs_started.clone());
+        r.register(
+            "commands_forwarded",
+            "Commands re-published to their run's partition (keyed differently by the sender)",
+            m.commands_forwarded.clone(),
+        );
         r.register(
             "engine_snapshots",
             "Partition snapshots written by this engine",
