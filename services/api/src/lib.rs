@@ -1,5 +1,6 @@
-//! The DisTorch REST API: definitions, runs, tasks, the dead-letter queue, the worker
-//! protocol (long-poll, heartbeat, complete, fail), health, metrics and OpenAPI docs.
+//! The DisTorch API: REST (definitions, runs, tasks, the dead-letter queue, the worker
+//! protocol, health, metrics, OpenAPI docs), GraphQL with subscriptions, and live event
+//! streams over WebSocket and SSE ([`feed`]).
 //!
 //! This crate owns HTTP concerns only. It never changes state itself: every change is a
 //! command published to the commands topic through the [`EventLog`] port and decided by the
@@ -10,11 +11,13 @@
 //! Entry points: [`router`] (builds the axum router and starts the background reply reader),
 //! [`ApiConfig`], [`ApiError`].
 
+mod actions;
 pub mod breakers;
 pub mod bus;
 pub mod dispatch;
 pub mod dto;
 mod error;
+pub mod feed;
 pub mod graphql;
 pub mod metrics;
 mod openapi;
@@ -49,6 +52,11 @@ pub struct ApiConfig {
     pub partitions: Partitions,
     /// Task records a queue dispatcher buffers ahead of polls.
     pub poll_prefetch: usize,
+    /// Consumer group of the projector that fills the read store. Live streams join a
+    /// run's stored history to the log at this group's committed offsets.
+    pub projector_group: String,
+    /// Prices of `GET /api/v1/analytics/cost` (`[api.cost_rates]`).
+    pub cost_rates: distorch_store::analytics::CostRates,
 }
 
 impl Default for ApiConfig {
@@ -60,6 +68,8 @@ impl Default for ApiConfig {
             topic_prefix: "distorch".into(),
             partitions: Partitions::default(),
             poll_prefetch: 256,
+            projector_group: "projector".into(),
+            cost_rates: Default::default(),
         }
     }
 }
@@ -95,9 +105,21 @@ impl Default for Partitions {
 
 /// Builds the API router and starts its background tasks (reply reader, command writer).
 /// Registers the API's metrics into `registry`; `/metrics` renders the whole registry.
+/// Without analytics: see [`router_with_analytics`].
 pub async fn router(
     log: Arc<dyn EventLog>,
     store: Arc<dyn ReadStore>,
+    config: ApiConfig,
+    registry: SharedRegistry,
+) -> Result<axum::Router, ApiError> {
+    router_with_analytics(log, store, None, config, registry).await
+}
+
+/// [`router`], with `/api/v1/analytics/*` served from `analytics` (503 when `None`).
+pub async fn router_with_analytics(
+    log: Arc<dyn EventLog>,
+    store: Arc<dyn ReadStore>,
+    analytics: Option<Arc<dyn distorch_store::analytics::Analytics>>,
     config: ApiConfig,
     registry: SharedRegistry,
 ) -> Result<axum::Router, ApiError> {
@@ -113,6 +135,14 @@ pub async fn router(
     )
     .await?;
     let breakers = breakers::BreakerBoard::start(log.clone(), config.topics().breakers()).await?;
+    let feed = feed::Feed::start(
+        log.clone(),
+        store.clone(),
+        topics.events(),
+        config.partitions.events,
+        config.projector_group.clone(),
+    )
+    .await?;
     let dispatchers =
         dispatch::Dispatchers::new(log, topics, config.partitions.tasks, config.poll_prefetch);
     let state = routes::AppState {
@@ -123,6 +153,9 @@ pub async fn router(
         registry,
         read_your_writes: Duration::from_millis(config.read_your_writes_ms),
         breakers,
+        feed,
+        analytics,
+        cost_rates: config.cost_rates.clone(),
     };
     Ok(routes::router(state, config.max_body_bytes))
 }

@@ -1,6 +1,8 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 
-use crate::routes::{breakers, definitions, human, ops, sla, tasks, worker, workflows};
+use crate::routes::{
+    analytics, breakers, definitions, human, ops, path, sla, streams, tasks, worker, workflows,
+};
 use utoipa::OpenApi;
 
 #[derive(OpenApi)]
@@ -19,6 +21,7 @@ use utoipa::OpenApi;
         workflows::list_workflows,
         workflows::get_workflow,
         workflows::workflow_history,
+        path::workflow_path,
         workflows::cancel_workflow,
         workflows::pause_workflow,
         workflows::resume_workflow,
@@ -34,6 +37,9 @@ use utoipa::OpenApi;
         human::reassign_human_task,
         human::complete_human_task,
         sla::sla_breaches,
+        analytics::analytics_performance,
+        analytics::analytics_bottlenecks,
+        analytics::analytics_cost,
         worker::poll,
         worker::complete_task,
         worker::fail_task,
@@ -42,6 +48,9 @@ use utoipa::OpenApi;
         ops::readyz,
         ops::metrics,
         breakers::list_breakers,
+        streams::sse_events,
+        streams::ws_workflow,
+        streams::ws_tasks,
     ),
     components(schemas(crate::problem::Problem)),
     tags(
@@ -51,8 +60,10 @@ use utoipa::OpenApi;
         (name = "human-tasks", description = "The inbox of human tasks: claim, release, reassign, complete"),
         (name = "signals", description = "Signals to runs"),
         (name = "sla", description = "SLA warnings and breaches"),
+        (name = "analytics", description = "Performance, bottlenecks and cost over a time window"),
         (name = "workers", description = "The worker protocol"),
         (name = "ops", description = "Health and metrics"),
+        (name = "streams", description = "Live events over SSE and WebSocket"),
     )
 )]
 pub struct ApiDoc;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 pub async fn log(
     url: &str,
     kafka: &crate::config::KafkaSection,
+    topic_prefix: &str,
 ) -> anyhow::Result<Arc<dyn EventLog>> {
     match scheme(url) {
         "kafka" => {
@@ -24,6 +25,9 @@ pub async fn log(
                 cfg.replication_factor = kafka.replication_factor;
             }
             cfg.properties.extend(kafka.properties.clone());
+            // Groups are namespaced like topics: two deployments on one cluster never share
+            // a consumer group (and never rebalance each other).
+            cfg.group_prefix = format!("{topic_prefix}.");
             let log = KafkaLog::connect(cfg)
                 .await
                 .with_context(|| format!("cannot connect to the Kafka log at {url}"))?;

@@ -28,7 +28,7 @@ impl Role {
 }
 
 pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
-    let log = backends::log(&cfg.backends.log, &cfg.kafka).await?;
+    let log = backends::log(&cfg.backends.log, &cfg.kafka, &cfg.api.topic_prefix).await?;
     let ctx = Context::new(log, &cfg);
     // Whoever starts first creates the topics, so no consumer subscribes to a missing one.
     distorch_engine::ensure_topics(ctx.log.as_ref(), &ctx.topics, cfg.api.partitions.commands)
@@ -38,7 +38,8 @@ pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
     let app = match role {
         Role::Api => {
             let store = backends::store(&cfg.backends.store).await?;
-            services::api(&ctx, store, &cfg).await?
+            let analytics = backends::analytics(&cfg.backends.analytics).await?;
+            services::api(&ctx, store, analytics, &cfg).await?
         }
         Role::Engine => {
             services::engine(&mut sup, &ctx, &cfg).await?;

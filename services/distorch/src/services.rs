@@ -95,15 +95,17 @@ pub fn projector(
     Ok(())
 }
 
-/// The HTTP API (REST, GraphQL, streams, metrics, health) as a router.
+/// The HTTP API (REST, GraphQL, streams, analytics, metrics, health) as a router.
 pub async fn api(
     ctx: &Context,
     store: Arc<dyn ReadStore>,
+    analytics: Option<Arc<dyn Analytics>>,
     cfg: &Config,
 ) -> anyhow::Result<axum::Router> {
-    Ok(distorch_api::router(
+    Ok(distorch_api::router_with_analytics(
         ctx.log.clone(),
         store,
+        analytics,
         cfg.api.clone(),
         ctx.registry.clone(),
     )

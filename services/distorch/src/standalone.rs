@@ -34,8 +34,8 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     // The engine creates the topics before anyone reads them.
     services::engine(&mut sup, &ctx, &cfg).await?;
     services::saga(&mut sup, &ctx, &cfg)?;
-    services::projector(&mut sup, &ctx, store.clone(), Some(analytics), &cfg)?;
-    let app = services::api(&ctx, store, &cfg).await?;
+    services::projector(&mut sup, &ctx, store.clone(), Some(analytics.clone()), &cfg)?;
+    let app = services::api(&ctx, store, Some(analytics), &cfg).await?;
 
     let listener = tokio::net::TcpListener::bind(&cfg.standalone.listen)
         .await

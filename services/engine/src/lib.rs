@@ -47,6 +47,11 @@ pub struct EngineConfig {
     pub group: String,
     /// Events appended to a partition between two snapshots of it (0: never snapshot).
     pub snapshot_every: u64,
+    /// A commands partition that no engine of the group consumes for this long (records
+    /// waiting, committed offset not moving) makes this engine leave and rejoin the group,
+    /// which forces a rebalance. A guard against brokers that lose a dead member's share
+    /// (seen with tansu 0.6.0); 0 turns it off.
+    pub orphan_timeout_ms: u64,
 }
 
 impl Default for EngineConfig {
@@ -56,6 +61,7 @@ impl Default for EngineConfig {
             batch: 2000,
             group: "engine".into(),
             snapshot_every: 20_000,
+            orphan_timeout_ms: 30_000,
         }
     }
 }
@@ -110,6 +116,8 @@ struct State {
     runs: HashMap<WorkflowId, Workflow>,
     timers: Timers,
     queues: HashSet<String>,
+    /// Partitions owned by others with records waiting: (committed offset, since when).
+    stalled: HashMap<u32, (u64, std::time::Instant)>,
 }
 
 /// Creates every topic DisTorch's services read before the first write (idempotent), so a
@@ -182,6 +190,7 @@ impl Engine {
             runs: HashMap::new(),
             timers: Timers::default(),
             queues: HashSet::new(),
+            stalled: HashMap::new(),
         };
         self.catch_up_definitions(&mut state).await?;
         self.follow_assignment(&mut state, consumer.assignment())
@@ -208,6 +217,20 @@ impl Engine {
                 last_lag = std::time::Instant::now();
                 let assignment = consumer.assignment();
                 self.update_lag(&assignment).await;
+                if self.orphaned(&mut state).await {
+                    tracing::warn!(
+                        "command partitions have no consumer; leaving and rejoining the group \
+                         to force a rebalance"
+                    );
+                    Self::commit(&mut state, &mut *consumer).await?;
+                    self.snapshot_all(&mut state).await?;
+                    drop(consumer);
+                    consumer = self
+                        .log
+                        .consumer(&self.config.group, &[self.topics.commands()])
+                        .await?;
+                    state.stalled.clear();
+                }
             }
         }
         Self::commit(&mut state, &mut *consumer).await?;
@@ -620,6 +643,42 @@ impl Engine {
             }
             _ => {}
         }
+    }
+
+    /// Whether some partition this engine does not own has had records waiting, with its
+    /// group's committed offset standing still, for longer than `orphan_timeout_ms`.
+    async fn orphaned(&self, state: &mut State) -> bool {
+        let timeout = Duration::from_millis(self.config.orphan_timeout_ms);
+        if timeout.is_zero() {
+            return false;
+        }
+        let topic = self.topics.commands();
+        let now = std::time::Instant::now();
+        let mut orphaned = false;
+        for p in (0..state.partitions).filter(|p| !state.owned.contains_key(p)) {
+            let end = self.log.end_offset(&topic, p).await.unwrap_or(0);
+            let Ok(committed) = self.log.committed(&self.config.group, &topic, p).await else {
+                continue;
+            };
+            let committed = committed.unwrap_or(0);
+            if end <= committed {
+                state.stalled.remove(&p);
+                continue;
+            }
+            let since = state.stalled.entry(p).or_insert((committed, now));
+            if since.0 != committed {
+                *since = (committed, now);
+            } else if now.duration_since(since.1) > timeout {
+                tracing::warn!(
+                    partition = p,
+                    committed,
+                    end,
+                    "commands partition looks orphaned"
+                );
+                orphaned = true;
+            }
+        }
+        orphaned
     }
 
     async fn update_lag(&self, assignment: &[(String, u32)]) {

@@ -131,12 +131,14 @@ impl EventLog for KafkaLog {
                 unique.push(topic);
             }
         }
-        let consumer = GroupConsumer::join(self.cluster.config(), group, &unique)?;
+        let group = format!("{}{group}", self.cluster.config().group_prefix);
+        let consumer = GroupConsumer::join(self.cluster.config(), &group, &unique)?;
         Ok(Box::new(consumer))
     }
 
     async fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>> {
         self.cluster.check_partition(topic, partition).await?;
-        self.cluster.committed(group, topic, partition).await
+        let group = format!("{}{group}", self.cluster.config().group_prefix);
+        self.cluster.committed(&group, topic, partition).await
     }
 }

@@ -1,6 +1,7 @@
 //! Definition registry: register (JSON or YAML) and read back.
 
-use super::{AppState, accepted};
+use super::AppState;
+use crate::actions;
 use crate::dto::{DefinitionDoc, DefinitionRow, Definitions, Registered};
 use crate::error::ApiError;
 use crate::problem::{Document, Problem};
@@ -8,8 +9,6 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use distorch_domain::command::Command;
-use serde_json::Value;
 
 /// Register the next version of a definition.
 ///
@@ -34,47 +33,7 @@ pub(crate) async fn register_definition(
     State(state): State<AppState>,
     Document(source): Document,
 ) -> Result<impl IntoResponse, ApiError> {
-    // The name is the command's partitioning key, so it must be checked before publishing.
-    let name = match source.get("name") {
-        Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
-        Some(_) => {
-            return Err(ApiError::BadRequest(
-                "`name` of the definition must be a non-empty string".into(),
-            ));
-        }
-        None if !source.is_object() => {
-            return Err(ApiError::BadRequest(
-                "a definition must be an object with at least `name` and `steps`".into(),
-            ));
-        }
-        None => return Err(ApiError::BadRequest("the definition has no `name`".into())),
-    };
-    let (_, result) = accepted(
-        state
-            .bus
-            .send(Command::RegisterDefinition { source })
-            .await?,
-    )?;
-    let name = result
-        .get("name")
-        .and_then(Value::as_str)
-        .map_or(name, str::to_owned);
-    let version = result
-        .get("version")
-        .and_then(Value::as_u64)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!("the engine's reply lacks the version: {result}"))
-        })?;
-    match state
-        .store
-        .wait_for_definition(&name, version, state.read_your_writes)
-        .await
-    {
-        Ok(true) => {}
-        Ok(false) => tracing::debug!(name, version, "definition not readable yet"),
-        Err(e) => tracing::warn!(name, version, error = %e, "waiting for the definition failed"),
-    }
+    let (name, version) = actions::register_definition(&state, source).await?;
     let location = format!("/api/v1/definitions/{name}/versions/{version}");
     Ok((
         StatusCode::CREATED,

@@ -2,20 +2,26 @@
 //! shape), publish one command, and translate the engine's outcome; everything the engine
 //! knows better (definitions, schemas, state transitions) is left to its rejection.
 
+pub(crate) mod analytics;
 pub(crate) mod breakers;
 pub(crate) mod definitions;
 pub(crate) mod human;
 pub(crate) mod ops;
+pub(crate) mod path;
 pub(crate) mod sla;
+pub(crate) mod streams;
 pub(crate) mod tasks;
 pub(crate) mod worker;
 pub(crate) mod workflows;
 
+pub(crate) use analytics::*;
 pub(crate) use breakers::*;
 pub(crate) use definitions::*;
 pub(crate) use human::*;
 pub(crate) use ops::*;
+pub(crate) use path::*;
 pub(crate) use sla::*;
+pub(crate) use streams::*;
 pub(crate) use tasks::*;
 pub(crate) use worker::*;
 pub(crate) use workflows::*;
@@ -48,12 +54,16 @@ pub(crate) struct AppState {
     pub registry: SharedRegistry,
     pub read_your_writes: Duration,
     pub breakers: crate::breakers::BreakerBoard,
+    pub feed: crate::feed::Feed,
+    /// `None`: the analytics routes answer 503.
+    pub analytics: Option<Arc<dyn distorch_store::analytics::Analytics>>,
+    pub cost_rates: distorch_store::analytics::CostRates,
 }
 
 impl AppState {
     /// Waits (bounded) until the run's view reflects event `seq`. A slow projector only
     /// costs freshness, never the request, so failures are logged and reported as `false`.
-    async fn caught_up(&self, id: WorkflowId, seq: u64) -> bool {
+    pub(crate) async fn caught_up(&self, id: WorkflowId, seq: u64) -> bool {
         match self
             .store
             .wait_for_seq(id, seq, self.read_your_writes)
@@ -69,6 +79,11 @@ impl AppState {
 }
 
 pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
+    let schema = crate::graphql::schema(&state);
+    let graphql_get = {
+        let schema = schema.clone();
+        move |protocol, upgrade| crate::graphql::get(schema, protocol, upgrade)
+    };
     Router::new()
         .route(
             "/api/v1/definitions",
@@ -85,6 +100,10 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         )
         .route("/api/v1/workflows/{id}", get(get_workflow))
         .route("/api/v1/workflows/{id}/history", get(workflow_history))
+        .route("/api/v1/workflows/{id}/path", get(workflow_path))
+        .route("/api/v1/events/stream", get(sse_events))
+        .route("/ws/workflows/{id}", get(ws_workflow))
+        .route("/ws/tasks/stream", get(ws_tasks))
         .route("/api/v1/workflows/{id}/cancel", post(cancel_workflow))
         .route("/api/v1/workflows/{id}/pause", post(pause_workflow))
         .route("/api/v1/workflows/{id}/resume", post(resume_workflow))
@@ -108,6 +127,9 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
             post(complete_human_task),
         )
         .route("/api/v1/sla/breaches", get(sla_breaches))
+        .route("/api/v1/analytics/performance", get(analytics_performance))
+        .route("/api/v1/analytics/bottlenecks", get(analytics_bottlenecks))
+        .route("/api/v1/analytics/cost", get(analytics_cost))
         .route("/api/v1/tasks/{task_id}", get(get_task))
         .route("/api/v1/tasks/{task_id}/retry", post(retry_task))
         .route("/api/v1/tasks/{task_id}/skip", post(skip_task))
@@ -119,9 +141,7 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/breakers", get(list_breakers))
         .route(
             "/graphql",
-            get(crate::graphql::graphiql).post_service(async_graphql_axum::GraphQL::new(
-                crate::graphql::schema(&state),
-            )),
+            get(graphql_get).post_service(async_graphql_axum::GraphQL::new(schema)),
         )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))

@@ -1,6 +1,7 @@
 //! Tasks as operators see them: read, retry, skip, and the dead-letter queue.
 
-use super::{AppState, accepted, parse_task_id};
+use super::{AppState, parse_task_id};
+use crate::actions;
 use crate::dto::{DeadLetterItem, DeadLetters, Skip, Task, TaskAction};
 use crate::error::ApiError;
 use crate::problem::{OptionalJson, Problem};
@@ -40,19 +41,16 @@ pub(super) async fn task_verb(
     workflow_id: WorkflowId,
     command: Command,
 ) -> Result<(StatusCode, Json<TaskAction>), ApiError> {
-    let (seq, _) = accepted(state.bus.send(command).await?)?;
-    let (code, status) = if state.caught_up(workflow_id, seq).await {
-        (
-            StatusCode::OK,
-            state.store.task(&task_id).await?.map(|t| t.status.into()),
-        )
+    let applied = actions::task_verb(state, &task_id, workflow_id, command).await?;
+    let code = if applied.caught_up {
+        StatusCode::OK
     } else {
-        (StatusCode::ACCEPTED, None)
+        StatusCode::ACCEPTED
     };
     let body = TaskAction {
         task_id: task_id.0,
         workflow_id: workflow_id.to_string(),
-        status,
+        status: applied.status.map(Into::into),
     };
     Ok((code, Json(body)))
 }

@@ -2,6 +2,7 @@
 //! and signals.
 
 use super::{AppState, accepted, parse_limit, parse_workflow_id};
+use crate::actions;
 use crate::dto::{
     ALL_STATUSES, Cancel, History, RunStatus, SignalSent, StartWorkflow, TaskCreated, Workflow,
     WorkflowPage, WorkflowRow, WorkflowStatus,
@@ -15,13 +16,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use distorch_domain::WorkflowId;
 use distorch_domain::command::Command;
-use distorch_domain::workflow::Status;
 use distorch_store::WorkflowFilter;
 use serde_json::Value;
-
-fn status_of(result: &Value) -> Option<Status> {
-    serde_json::from_value(result.get("status")?.clone()).ok()
-}
 
 /// Start a run.
 ///
@@ -43,46 +39,23 @@ pub(crate) async fn start_workflow(
     State(state): State<AppState>,
     JsonBody(req): JsonBody<StartWorkflow>,
 ) -> Result<impl IntoResponse, ApiError> {
-    if req.definition.trim().is_empty() {
-        return Err(ApiError::BadRequest(
-            "`definition` must name a definition".into(),
-        ));
-    }
-    let workflow_id = match &req.idempotency_key {
-        Some(key) => WorkflowId::from_idempotency_key(&req.definition, key),
-        None => WorkflowId::new_random(uuid::Uuid::now_v7()),
-    };
-    let command = Command::StartWorkflow {
-        workflow_id,
-        definition: req.definition,
-        version: req.version,
-        input: req.input,
-        idempotency_key: req.idempotency_key,
-        parent: None,
-    };
-    let (seq, result) = accepted(state.bus.send(command).await?)?;
-    let workflow_id = result
-        .get("workflow_id")
-        .and_then(Value::as_str)
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(workflow_id);
-    let existing = result
-        .get("existing")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    let caught_up = state.caught_up(workflow_id, seq).await;
-    let mut status = status_of(&result);
-    if status.is_none() && caught_up {
-        status = state.store.workflow(workflow_id).await?.map(|v| v.status);
-    }
-    let code = if existing {
+    let started = actions::start_workflow(
+        &state,
+        req.definition,
+        req.version,
+        req.input,
+        req.idempotency_key,
+    )
+    .await?;
+    let code = if started.existing {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
+    let workflow_id = started.workflow_id;
     let body = RunStatus {
         workflow_id: workflow_id.to_string(),
-        status: status.map(WorkflowStatus::from),
+        status: started.status.map(WorkflowStatus::from),
     };
     Ok((
         code,
@@ -231,19 +204,15 @@ async fn run_verb(
     workflow_id: WorkflowId,
     command: Command,
 ) -> Result<(StatusCode, Json<RunStatus>), ApiError> {
-    let (seq, result) = accepted(state.bus.send(command).await?)?;
-    let (code, status) = if state.caught_up(workflow_id, seq).await {
-        let view = state.store.workflow(workflow_id).await?;
-        (
-            StatusCode::OK,
-            view.map(|v| v.status).or_else(|| status_of(&result)),
-        )
+    let applied = actions::run_verb(state, workflow_id, command).await?;
+    let code = if applied.caught_up {
+        StatusCode::OK
     } else {
-        (StatusCode::ACCEPTED, status_of(&result))
+        StatusCode::ACCEPTED
     };
     let body = RunStatus {
         workflow_id: workflow_id.to_string(),
-        status: status.map(Into::into),
+        status: applied.status.map(Into::into),
     };
     Ok((code, Json(body)))
 }
@@ -364,21 +333,6 @@ pub(crate) async fn add_task(
     Ok((StatusCode::CREATED, Json(TaskCreated { task_id })))
 }
 
-/// Signal names follow the definition's rule for them.
-fn check_signal_name(name: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::BadRequest(format!(
-            "signal name {name:?} must be letters, digits, `_`, `-` and `.`"
-        )))
-    }
-}
-
 /// Send a signal to a run. The JSON body is its payload (an empty body is `null`).
 ///
 /// The run keeps it until a `signal` step of that name takes it, so it may arrive before
@@ -406,14 +360,7 @@ pub(crate) async fn send_signal(
     OptionalJson(payload): OptionalJson<Value>,
 ) -> Result<impl IntoResponse, ApiError> {
     let workflow_id = parse_workflow_id(&id)?;
-    check_signal_name(&name)?;
-    let command = Command::SendSignal {
-        workflow_id,
-        name: name.clone(),
-        payload,
-    };
-    let (seq, _) = accepted(state.bus.send(command).await?)?;
-    state.caught_up(workflow_id, seq).await;
+    actions::send_signal(&state, workflow_id, name.clone(), payload).await?;
     let body = SignalSent {
         workflow_id: workflow_id.to_string(),
         signal: name,

@@ -26,6 +26,9 @@ pub struct KafkaConfig {
     /// Further librdkafka properties (TLS, SASL, timeouts, ...), e.g. from URL query
     /// parameters. They cannot weaken the contract; see the module docs.
     pub properties: BTreeMap<String, String>,
+    /// Put before every consumer group name, so that deployments sharing a cluster (each
+    /// with its own topic prefix) never share a group: `acme.` makes `engine` `acme.engine`.
+    pub group_prefix: String,
 }
 
 impl KafkaConfig {
@@ -36,6 +39,7 @@ impl KafkaConfig {
             replication_factor: None,
             client_id: "distorch".to_owned(),
             properties: BTreeMap::new(),
+            group_prefix: String::new(),
         }
     }
 

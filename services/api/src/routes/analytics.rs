@@ -1,0 +1,530 @@
+//! Analytics reports: performance, bottlenecks and cost over a time window, served from the
+//! [`Analytics`](distorch_store::analytics::Analytics) port the binary configures.
+//!
+//! The window is `from`/`to` (RFC 3339) or `window` (a duration such as `24h`, `30m`, `7d`)
+//! ending at `to` or now; the default is the last 24 hours. The report types are the
+//! store's, serialised as they are; the `*Doc` types below only describe them to OpenAPI
+//! (a test keeps their field names in step).
+
+use super::AppState;
+use crate::error::ApiError;
+use crate::problem::Problem;
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use distorch_store::analytics::{Analytics, Bottlenecks, Cost, Performance, Window};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DEFAULT_WINDOW_MS: i64 = 24 * 3_600_000;
+
+#[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct WindowQuery {
+    /// Start (inclusive), RFC 3339, e.g. `2026-01-31T00:00:00Z`.
+    from: Option<String>,
+    /// End (exclusive), RFC 3339; default now.
+    to: Option<String>,
+    /// Length of a window ending at `to`: a number and a unit `s`, `m`, `h` or `d`
+    /// (`24h`). Not with `from`. Default `24h` when `from` is absent.
+    window: Option<String>,
+}
+
+fn bad(msg: String) -> ApiError {
+    ApiError::BadRequest(msg)
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// `24h`, `30m`, `90s`, `7d` in ms.
+fn parse_duration(raw: &str) -> Option<i64> {
+    let unit_at = raw.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = raw.split_at(unit_at);
+    let n: i64 = n.parse().ok()?;
+    let ms = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).filter(|ms| *ms > 0)
+}
+
+/// Days since 1970-01-01 of a civil date (proleptic Gregorian; H. Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+/// RFC 3339 (`2026-01-31T12:00:00Z`, `...T12:00:00.250+02:00`) in ms since the epoch.
+fn parse_rfc3339(raw: &str) -> Option<i64> {
+    let b = raw.as_bytes();
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let s = raw.get(r)?;
+        s.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| s.parse().ok())?
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
+        return None;
+    }
+    let mut rest = &raw[19..];
+    let mut millis = 0;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        if digits == 0 {
+            return None;
+        }
+        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
+        millis = first3.parse::<i64>().ok()?;
+        rest = &frac[digits..];
+    }
+    let offset_min = match rest {
+        "Z" | "z" => 0,
+        _ => {
+            let sign = match rest.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (oh, om) = rest[1..].split_once(':')?;
+            if oh.len() != 2 || om.len() != 2 {
+                return None;
+            }
+            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?)
+        }
+    };
+    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60;
+    Some(secs * 1000 + millis)
+}
+
+impl WindowQuery {
+    fn window(&self, now_ms: i64) -> Result<Window, ApiError> {
+        let time = |name: &str, raw: &str| {
+            parse_rfc3339(raw).ok_or_else(|| {
+                bad(format!(
+                    "{name} {raw:?} is not an RFC 3339 time (e.g. 2026-01-31T00:00:00Z)"
+                ))
+            })
+        };
+        let to = match self.to.as_deref() {
+            Some(raw) => time("to", raw)?,
+            None => now_ms,
+        };
+        let from = match (self.from.as_deref(), self.window.as_deref()) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    "give `from` (with an optional `to`) or `window`, not both".into(),
+                ));
+            }
+            (Some(raw), None) => time("from", raw)?,
+            (None, Some(raw)) => {
+                let ms = parse_duration(raw).ok_or_else(|| {
+                    bad(format!(
+                        "window {raw:?} is not a duration such as 30m, 24h or 7d"
+                    ))
+                })?;
+                to.saturating_sub(ms)
+            }
+            (None, None) => to - DEFAULT_WINDOW_MS,
+        };
+        Window::new(from, to).map_err(|e| bad(e.to_string()))
+    }
+}
+
+fn analytics(state: &AppState) -> Result<&Arc<dyn Analytics>, ApiError> {
+    state
+        .analytics
+        .as_ref()
+        .ok_or_else(|| ApiError::Unavailable("analytics are not configured on this server".into()))
+}
+
+fn window_of(query: Result<Query<WindowQuery>, QueryRejection>) -> Result<Window, ApiError> {
+    let Query(query) = query.map_err(|e| bad(e.body_text()))?;
+    query.window(now_ms())
+}
+
+/// Per definition and step: counts, p50/p95/p99 run and end-to-end time, throughput,
+/// failure and retry rates of what ended in the window.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/performance",
+    tag = "analytics",
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "Performance report", body = PerformanceDoc),
+        (status = 400, description = "Bad window", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Analytics not configured or unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn analytics_performance(
+    State(state): State<AppState>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Json<Performance>, ApiError> {
+    let window = window_of(query)?;
+    Ok(Json(analytics(&state)?.performance(window).await?))
+}
+
+/// Steps ranked by their share of the window's task time, split into queue wait, run
+/// time, backoff, time with people and time behind open circuit breakers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/bottlenecks",
+    tag = "analytics",
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "Bottleneck report", body = BottlenecksDoc),
+        (status = 400, description = "Bad window", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Analytics not configured or unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn analytics_bottlenecks(
+    State(state): State<AppState>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Json<Bottlenecks>, ApiError> {
+    let window = window_of(query)?;
+    Ok(Json(analytics(&state)?.bottlenecks(window).await?))
+}
+
+/// Cost per definition, step, task type, queue and tenant: worker CPU-seconds and
+/// memory GiB-seconds times the configured rates, plus fixed per-attempt costs.
+#[utoipa::path(
+    get,
+    path = "/api/v1/analytics/cost",
+    tag = "analytics",
+    params(WindowQuery),
+    responses(
+        (status = 200, description = "Cost report", body = CostDoc),
+        (status = 400, description = "Bad window", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Analytics not configured or unavailable", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn analytics_cost(
+    State(state): State<AppState>,
+    query: Result<Query<WindowQuery>, QueryRejection>,
+) -> Result<Json<Cost>, ApiError> {
+    let window = window_of(query)?;
+    Ok(Json(
+        analytics(&state)?.cost(window, &state.cost_rates).await?,
+    ))
+}
+
+// ---- OpenAPI descriptions of the store's report types (never constructed) ----
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Percentiles)]
+pub(crate) struct PercentilesDoc {
+    p50: Option<f64>,
+    p95: Option<f64>,
+    p99: Option<f64>,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Performance)]
+pub(crate) struct PerformanceDoc {
+    /// RFC 3339.
+    from: String,
+    to: String,
+    definitions: Vec<DefinitionPerformanceDoc>,
+    steps: Vec<StepPerformanceDoc>,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = DefinitionPerformance)]
+pub(crate) struct DefinitionPerformanceDoc {
+    definition: String,
+    runs: u64,
+    completed: u64,
+    failed: u64,
+    compensated: u64,
+    cancelled: u64,
+    failure_rate: f64,
+    throughput_per_s: f64,
+    end_to_end_ms: PercentilesDoc,
+    attempts: u64,
+    retries: u64,
+    retry_rate: f64,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = StepPerformance)]
+pub(crate) struct StepPerformanceDoc {
+    definition: String,
+    step_id: String,
+    /// `step`, `compensation` or `human`.
+    kind: String,
+    attempts: u64,
+    completed: u64,
+    failed: u64,
+    failure_rate: f64,
+    retries: u64,
+    retry_rate: f64,
+    throughput_per_s: f64,
+    run_ms: PercentilesDoc,
+    end_to_end_ms: PercentilesDoc,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Bottlenecks)]
+pub(crate) struct BottlenecksDoc {
+    from: String,
+    to: String,
+    total_ms: i64,
+    steps: Vec<BottleneckDoc>,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Bottleneck)]
+pub(crate) struct BottleneckDoc {
+    definition: String,
+    step_id: String,
+    kind: String,
+    /// Share of the window's total task time, 0 to 1.
+    share: f64,
+    total_ms: i64,
+    queue_wait_ms: i64,
+    run_ms: i64,
+    backoff_ms: i64,
+    human_wait_ms: i64,
+    breaker_wait_ms: i64,
+    attempts: u64,
+    retries: u64,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = CostRates)]
+pub(crate) struct CostRatesDoc {
+    per_cpu_second: f64,
+    per_gib_second: f64,
+    per_attempt: f64,
+    /// Task type to fixed cost per attempt.
+    per_task: std::collections::BTreeMap<String, f64>,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = Cost)]
+pub(crate) struct CostDoc {
+    from: String,
+    to: String,
+    rates: CostRatesDoc,
+    total: f64,
+    rows: Vec<CostRowDoc>,
+}
+
+#[allow(dead_code)]
+#[derive(utoipa::ToSchema)]
+#[schema(as = CostRow)]
+pub(crate) struct CostRowDoc {
+    definition: String,
+    step_id: String,
+    task: String,
+    queue: String,
+    tenant: String,
+    attempts: u64,
+    cpu_seconds: f64,
+    gib_seconds: f64,
+    cpu_cost: f64,
+    memory_cost: f64,
+    fixed_cost: f64,
+    total: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use utoipa::PartialSchema;
+
+    const NOW: i64 = 1_769_860_800_000; // 2026-01-31T12:00:00Z
+
+    fn query(from: Option<&str>, to: Option<&str>, window: Option<&str>) -> WindowQuery {
+        WindowQuery {
+            from: from.map(Into::into),
+            to: to.map(Into::into),
+            window: window.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn rfc3339_times_parse_with_offsets_and_fractions() {
+        assert_eq!(parse_rfc3339("2026-01-31T12:00:00Z"), Some(NOW));
+        assert_eq!(
+            parse_rfc3339("2026-01-31T14:00:00.25+02:00"),
+            Some(NOW + 250)
+        );
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
+        for bad in [
+            "2026-01-31",
+            "2026-13-01T00:00:00Z",
+            "2026-01-31T12:00:00",
+            "yesterday",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_window_defaults_to_the_last_day() {
+        assert_eq!(
+            query(None, None, None).window(NOW).unwrap(),
+            Window::new(NOW - DEFAULT_WINDOW_MS, NOW).unwrap()
+        );
+        assert_eq!(
+            query(None, Some("2026-01-31T12:00:00Z"), Some("30m"))
+                .window(0)
+                .unwrap(),
+            Window::new(NOW - 1_800_000, NOW).unwrap()
+        );
+        assert_eq!(
+            query(Some("2026-01-31T11:00:00Z"), None, None)
+                .window(NOW)
+                .unwrap(),
+            Window::new(NOW - 3_600_000, NOW).unwrap()
+        );
+    }
+
+    #[test]
+    fn bad_windows_say_what_is_wrong() {
+        let cases = [
+            (query(Some("noon"), None, None), "not an RFC 3339 time"),
+            (query(None, None, Some("24 hours")), "not a duration"),
+            (query(None, None, Some("0h")), "not a duration"),
+            (
+                query(Some("2026-01-31T11:00:00Z"), None, Some("1h")),
+                "not both",
+            ),
+            (
+                query(
+                    Some("2026-01-31T13:00:00Z"),
+                    Some("2026-01-31T12:00:00Z"),
+                    None,
+                ),
+                "must be after",
+            ),
+        ];
+        for (q, expected) in cases {
+            let err = q.window(NOW).unwrap_err();
+            assert!(matches!(err, ApiError::BadRequest(_)), "{q:?}: {err:?}");
+            assert!(err.to_string().contains(expected), "{q:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_openapi_document_describes_the_reports() {
+        use utoipa::OpenApi;
+        let doc = serde_json::to_value(crate::openapi::ApiDoc::openapi()).unwrap();
+        for path in ["performance", "bottlenecks", "cost"] {
+            let path = format!("/api/v1/analytics/{path}");
+            assert!(
+                doc["paths"][&path]["get"].is_object(),
+                "{path} is documented"
+            );
+        }
+        let schemas = &doc["components"]["schemas"];
+        for name in [
+            "Performance",
+            "DefinitionPerformance",
+            "StepPerformance",
+            "Percentiles",
+            "Bottlenecks",
+            "Bottleneck",
+            "Cost",
+            "CostRow",
+            "CostRates",
+        ] {
+            assert!(
+                schemas[name].is_object(),
+                "schema {name} is in the document"
+            );
+        }
+    }
+
+    /// The documented properties are exactly the serialised fields.
+    #[test]
+    fn openapi_descriptions_match_the_reports() {
+        fn documented<T: PartialSchema>() -> Vec<String> {
+            let schema = serde_json::to_value(T::schema()).unwrap();
+            let mut keys: Vec<String> = schema["properties"]
+                .as_object()
+                .expect("an object schema")
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        }
+        fn served(value: impl serde::Serialize) -> Vec<String> {
+            let mut keys: Vec<String> = serde_json::to_value(value)
+                .unwrap()
+                .as_object()
+                .expect("an object")
+                .keys()
+                .cloned()
+                .collect();
+            keys.sort();
+            keys
+        }
+        use distorch_store::analytics::{Usage, conformance, facts, price, report};
+        let w = Window::new(0, 1000).unwrap();
+        let usage = Usage {
+            definition: "d".into(),
+            step_id: "s".into(),
+            task: "t".into(),
+            queue: "q".into(),
+            tenant: "default".into(),
+            attempts: 1,
+            cpu_ms: 1.0,
+            byte_ms: 1.0,
+        };
+        let cost = price(w, &Default::default(), vec![usage]);
+        assert_eq!(documented::<CostDoc>(), served(&cost));
+        assert_eq!(documented::<CostRowDoc>(), served(&cost.rows[0]));
+        assert_eq!(documented::<CostRatesDoc>(), served(&cost.rates));
+        // One run with one task, folded into facts, gives one row of every kind.
+        let mut run = conformance::Run::start("d", serde_json::json!({}), 0);
+        let task = run.schedule(0, "s", "t", "q");
+        run.begin(10, &task, 1);
+        run.complete(20, &task, 1, None);
+        run.completed(30);
+        let changes = facts::fold(&mut Default::default(), &run.events);
+        let perf = report::performance(w, &changes.runs, &changes.attempts);
+        assert_eq!(documented::<PerformanceDoc>(), served(&perf));
+        assert_eq!(
+            documented::<DefinitionPerformanceDoc>(),
+            served(&perf.definitions[0])
+        );
+        assert_eq!(documented::<StepPerformanceDoc>(), served(&perf.steps[0]));
+        let b = report::bottlenecks(w, &changes.attempts);
+        assert_eq!(documented::<BottlenecksDoc>(), served(&b));
+        assert_eq!(documented::<BottleneckDoc>(), served(&b.steps[0]));
+        assert_eq!(
+            documented::<PercentilesDoc>(),
+            served(distorch_store::analytics::Percentiles::default())
+        );
+    }
+}
