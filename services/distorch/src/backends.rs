@@ -3,6 +3,7 @@
 use anyhow::Context;
 use distorch_eventlog::EventLog;
 use distorch_eventlog::kafka::{KafkaConfig, KafkaLog};
+use distorch_eventlog::sqlite::SqliteLog;
 use distorch_store::ReadStore;
 use distorch_store::analytics::Analytics;
 use distorch_store::analytics::clickhouse::ClickHouseAnalytics;
@@ -45,6 +46,28 @@ pub async fn log(
             anyhow::bail!("backends.log = {url:?}: unknown scheme {other:?}; expected kafka://")
         }
     }
+}
+
+/// The event log a rebuild replays: a broker as for [`log`], or, unlike a running service,
+/// the embedded log of a stopped `standalone` (`sqlite://<data dir>/log.db`); the rebuild is
+/// then its only user.
+pub async fn replay_log(
+    url: &str,
+    kafka: &crate::config::KafkaSection,
+    topic_prefix: &str,
+) -> anyhow::Result<Arc<dyn EventLog>> {
+    if scheme(url) != "sqlite" {
+        return log(url, kafka, topic_prefix).await;
+    }
+    let path = &url["sqlite://".len()..];
+    // Opening creates a missing file; a rebuild from an empty log would wipe the store.
+    anyhow::ensure!(
+        std::path::Path::new(path).is_file(),
+        "backends.log = {url:?}: no event log at {path}"
+    );
+    let log = SqliteLog::open(path)
+        .with_context(|| format!("cannot open the SQLite event log at {path}"))?;
+    Ok(Arc::new(log))
 }
 
 /// The read-model store: `sqlite://<path>` or `scylla://host:9042[,host]/keyspace`.

@@ -49,7 +49,7 @@ enum Cmd {
     /// Run the saga processor, the SLA alerter and the executor of `http` steps.
     Saga(ServiceArgs),
     /// Run the projector that fills `backends.store` (and `backends.analytics`).
-    Projector(ServiceArgs),
+    Projector(ProjectorArgs),
     /// Apply the ScyllaDB and ClickHouse schema migrations (idempotent; run on every deploy).
     Migrate,
 }
@@ -59,6 +59,17 @@ struct ServiceArgs {
     /// HTTP listen address (the API, or health and metrics), e.g. 0.0.0.0:8000.
     #[arg(long)]
     listen: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct ProjectorArgs {
+    #[command(flatten)]
+    service: ServiceArgs,
+    /// Instead of serving: drop the read models (and analytics), replay the whole log into
+    /// them, and exit. Run it while every projector (or `standalone`) is stopped; for a
+    /// standalone data dir, `backends.log` may be sqlite://<data dir>/log.db.
+    #[arg(long, conflicts_with = "listen")]
+    rebuild: bool,
 }
 
 fn main() -> ExitCode {
@@ -72,7 +83,11 @@ fn main() -> ExitCode {
         Cmd::Api(args) => service(cli.config, process::Role::Api, args),
         Cmd::Engine(args) => service(cli.config, process::Role::Engine, args),
         Cmd::Saga(args) => service(cli.config, process::Role::Saga, args),
-        Cmd::Projector(args) => service(cli.config, process::Role::Projector, args),
+        Cmd::Projector(args) if args.rebuild => {
+            config::load(cli.config.as_deref(), figment::Figment::new())
+                .and_then(|cfg| serve(&cfg, process::rebuild(cfg.clone())))
+        }
+        Cmd::Projector(args) => service(cli.config, process::Role::Projector, args.service),
         Cmd::Migrate => config::load(cli.config.as_deref(), figment::Figment::new())
             .and_then(|cfg| serve(&cfg, async { backends::migrate(&cfg.backends).await })),
     };

@@ -66,3 +66,41 @@ pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
     sup.serve(listener, app);
     sup.run().await
 }
+
+/// `distorch projector --rebuild`: resets `backends.store` (and `backends.analytics`) and
+/// replays the whole log into them, then exits. Every projector must be stopped meanwhile;
+/// see [`distorch_projector::Projector::rebuild`].
+pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
+    let log = backends::replay_log(&cfg.backends.log, &cfg.kafka, &cfg.api.topic_prefix).await?;
+    let store = backends::store(&cfg.backends.store).await?;
+    let analytics = backends::analytics(&cfg.backends.analytics).await?;
+    let mut projector = distorch_projector::Projector::new(
+        log,
+        store,
+        cfg.api.topics(),
+        cfg.projector.clone(),
+    );
+    if let Some(analytics) = analytics {
+        projector = projector.with_analytics(analytics);
+    }
+    let report = projector
+        .rebuild()
+        .await
+        .context("the rebuild failed; the read models are incomplete, run it again")?;
+    println!(
+        "rebuilt {}{} from {} partitions: {} records, {} events, {} definitions, {} undecodable \
+         (skipped)",
+        cfg.backends.store,
+        if report.analytics {
+            format!(" and {}", cfg.backends.analytics)
+        } else {
+            String::new()
+        },
+        report.partitions,
+        report.records,
+        report.events,
+        report.definitions,
+        report.undecodable,
+    );
+    Ok(())
+}

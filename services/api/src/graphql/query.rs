@@ -5,6 +5,8 @@ use super::types::{
     DeadLetterItem, Definition, PageInfo, Task, Workflow, WorkflowPage, WorkflowRow, WorkflowStatus,
 };
 use crate::error::ApiError;
+use crate::routes::{WindowQuery, analytics};
+use distorch_store::analytics::{Bottlenecks, Cost, Performance, Window};
 use crate::routes::{AppState, Breaker, breaker_rows, parse_task_id, parse_workflow_id};
 use async_graphql::{Context, ID, InputObject, Object, Result};
 use distorch_store::{MAX_LIMIT, WorkflowFilter};
@@ -109,9 +111,52 @@ impl Query {
         Ok(items.into_iter().map(DeadLetterItem::from).collect())
     }
 
+    /// Performance, bottlenecks and cost of what ended in a window, exactly as
+    /// `GET /api/v1/analytics/{performance,bottlenecks,cost}` report them (JSON). The window
+    /// is `from`/`to` (RFC 3339) or `window` (`30m`, `24h`, `7d`) ending at `to` or now;
+    /// default: the last 24 hours.
+    async fn analytics(
+        &self,
+        from: Option<String>,
+        to: Option<String>,
+        window: Option<String>,
+    ) -> Result<AnalyticsReport> {
+        let query = WindowQuery { from, to, window };
+        Ok(AnalyticsReport(query.resolve().gql()?))
+    }
+
     /// Circuit breakers of the services `http` steps call, one per `host:port` that ever
     /// tripped (as `GET /api/v1/breakers`).
     async fn breakers(&self, ctx: &Context<'_>) -> Vec<Breaker> {
         breaker_rows(&ctx.data_unchecked::<AppState>().breakers)
+    }
+}
+
+/// Analytics over one window; each report is fetched only when selected.
+pub struct AnalyticsReport(Window);
+
+#[Object]
+impl AnalyticsReport {
+    /// Per definition and step: counts, p50/p95/p99 run and end-to-end times, throughput,
+    /// failure and retry rates.
+    async fn performance(&self, ctx: &Context<'_>) -> Result<async_graphql::Json<Performance>> {
+        let state = ctx.data_unchecked::<AppState>();
+        let report = analytics(state).gql()?.performance(self.0).await;
+        Ok(async_graphql::Json(report.map_err(ApiError::from).gql()?))
+    }
+
+    /// Steps ranked by their share of task time: queue wait, run time, backoff, people,
+    /// open breakers.
+    async fn bottlenecks(&self, ctx: &Context<'_>) -> Result<async_graphql::Json<Bottlenecks>> {
+        let state = ctx.data_unchecked::<AppState>();
+        let report = analytics(state).gql()?.bottlenecks(self.0).await;
+        Ok(async_graphql::Json(report.map_err(ApiError::from).gql()?))
+    }
+
+    /// Cost per definition, step, queue and tenant at the configured rates.
+    async fn cost(&self, ctx: &Context<'_>) -> Result<async_graphql::Json<Cost>> {
+        let state = ctx.data_unchecked::<AppState>();
+        let report = analytics(state).gql()?.cost(self.0, &state.cost_rates).await;
+        Ok(async_graphql::Json(report.map_err(ApiError::from).gql()?))
     }
 }

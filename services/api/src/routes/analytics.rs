@@ -22,12 +22,12 @@ const DEFAULT_WINDOW_MS: i64 = 24 * 3_600_000;
 #[into_params(parameter_in = Query)]
 pub(crate) struct WindowQuery {
     /// Start (inclusive), RFC 3339, e.g. `2026-01-31T00:00:00Z`.
-    from: Option<String>,
+    pub(crate) from: Option<String>,
     /// End (exclusive), RFC 3339; default now.
-    to: Option<String>,
+    pub(crate) to: Option<String>,
     /// Length of a window ending at `to`: a number and a unit `s`, `m`, `h` or `d`
     /// (`24h`). Not with `from`. Default `24h` when `from` is absent.
-    window: Option<String>,
+    pub(crate) window: Option<String>,
 }
 
 fn bad(msg: String) -> ApiError {
@@ -117,6 +117,11 @@ fn parse_rfc3339(raw: &str) -> Option<i64> {
 }
 
 impl WindowQuery {
+    /// The window these parameters name, as of now.
+    pub(crate) fn resolve(&self) -> Result<Window, ApiError> {
+        self.window(now_ms())
+    }
+
     fn window(&self, now_ms: i64) -> Result<Window, ApiError> {
         let time = |name: &str, raw: &str| {
             parse_rfc3339(raw).ok_or_else(|| {
@@ -150,7 +155,7 @@ impl WindowQuery {
     }
 }
 
-fn analytics(state: &AppState) -> Result<&Arc<dyn Analytics>, ApiError> {
+pub(crate) fn analytics(state: &AppState) -> Result<&Arc<dyn Analytics>, ApiError> {
     state
         .analytics
         .as_ref()
