@@ -12,7 +12,7 @@ const RUNS: usize = 3;
 const CPU_MS: f64 = 250.0;
 const MEMORY: u64 = 1 << 30;
 
-fn find<'a>(rows: &'a Value, pred: impl Fn(&Value) -> bool) -> Option<&'a Value> {
+fn find(rows: &Value, pred: impl Fn(&Value) -> bool) -> Option<&Value> {
     rows.as_array()?.iter().find(|r| pred(r))
 }
 
