@@ -130,6 +130,17 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
             tasks.iter().all(|t| t["status"] == "completed"),
             "run {id}: {run}"
         );
+        // The projector was killed mid-stream too: it caught up without a duplicate or a gap.
+        let (status, history) = api.get(&format!("/workflows/{id}/history")).await;
+        assert_eq!(status, 200, "{history}");
+        let seqs: Vec<u64> = history["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["seq"].as_u64().unwrap())
+            .collect();
+        let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
+        assert_eq!(seqs, expected, "run {id}: history has duplicates or gaps");
     }
     let restored = metric_value(
         &server.metrics().await,
