@@ -74,12 +74,8 @@ pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
     let log = backends::replay_log(&cfg.backends.log, &cfg.kafka, &cfg.api.topic_prefix).await?;
     let store = backends::store(&cfg.backends.store).await?;
     let analytics = backends::analytics(&cfg.backends.analytics).await?;
-    let mut projector = distorch_projector::Projector::new(
-        log,
-        store,
-        cfg.api.topics(),
-        cfg.projector.clone(),
-    );
+    let mut projector =
+        distorch_projector::Projector::new(log, store, cfg.api.topics(), cfg.projector.clone());
     if let Some(analytics) = analytics {
         projector = projector.with_analytics(analytics);
     }

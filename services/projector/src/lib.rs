@@ -15,11 +15,16 @@
 //! depend on a backend, on other services, or on a web framework. It creates no topics (their
 //! partition counts belong to whoever deploys the log); it waits for them to exist.
 //!
+//! [`Projector::rebuild`] drops the read models and analytics and replays the whole log into
+//! them (`distorch projector --rebuild`), with the projector service stopped.
+//!
 //! Entry points: [`Projector::new`], [`Projector::with_analytics`], [`Projector::run`],
-//! [`Projector::stats`].
+//! [`Projector::rebuild`], [`Projector::stats`].
 
+mod rebuild;
 mod stats;
 
+pub use rebuild::RebuildReport;
 pub use stats::ProjectorStats;
 
 use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
@@ -246,6 +251,19 @@ impl Projector {
         consumer: &mut dyn Consumer,
         batch: &Batch,
     ) -> Result<Retry<()>, ProjectorError> {
+        if let Retry::ShutDown = self.apply(shutdown, batch).await? {
+            return Ok(Retry::ShutDown);
+        }
+        self.commit(shutdown, consumer, batch).await
+    }
+
+    /// Folds the batch into the read store, then into analytics, each retried until it
+    /// succeeds: the one apply path of the live projector and of [`Projector::rebuild`].
+    async fn apply(
+        &self,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        batch: &Batch,
+    ) -> Result<Retry<()>, ProjectorError> {
         if !batch.definitions.is_empty() {
             let applied = self
                 .retrying(shutdown, "applying definitions", || {
@@ -281,7 +299,16 @@ impl Projector {
         }
         self.stats
             .applied(batch.events.len(), batch.definitions.len());
+        Ok(Retry::Done(()))
+    }
 
+    /// Commits the batch's offsets, retried until it succeeds.
+    async fn commit(
+        &self,
+        shutdown: &mut (impl Future<Output = ()> + Unpin),
+        consumer: &mut dyn Consumer,
+        batch: &Batch,
+    ) -> Result<Retry<()>, ProjectorError> {
         let offsets: Vec<(String, u32, u64)> = batch
             .offsets
             .iter()

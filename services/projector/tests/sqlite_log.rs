@@ -208,3 +208,81 @@ async fn stops_promptly_when_idle() {
     eventually("a lag measurement", || stats.events_behind() == 0).await;
     projector.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_replays_the_whole_log_into_a_reset_store() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(SqliteLog::open(dir.path().join("log.db")).expect("log"));
+    let store = Arc::new(SqliteStore::open(dir.path().join("read.db")).expect("store"));
+    let topics = Topics::default();
+    log.create_topic(&topics.events(), 3).await.expect("events");
+    log.create_topic(&topics.definitions(), 1)
+        .await
+        .expect("definitions");
+    let runs: Vec<WorkflowId> = (0..5).map(|_| WorkflowId(uuid::Uuid::new_v4())).collect();
+    let events: Vec<Vec<EventEnvelope>> = runs.iter().map(|id| run_events(*id, 1, 9)).collect();
+    let definition = DefinitionRegistered {
+        name: "orders".into(),
+        command_id: None,
+        version: 1,
+        at_ms: 1,
+        source: json!({"name": "orders"}),
+        v: 1,
+    };
+    let mut records = vec![
+        NewRecord::new(
+            topics.definitions(),
+            "orders",
+            serde_json::to_vec(&definition).expect("encode"),
+        ),
+        NewRecord::new(topics.events(), "junk", b"not json".to_vec()),
+    ];
+    records.extend(events.iter().flatten().map(|e| record(&topics, e)));
+    log.append(records).await.expect("append");
+
+    // A stale run the log does not hold: a rebuild must drop it.
+    let stale = run_events(WorkflowId(uuid::Uuid::new_v4()), 1, 3);
+    store.apply(&stale).await.expect("stale");
+
+    let projector = Projector::new(
+        log.clone(),
+        store.clone(),
+        topics.clone(),
+        ProjectorConfig {
+            batch: 4,
+            ..ProjectorConfig::default()
+        },
+    );
+    let report = projector.rebuild().await.expect("rebuild");
+    assert_eq!(
+        report,
+        distorch_projector::RebuildReport {
+            partitions: 4,
+            records: 47,
+            events: 45,
+            definitions: 1,
+            undecodable: 1,
+            analytics: false,
+        }
+    );
+    assert_eq!(projector.stats().undecodable_records(), 1);
+    assert_eq!(
+        store.workflow(stale[0].workflow_id).await.expect("read"),
+        None
+    );
+    for (id, events) in runs.iter().zip(&events) {
+        assert_eq!(store.workflow(*id).await.expect("read"), Some(fold(events)));
+        assert_eq!(&store.history(*id).await.expect("history"), events);
+    }
+    assert_eq!(
+        store.definition("orders", None).await.expect("definition"),
+        Some(definition)
+    );
+    // Nothing was committed: the live projector still starts from the beginning.
+    assert_eq!(
+        log.committed("projector", &topics.events(), 0)
+            .await
+            .expect("committed"),
+        None
+    );
+}

@@ -297,6 +297,9 @@ pub trait Analytics: Send + Sync + 'static {
     /// Folds a batch of events into facts and stores the changed ones (idempotent, durable
     /// on return; see the module contract).
     async fn record(&self, events: &[EventEnvelope]) -> Result<()>;
+    /// Drops every fact; a rebuild from the log follows. Afterwards every report MUST be
+    /// empty, and recording the same events again MUST give the same reports.
+    async fn reset(&self) -> Result<()>;
     async fn performance(&self, window: Window) -> Result<Performance>;
     async fn bottlenecks(&self, window: Window) -> Result<Bottlenecks>;
     async fn cost(&self, window: Window, rates: &CostRates) -> Result<Cost>;

@@ -2,7 +2,8 @@
 //!
 //! Each check names its runs and definitions with fresh ids, so checks can share one store
 //! (one database, one keyspace) and run in any order; they panic on a violation, like
-//! assertions in a test. [`run_all`] runs every check.
+//! assertions in a test. [`run_all`] runs every check; the reset check, which wipes the
+//! store, runs last.
 
 use crate::{HumanTask, HumanTaskFilter, InboxStatus, ReadStore, StoreError, WorkflowFilter};
 use distorch_domain::command::{ErrorInfo, TaskMetrics};
@@ -30,6 +31,7 @@ pub async fn run_all(store: &dyn ReadStore) {
     wait_for_definition_sees_registrations(store).await;
     inbox_follows_human_tasks(store).await;
     sla_alerts_newest_first_each_once(store).await;
+    reset_empties_and_replay_rebuilds(store).await;
 }
 
 fn fresh_run() -> WorkflowId {
@@ -808,4 +810,136 @@ pub async fn sla_alerts_newest_first_each_once(store: &dyn ReadStore) {
     let view = store.workflow(x.id).await.expect("read").expect("view");
     assert_eq!(view, x.fold());
     assert_eq!(view.sla.len(), 2);
+}
+
+/// Every read model a store holds, as its queries answer.
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    views: Vec<Option<WorkflowView>>,
+    histories: Vec<Vec<EventEnvelope>>,
+    listing: Vec<crate::WorkflowSummary>,
+    dead_letters: Vec<distorch_domain::view::DeadLetter>,
+    inbox: Vec<HumanTask>,
+    sla: Vec<crate::SlaRecord>,
+    definitions: Vec<crate::DefinitionSummary>,
+    latest_definitions: Vec<Option<DefinitionRegistered>>,
+}
+
+async fn snapshot(store: &dyn ReadStore, runs: &[WorkflowId], names: &[String]) -> Snapshot {
+    let mut views = Vec::new();
+    let mut histories = Vec::new();
+    for id in runs {
+        views.push(store.workflow(*id).await.expect("read"));
+        histories.push(store.history(*id).await.expect("history"));
+    }
+    let mut listing = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = store
+            .workflows(&WorkflowFilter::default(), 1000, cursor.as_deref())
+            .await
+            .expect("list");
+        listing.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(next),
+            None => break,
+        }
+    }
+    let mut latest_definitions = Vec::new();
+    for name in names {
+        latest_definitions.push(store.definition(name, None).await.expect("definition"));
+    }
+    Snapshot {
+        views,
+        histories,
+        listing,
+        dead_letters: store.dead_letters().await.expect("dlq"),
+        inbox: store
+            .human_tasks(&HumanTaskFilter::default(), crate::MAX_LIMIT)
+            .await
+            .expect("inbox"),
+        sla: store.sla_breaches(crate::MAX_LIMIT).await.expect("sla"),
+        definitions: store.definitions().await.expect("definitions"),
+        latest_definitions,
+    }
+}
+
+/// After `reset` the store reads as empty (every query, and waits do not see old runs);
+/// applying the same events again, in other batches, gives back the same read models.
+///
+/// It wipes the whole store, so [`run_all`] runs it last and no other check may share the
+/// store while it runs.
+pub async fn reset_empties_and_replay_rebuilds(store: &dyn ReadStore) {
+    let definition = fresh_name("reset");
+    let defs: Vec<DefinitionRegistered> = (1..=2)
+        .map(|version| DefinitionRegistered {
+            name: definition.clone(),
+            command_id: None,
+            version,
+            at_ms: 9_000_000 + i64::from(version),
+            source: json!({"name": definition, "description": "reset", "steps": []}),
+            v: 1,
+        })
+        .collect();
+    let mut done = Run::start(&definition, 9_000_000);
+    done.step("a");
+    done.complete();
+    let mut parked = Run::start(&definition, 9_001_000);
+    let t = parked.schedule("b");
+    parked.park(&t);
+    let mut human = Run::start(&definition, 9_002_000);
+    human.human("approve", Some("ann"), Some("ops"));
+    human.push(Event::SlaBreached {
+        step_key: None,
+        sla_ms: 500,
+    });
+    let runs = [done.id, parked.id, human.id];
+    let events: Vec<EventEnvelope> = [&done, &parked, &human]
+        .into_iter()
+        .flat_map(|r| r.events.iter().cloned())
+        .collect();
+
+    // Whatever other checks left behind is dropped too: compare the store as a whole.
+    store.reset().await.expect("first reset");
+    store.apply_definitions(&defs).await.expect("definitions");
+    apply_in_batches(store, &events, 4).await;
+    let names = [definition.clone()];
+    let before = snapshot(store, &runs, &names).await;
+    assert_eq!(before.listing.len(), 3);
+    assert_eq!(before.dead_letters.len(), 1);
+    assert_eq!(before.inbox.len(), 1);
+    assert_eq!(before.sla.len(), 1);
+    assert_eq!(before.views[0], Some(done.fold()));
+
+    store.reset().await.expect("reset");
+    let empty = snapshot(store, &runs, &names).await;
+    assert_eq!(
+        empty,
+        Snapshot {
+            views: vec![None, None, None],
+            histories: vec![Vec::new(), Vec::new(), Vec::new()],
+            listing: Vec::new(),
+            dead_letters: Vec::new(),
+            inbox: Vec::new(),
+            sla: Vec::new(),
+            definitions: Vec::new(),
+            latest_definitions: vec![None],
+        }
+    );
+    assert_eq!(
+        store.task(&TaskId::new(done.id, 1)).await.expect("task"),
+        None
+    );
+    let short = Duration::from_millis(30);
+    assert!(!store.wait_for_seq(done.id, 1, short).await.expect("wait"));
+    assert!(
+        !store
+            .wait_for_definition(&definition, 1, short)
+            .await
+            .expect("wait")
+    );
+
+    store.apply_definitions(&defs).await.expect("definitions");
+    apply_in_batches(store, &events, 7).await;
+    assert_eq!(snapshot(store, &runs, &names).await, before);
 }

@@ -217,6 +217,11 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn apply(&self, events: &[EventEnvelope]) -> Result<()>;
     /// Records registered definitions (idempotent by name + version).
     async fn apply_definitions(&self, defs: &[DefinitionRegistered]) -> Result<()>;
+    /// Drops every read model (runs, histories, listings, inbox, dead letters, SLA alerts,
+    /// definitions); a rebuild from the log follows. Afterwards the store MUST read as
+    /// empty, and applying the same events again MUST give the same read models. Not
+    /// meant to run while a projector writes: the caller stops it first.
+    async fn reset(&self) -> Result<()>;
 
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowView>>;
     /// `cursor` is an opaque value from a previous page; `limit` is at most 1000.

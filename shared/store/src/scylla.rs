@@ -82,6 +82,19 @@ pub(crate) fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
+/// Every table of read models, what `reset` truncates (`schema_migrations` is not one).
+pub(crate) const READ_MODEL_TABLES: [&str; 9] = [
+    "workflows",
+    "events",
+    "runs_by_time",
+    "buckets",
+    "dead_letters",
+    "human_tasks",
+    "sla_alerts",
+    "definitions",
+    "definition_catalog",
+];
+
 /// `(kind, k1, k2, bucket)` of a `buckets` row.
 type BucketKey = (&'static str, String, String, i32);
 
@@ -98,6 +111,7 @@ pub struct ScyllaStore {
 struct Inner {
     session: Session,
     st: Statements,
+    keyspace: String,
     /// `buckets` rows already written: every run of a day would otherwise rewrite the same
     /// few rows, a hot partition for nothing.
     known_buckets: Mutex<HashSet<BucketKey>>,
@@ -136,6 +150,7 @@ impl ScyllaStore {
             inner: Arc::new(Inner {
                 session,
                 st,
+                keyspace: url.keyspace.clone(),
                 known_buckets: Mutex::new(HashSet::new()),
                 changed: watch::channel(0).0,
             }),
@@ -184,6 +199,26 @@ impl ReadStore for ScyllaStore {
         for d in defs {
             self.register(d).await?;
         }
+        self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
+        Ok(())
+    }
+
+    async fn reset(&self) -> Result<()> {
+        // TRUNCATE drops the data outright rather than writing tombstones, so the replay's
+        // writes, timestamped by `last_seq` from 1 again, are not shadowed by the old rows.
+        for table in READ_MODEL_TABLES {
+            let cql = format!("TRUNCATE {}.{table}", self.inner.keyspace);
+            self.inner
+                .session
+                .query_unpaged(cql, ())
+                .await
+                .map_err(cql_error)?;
+        }
+        self.inner
+            .known_buckets
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         self.inner.changed.send_modify(|n| *n = n.wrapping_add(1));
         Ok(())
     }

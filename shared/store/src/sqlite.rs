@@ -631,6 +631,26 @@ impl ReadStore for SqliteStore {
         self.write(move |conn| apply_definitions(conn, &defs)).await
     }
 
+    async fn reset(&self) -> Result<()> {
+        self.write(|conn| {
+            let tx = conn.transaction().map_err(storage)?;
+            tx.execute_batch(
+                "DELETE FROM workflows; DELETE FROM events; DELETE FROM dead_letters;
+                 DELETE FROM human_tasks; DELETE FROM sla_alerts; DELETE FROM definitions;",
+            )
+            .map_err(storage)?;
+            tx.commit().map_err(storage)
+        })
+        .await?;
+        // Remembered sequences would answer waits for runs that are no longer stored.
+        self.inner
+            .seqs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        Ok(())
+    }
+
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowView>> {
         self.read(move |conn| load_view(conn, id)).await
     }

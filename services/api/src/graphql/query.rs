@@ -5,10 +5,10 @@ use super::types::{
     DeadLetterItem, Definition, PageInfo, Task, Workflow, WorkflowPage, WorkflowRow, WorkflowStatus,
 };
 use crate::error::ApiError;
-use crate::routes::{WindowQuery, analytics};
-use distorch_store::analytics::{Bottlenecks, Cost, Performance, Window};
 use crate::routes::{AppState, Breaker, breaker_rows, parse_task_id, parse_workflow_id};
+use crate::routes::{WindowQuery, analytics};
 use async_graphql::{Context, ID, InputObject, Object, Result};
+use distorch_store::analytics::{Bottlenecks, Cost, Performance, Window};
 use distorch_store::{MAX_LIMIT, WorkflowFilter};
 
 pub struct Query;
@@ -156,7 +156,10 @@ impl AnalyticsReport {
     /// Cost per definition, step, queue and tenant at the configured rates.
     async fn cost(&self, ctx: &Context<'_>) -> Result<async_graphql::Json<Cost>> {
         let state = ctx.data_unchecked::<AppState>();
-        let report = analytics(state).gql()?.cost(self.0, &state.cost_rates).await;
+        let report = analytics(state)
+            .gql()?
+            .cost(self.0, &state.cost_rates)
+            .await;
         Ok(async_graphql::Json(report.map_err(ApiError::from).gql()?))
     }
 }

@@ -243,6 +243,17 @@ impl Analytics for ClickHouseAnalytics {
         Ok(())
     }
 
+    async fn reset(&self) -> Result<()> {
+        for table in ["run_facts", "attempt_facts"] {
+            self.client
+                .query(&format!("TRUNCATE TABLE IF EXISTS {table}"))
+                .execute()
+                .await
+                .map_err(ch)?;
+        }
+        Ok(())
+    }
+
     async fn performance(&self, window: Window) -> Result<Performance> {
         let runs: Vec<DefinitionRuns> = window_bounds(
             self.client.query(&format!(

@@ -19,6 +19,7 @@ pub async fn run_all(analytics: &dyn Analytics) {
     cost_prices_usage_per_tenant(analytics).await;
     windows_include_from_and_exclude_to(analytics).await;
     replayed_batches_change_no_figure(analytics).await;
+    reset_empties_and_replay_rebuilds(analytics).await;
 }
 
 const HOUR_MS: i64 = 3_600_000;
@@ -550,4 +551,37 @@ pub async fn replayed_batches_change_no_figure(analytics: &dyn Analytics) {
         analytics.cost(w, &rates).await.expect("cost"),
     );
     assert_eq!(before, after);
+}
+
+/// After `reset` every report is empty; recording the same events again gives the same
+/// figures. It wipes the whole store, so [`run_all`] runs it last.
+pub async fn reset_empties_and_replay_rebuilds(analytics: &dyn Analytics) {
+    let w = fresh_window();
+    let def = fresh_name("reset");
+    let events = performance_scenario(&def, w.from_ms);
+    let rates = CostRates {
+        per_cpu_second: 1.0,
+        per_attempt: 1.0,
+        ..CostRates::default()
+    };
+    analytics.record(&events).await.expect("record");
+    let reports = || async {
+        (
+            analytics.performance(w).await.expect("performance"),
+            analytics.bottlenecks(w).await.expect("bottlenecks"),
+            analytics.cost(w, &rates).await.expect("cost"),
+        )
+    };
+    let before = reports().await;
+    assert_eq!(before.0.definitions[0].runs, 3);
+
+    analytics.reset().await.expect("reset");
+    let empty = reports().await;
+    assert!(empty.0.definitions.is_empty(), "{:?}", empty.0);
+    assert_eq!(empty.2.rows.len(), 0);
+    // Nothing of the old runs is left to fold on: a replay starts from scratch.
+    for chunk in events.chunks(5) {
+        analytics.record(chunk).await.expect("replay");
+    }
+    assert_eq!(reports().await, before);
 }

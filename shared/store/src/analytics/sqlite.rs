@@ -325,6 +325,16 @@ impl Analytics for SqliteAnalytics {
         self.with(move |conn| record(conn, &events)).await
     }
 
+    async fn reset(&self) -> Result<()> {
+        self.with(|conn| {
+            let tx = conn.transaction().map_err(storage)?;
+            tx.execute_batch("DELETE FROM runs; DELETE FROM attempts;")
+                .map_err(storage)?;
+            tx.commit().map_err(storage)
+        })
+        .await
+    }
+
     async fn performance(&self, window: Window) -> Result<Performance> {
         self.with(move |conn| {
             let runs = runs_ended(conn, window)?;

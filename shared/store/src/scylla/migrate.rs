@@ -271,17 +271,7 @@ mod tests {
     #[test]
     fn the_first_migration_creates_every_table_the_store_uses() {
         let all = statements(MIGRATIONS[0].cql).join("\n");
-        for table in [
-            "workflows",
-            "events",
-            "runs_by_time",
-            "buckets",
-            "dead_letters",
-            "human_tasks",
-            "sla_alerts",
-            "definitions",
-            "definition_catalog",
-        ] {
+        for table in crate::scylla::READ_MODEL_TABLES {
             assert!(
                 all.contains(&format!("CREATE TABLE IF NOT EXISTS {table} (")),
                 "{table}"
