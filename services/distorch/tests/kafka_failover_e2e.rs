@@ -132,8 +132,8 @@ async fn partitions_owned(engine: &Server) -> f64 {
 // partitions back (the broker keeps the old generation's assignment; the engine's rejoin
 // watchdog recovered it in local runs but not in a CI run). Run it with
 // `cargo test -p distorch --test kafka_failover_e2e -- --ignored` against a broker.
-#[ignore = "tansu 0.6.0 loses a dead member's partitions; see the comment above"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "tansu 0.6.0 loses a dead member's partitions; see the comment above"]
 async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_task() {
     let dir = tempdir();
     let config = cluster_config(dir.path());
