@@ -143,8 +143,15 @@ pub async fn router_with_analytics(
         config.projector_group.clone(),
     )
     .await?;
-    let dispatchers =
-        dispatch::Dispatchers::new(log, topics, config.partitions.tasks, config.poll_prefetch);
+    // The engine creates it too; here so the DLQ view answers before the engine's first start.
+    bus::ensure_topic(log.as_ref(), &topics.dlq(), 1).await?;
+    let dlq_topic = topics.dlq();
+    let dispatchers = dispatch::Dispatchers::new(
+        log.clone(),
+        topics,
+        config.partitions.tasks,
+        config.poll_prefetch,
+    );
     let state = routes::AppState {
         bus,
         store,
@@ -156,6 +163,8 @@ pub async fn router_with_analytics(
         feed,
         analytics,
         cost_rates: config.cost_rates.clone(),
+        log,
+        dlq_topic,
     };
     Ok(routes::router(state, config.max_body_bytes))
 }

@@ -1,7 +1,7 @@
 //! The OpenAPI document, generated from the handlers' `#[utoipa::path]` annotations.
 
 use crate::routes::{
-    analytics, breakers, definitions, human, ops, path, sla, streams, tasks, worker, workflows,
+    analytics, breakers, definitions, dlq, human, ops, path, sla, streams, tasks, worker, workflows,
 };
 use utoipa::OpenApi;
 
@@ -31,6 +31,7 @@ use utoipa::OpenApi;
         tasks::retry_task,
         tasks::skip_task,
         tasks::dead_letters,
+        dlq::dead_commands,
         human::list_human_tasks,
         human::claim_human_task,
         human::release_human_task,

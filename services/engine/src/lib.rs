@@ -268,7 +268,11 @@ impl Engine {
             match cmd {
                 Some(cmd) => match self.misplaced(state, rec, cmd) {
                     Some(key) => self.forward(rec, key, &mut out),
-                    None => self.handle_command(state, cmd, now, &mut out),
+                    None => {
+                        if let Some(rejection) = self.handle_command(state, cmd, now, &mut out) {
+                            self.undeliverable(rec, cmd, &rejection, &mut out);
+                        }
+                    }
                 },
                 None => self.malformed(rec, &mut out),
             }
@@ -282,7 +286,8 @@ impl Engine {
                     timer,
                 },
             };
-            self.handle_command(state, &cmd, now, &mut out);
+            // A timer of a run is fired by the run's own engine: nothing to dead-letter.
+            let _ = self.handle_command(state, &cmd, now, &mut out);
         }
         for run in out.touched.drain() {
             let timers = state
@@ -375,16 +380,50 @@ impl Engine {
     }
 
     fn malformed(&self, rec: &Record, out: &mut Output) {
-        self.metrics.malformed_commands.inc();
         let reason = match serde_json::from_slice::<CommandEnvelope>(&rec.payload) {
             Err(e) => format!("malformed command: {e}"),
             Ok(_) => "malformed command".to_string(),
         };
-        tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "command moved to the DLQ");
         self.dead_letter(rec, &reason, out);
     }
 
+    /// A command rejected as invalid or naming something unknown (a definition that is not
+    /// registered, an input failing its schema, a run that does not exist) can never succeed.
+    /// When it carries no `reply_to`, typically because another service published it straight
+    /// onto the commands topic, nobody would learn why it did nothing: it goes to the DLQ.
+    /// Conflicts (a stale attempt, a verb in the wrong status) are the normal traffic of
+    /// at-least-once delivery and are not dead letters. Commands the engine and the saga
+    /// processor derive themselves answer their own rejections (see `handle_command`).
+    fn undeliverable(
+        &self,
+        rec: &Record,
+        cmd: &CommandEnvelope,
+        rejection: &Rejection,
+        out: &mut Output,
+    ) {
+        let internal = matches!(
+            cmd.command,
+            Command::StartWorkflow {
+                parent: Some(_),
+                ..
+            } | Command::ChildFinished { .. }
+                | Command::FireTimer { .. }
+        );
+        let reason = match rejection {
+            _ if cmd.reply_to.is_some() || internal => return,
+            Rejection::Conflict(_) => return,
+            Rejection::Invalid(why) => format!("invalid {}: {why}", cmd.command.name()),
+            Rejection::NotFound(why) => {
+                format!("{} names nothing known: {why}", cmd.command.name())
+            }
+        };
+        self.dead_letter(rec, &reason, out);
+    }
+
+    /// Moves `rec` to the DLQ, unchanged, with `reason` and `source` headers.
     fn dead_letter(&self, rec: &Record, reason: &str, out: &mut Output) {
+        self.metrics.commands_dead_lettered.inc();
+        tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "command moved to the DLQ");
         let mut r = NewRecord::new(self.topics.dlq(), rec.key.clone(), rec.payload.clone());
         r.headers = rec.headers.clone();
         r.headers.push(("reason".into(), reason.to_string()));
@@ -409,7 +448,14 @@ impl Engine {
         }
     }
 
-    fn handle_command(&self, state: &mut State, cmd: &CommandEnvelope, now: i64, out: &mut Output) {
+    /// Applies one command; returns its rejection, if it was rejected (after answering it).
+    fn handle_command(
+        &self,
+        state: &mut State,
+        cmd: &CommandEnvelope,
+        now: i64,
+        out: &mut Output,
+    ) -> Option<Rejection> {
         if let Command::RegisterDefinition { source } = &cmd.command {
             return self.register(state, cmd, source, now, out);
         }
@@ -417,10 +463,18 @@ impl Engine {
             self.metrics.commands_rejected.inc();
             let r =
                 Rejection::NotFound(format!("{} names a malformed task id", cmd.command.name()));
-            return self.reply(cmd, Outcome::Rejected { rejection: r }, out);
+            self.reply(
+                cmd,
+                Outcome::Rejected {
+                    rejection: r.clone(),
+                },
+                out,
+            );
+            return Some(r);
         };
         if let Some(ended) = state.ended.get(&run) {
-            return self.answer_ended(run, *ended, cmd, out);
+            self.answer_ended(run, *ended, cmd, out);
+            return None;
         }
         let mut slot = state.runs.remove(&run);
         let result = handle(&mut slot, cmd, &state.registry, now);
@@ -450,6 +504,7 @@ impl Engine {
                     state.runs.remove(&run);
                     state.ended.insert(run, Ended { status, last_seq });
                 }
+                None
             }
             Err(rejection) => {
                 self.metrics.commands_rejected.inc();
@@ -483,7 +538,14 @@ impl Engine {
                         json_bytes(&notice),
                     ));
                 }
-                self.reply(cmd, Outcome::Rejected { rejection }, out);
+                self.reply(
+                    cmd,
+                    Outcome::Rejected {
+                        rejection: rejection.clone(),
+                    },
+                    out,
+                );
+                Some(rejection)
             }
         }
     }
@@ -520,10 +582,11 @@ impl Engine {
         source: &serde_json::Value,
         now: i64,
         out: &mut Output,
-    ) {
+    ) -> Option<Rejection> {
         if let Some((name, version)) = state.registry.applied(&cmd.id) {
             let result = json!({ "name": name, "version": version });
-            return self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
+            self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
+            return None;
         }
         let name = source
             .get("name")
@@ -548,11 +611,19 @@ impl Engine {
                 ));
                 let result = json!({ "name": reg.name, "version": version });
                 self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
+                None
             }
             Err(e) => {
                 self.metrics.commands_rejected.inc();
                 let rejection = Rejection::Invalid(e.to_string());
-                self.reply(cmd, Outcome::Rejected { rejection }, out);
+                self.reply(
+                    cmd,
+                    Outcome::Rejected {
+                        rejection: rejection.clone(),
+                    },
+                    out,
+                );
+                Some(rejection)
             }
         }
     }

@@ -29,7 +29,8 @@ pub struct Metrics {
     pub run_latency: Histogram,
     pub commands: Counter,
     pub commands_rejected: Counter,
-    pub malformed_commands: Counter,
+    /// Command records moved to the DLQ: undecodable, or rejected with nobody to tell.
+    pub commands_dead_lettered: Counter,
     /// Commands found on another partition than their run's, re-published there.
     pub commands_forwarded: Counter,
     /// Records on the commands topic not yet processed by this engine.
@@ -55,7 +56,7 @@ impl Metrics {
             run_latency: Histogram::new(exponential_buckets(0.005, 2.0, 22)),
             commands: Counter::default(),
             commands_rejected: Counter::default(),
-            malformed_commands: Counter::default(),
+            commands_dead_lettered: Counter::default(),
             commands_forwarded: Counter::default(),
             command_lag: Gauge::default(),
             runs_in_memory: Gauge::default(),
@@ -122,9 +123,9 @@ impl Metrics {
             m.commands_rejected.clone(),
         );
         r.register(
-            "engine_malformed_commands",
-            "Command records moved to the DLQ",
-            m.malformed_commands.clone(),
+            "engine_commands_dead_lettered",
+            "Command records moved to the DLQ (malformed, or rejected with no reply_to)",
+            m.commands_dead_lettered.clone(),
         );
         r.register(
             "engine_command_lag",

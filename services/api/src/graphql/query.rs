@@ -111,6 +111,27 @@ impl Query {
         Ok(items.into_iter().map(DeadLetterItem::from).collect())
     }
 
+    /// Command records moved to the dead-letter queue (malformed, or rejected with nobody to
+    /// answer), oldest first, like `GET /api/v1/dlq/commands`. `after` is the `id` of the
+    /// last record of the previous page.
+    async fn dead_letter_commands(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        #[graphql(default = 100, validator(minimum = 1, maximum = 1000))] first: usize,
+    ) -> Result<Vec<crate::routes::DeadCommand>> {
+        let state = ctx.data_unchecked::<AppState>();
+        let from = after
+            .as_deref()
+            .map(crate::routes::dlq_cursor_after)
+            .transpose()
+            .gql()?;
+        let page = crate::routes::dlq_page(state.log.as_ref(), &state.dlq_topic, from, first)
+            .await
+            .gql()?;
+        Ok(page.items)
+    }
+
     /// Performance, bottlenecks and cost of what ended in a window, exactly as
     /// `GET /api/v1/analytics/{performance,bottlenecks,cost}` report them (JSON). The window
     /// is `from`/`to` (RFC 3339) or `window` (`30m`, `24h`, `7d`) ending at `to` or now;

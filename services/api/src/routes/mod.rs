@@ -5,6 +5,7 @@
 pub(crate) mod analytics;
 pub(crate) mod breakers;
 pub(crate) mod definitions;
+pub(crate) mod dlq;
 pub(crate) mod human;
 pub(crate) mod ops;
 pub(crate) mod path;
@@ -17,6 +18,7 @@ pub(crate) mod workflows;
 pub(crate) use analytics::*;
 pub(crate) use breakers::*;
 pub(crate) use definitions::*;
+pub(crate) use dlq::*;
 pub(crate) use human::*;
 pub(crate) use ops::*;
 pub(crate) use path::*;
@@ -58,6 +60,9 @@ pub(crate) struct AppState {
     /// `None`: the analytics routes answer 503.
     pub analytics: Option<Arc<dyn distorch_store::analytics::Analytics>>,
     pub cost_rates: distorch_store::analytics::CostRates,
+    /// The log, for the views served straight from a topic (the commands DLQ).
+    pub log: Arc<dyn distorch_eventlog::EventLog>,
+    pub dlq_topic: String,
 }
 
 impl AppState {
@@ -138,6 +143,7 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/tasks/{task_id}/heartbeat", post(heartbeat))
         .route("/api/v1/queues/{queue}/poll", post(poll))
         .route("/api/v1/dlq", get(dead_letters))
+        .route("/api/v1/dlq/commands", get(dead_commands))
         .route("/api/v1/breakers", get(list_breakers))
         .route(
             "/graphql",

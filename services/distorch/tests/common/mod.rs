@@ -2,6 +2,8 @@
 //! HTTP as a user would.
 #![allow(dead_code)]
 
+pub mod kafka;
+
 use serde_json::{Value, json};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
