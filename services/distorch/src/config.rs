@@ -143,3 +143,35 @@ pub fn standalone_flags(listen: Option<String>, data_dir: Option<PathBuf>) -> Fi
     }
     fig
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml: &str) -> Result<Config, figment::Error> {
+        Figment::new().merge(Toml::string(toml)).extract()
+    }
+
+    #[test]
+    fn a_misspelt_key_is_rejected_in_every_section() {
+        for section in [
+            "standalone",
+            "telemetry",
+            "api",
+            "api.cost_rates",
+            "engine",
+            "projector",
+            "alerts",
+            "http",
+            "backends",
+            "kafka",
+            "server",
+        ] {
+            let err = parse(&format!("[{section}]\nsnapshot_evry = 1\n"))
+                .expect_err(section)
+                .to_string();
+            assert!(err.contains("snapshot_evry"), "[{section}]: {err}");
+        }
+        assert!(parse("[engine]\nsnapshot_every = 1\n").is_ok());
+    }
+}

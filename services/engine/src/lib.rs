@@ -37,7 +37,7 @@ use timers::Timers;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
     /// Partitions of the commands, events, replies and task topics (when it creates them).
     pub partitions: u32,

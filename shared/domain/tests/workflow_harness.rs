@@ -4,7 +4,14 @@
 //! A [`Run`] holds one run's state, the definitions it may use, a fake clock and every
 //! envelope emitted so far. Tasks are addressed by step key (`charge`, `pack[2].item`), not
 //! by task id, so tests read like the definition they exercise.
+//!
+//! Every command the state machine accepts and every event it emits is checked against the
+//! JSON Schemas under `schemas/` (closed: a field they do not name fails too), so the schemas
+//! cannot drift from the code.
 #![allow(dead_code)]
+
+#[path = "support/schemas.rs"]
+mod wire;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -138,6 +145,10 @@ impl Run {
         );
         match &decision {
             Ok(d) => {
+                wire::check_written(wire::Wire::Command, &env);
+                for event in &d.events {
+                    wire::check_written(wire::Wire::Event, event);
+                }
                 self.last = d.events.clone();
                 self.log.extend(d.events.iter().cloned());
             }

@@ -180,7 +180,7 @@ pub struct Bottleneck {
 
 /// Prices for `GET /api/v1/analytics/cost`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
-#[serde(default)]
+#[serde(default, deny_unknown_fields)]
 pub struct CostRates {
     /// Per second of worker CPU time.
     pub per_cpu_second: f64,
