@@ -16,6 +16,20 @@ fn v1() -> u32 {
     1
 }
 
+/// Reads `v`, refusing a version newer than [`SCHEMA_VERSION`]: a record written by a newer
+/// DisTorch could mean something this one would misread, so it is an error (the engine
+/// stops, other readers skip it and log why) rather than a guess. Upgrade readers first.
+fn known_version<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<u32, D::Error> {
+    let v = u32::deserialize(deserializer)?;
+    if v > SCHEMA_VERSION {
+        return Err(serde::de::Error::custom(format!(
+            "schema version {v} is newer than this DisTorch reads ({SCHEMA_VERSION}); \
+             upgrade it before it reads records of the newer version"
+        )));
+    }
+    Ok(v)
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventEnvelope {
     pub workflow_id: WorkflowId,
@@ -26,7 +40,7 @@ pub struct EventEnvelope {
     /// The command that caused it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command_id: Option<CommandId>,
-    #[serde(default = "v1")]
+    #[serde(default = "v1", deserialize_with = "known_version")]
     pub v: u32,
     #[serde(flatten)]
     pub event: Event,
@@ -343,7 +357,7 @@ pub struct DefinitionRegistered {
     pub at_ms: i64,
     /// The normalised JSON document.
     pub source: Value,
-    #[serde(default = "v1")]
+    #[serde(default = "v1", deserialize_with = "known_version")]
     pub v: u32,
 }
 
@@ -362,4 +376,39 @@ pub struct HttpRequest {
     pub timeout_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub breaker: Option<crate::definition::BreakerSpec>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed(v: Option<u32>) -> Value {
+        let mut event = serde_json::json!({
+            "workflow_id": "01960000-0000-7000-8000-000000000001",
+            "seq": 9,
+            "at_ms": 1,
+            "type": "workflow_completed",
+            "output": {},
+        });
+        if let Some(v) = v {
+            event["v"] = v.into();
+        }
+        event
+    }
+
+    #[test]
+    fn an_event_without_a_version_reads_as_version_1() {
+        let env: EventEnvelope = serde_json::from_value(completed(None)).unwrap();
+        assert_eq!(env.v, 1);
+        let env: EventEnvelope = serde_json::from_value(completed(Some(SCHEMA_VERSION))).unwrap();
+        assert_eq!(env.v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn an_event_of_a_newer_version_is_refused_not_misread() {
+        let err = serde_json::from_value::<EventEnvelope>(completed(Some(SCHEMA_VERSION + 1)))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("newer than this DisTorch reads"), "{err}");
+    }
 }
