@@ -367,7 +367,8 @@ run_tests() {
     # (and must be fixed), but does not fail the run. Known: the projector's restart test
     # failed twice in ~15 full runs on a loaded machine.
     cargo nextest run --workspace --locked --no-fail-fast --color "$COLOR" --retries 1 \
-      --failure-output immediate-final 2>&1 | tee "$LOG_DIR/tests.log"
+      --config-file scripts/nextest.toml --failure-output immediate-final 2>&1 |
+      tee "$LOG_DIR/tests.log"
   else
     # cargo test runs the doctests too.
     cargo test --workspace --locked --no-fail-fast 2>&1 | tee "$LOG_DIR/tests.log"

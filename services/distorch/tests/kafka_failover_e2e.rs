@@ -128,12 +128,12 @@ async fn partitions_owned(engine: &Server) -> f64 {
     metric_value(&text, "distorch_engine_partitions_owned").unwrap_or(0.0)
 }
 
-// Not in the default run: on tansu 0.6.0 the survivor sometimes never gets the dead engine's
-// partitions back (the broker keeps the old generation's assignment; the engine's rejoin
-// watchdog recovered it in local runs but not in a CI run). Run it with
-// `cargo test -p distorch --test kafka_failover_e2e -- --ignored` against a broker.
+// tansu 0.6.0 does not rebalance a group when a member dies without leaving: the engine's
+// orphan watchdog (5 s here) makes the survivor rejoin, which hands it the dead engine's
+// partitions. One CI run failed here before the run's history was printed on failure; if it
+// fails again, the panic message carries the stuck run's events. scripts/nextest.toml runs
+// this test alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "tansu 0.6.0 loses a dead member's partitions; see the comment above"]
 async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_task() {
     let dir = tempdir();
     let config = cluster_config(dir.path());
@@ -203,10 +203,10 @@ async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_tas
             if status == 200 && run["status"] == "completed" {
                 break run;
             }
-            assert!(
-                Instant::now() < deadline,
-                "run {id} did not complete: {run}"
-            );
+            if Instant::now() >= deadline {
+                let (_, history) = api.get(&format!("/workflows/{id}/history")).await;
+                panic!("run {id} did not complete: {run}\nhistory: {history}");
+            }
             tokio::time::sleep(Duration::from_millis(50)).await;
         };
         let tasks = run["tasks"].as_array().unwrap();
