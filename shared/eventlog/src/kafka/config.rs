@@ -103,6 +103,12 @@ impl KafkaConfig {
             // subscription naming a missing topic must fail (UnknownTopic), not create it
             // with the broker's default partition count.
             .set("allow.auto.create.topics", "false");
+        config
+    }
+
+    /// [`Self::base`] plus the consumer-only tuning (a producer would warn about it).
+    fn consumer_base(&self) -> ClientConfig {
+        let mut config = self.base();
         self.tunable_default(&mut config, "fetch.wait.max.ms", "100");
         config
     }
@@ -124,7 +130,7 @@ impl KafkaConfig {
 
     /// A member of `group`, committing by hand.
     pub(super) fn group_member(&self, group: &str) -> ClientConfig {
-        let mut config = self.base();
+        let mut config = self.consumer_base();
         config
             .set("group.id", group)
             // Offsets move only through `Consumer::commit`: at-least-once.
@@ -143,7 +149,7 @@ impl KafkaConfig {
 
     /// A client that only looks up `group`'s committed offsets (it never joins the group).
     pub(super) fn group_lookup(&self, group: &str) -> ClientConfig {
-        let mut config = self.base();
+        let mut config = self.consumer_base();
         config
             .set("group.id", group)
             .set("enable.auto.commit", "false");
@@ -152,7 +158,7 @@ impl KafkaConfig {
 
     /// A group-less consumer for `read`, positioned by hand.
     pub(super) fn reader(&self) -> ClientConfig {
-        let mut config = self.base();
+        let mut config = self.consumer_base();
         config
             // librdkafka wants a group for `assign`; readers never join or commit it.
             .set("group.id", format!("{}.reader", self.client_id))
@@ -269,6 +275,11 @@ mod tests {
         let producer = config.producer();
         assert_eq!(producer.get("acks"), Some("all"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(
+            KafkaConfig::new("a:9092").producer().get("fetch.wait.max.ms"),
+            None,
+            "consumer tuning stays off the producer"
+        );
         let member = config.group_member("g");
         assert_eq!(member.get("enable.auto.commit"), Some("false"));
         assert_eq!(
