@@ -8,13 +8,15 @@
 //! Workers run in-process on purpose: it is the cheapest way to make every step a real
 //! round trip through the worker protocol, and it reuses the production SDK. The workers
 //! do compete with the server for CPU when both run on one machine; the README says how to
-//! read the numbers.
+//! read the numbers. With `--source kafka` they take tasks straight from the log
+//! (`<prefix>.tasks.load` on the broker at `--kafka`) instead of the API's poll endpoint;
+//! runs are still started and watched through the API.
 
 mod stats;
 
 use anyhow::{Context, bail};
-use clap::Parser;
-use distorch_worker::{Client, StartWorkflow, Worker, WorkflowStatus};
+use clap::{Parser, ValueEnum};
+use distorch_worker::{Client, LogSource, StartWorkflow, TaskSource, Worker, WorkflowStatus};
 use serde_json::{Value, json};
 use stats::Summary;
 use std::sync::Arc;
@@ -25,6 +27,15 @@ use std::time::{Duration, Instant};
 const QUEUE: &str = "load";
 /// Task type of every load step.
 const TASK: &str = "noop";
+
+/// Where the workers take tasks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Source {
+    /// The API's long-poll endpoint (`POST /api/v1/queues/load/poll`).
+    Http,
+    /// Straight from the log: `<prefix>.tasks.load` on the broker given by `--kafka`.
+    Kafka,
+}
 
 #[derive(Debug, Parser)]
 #[command(name = "distorch-load", version, about)]
@@ -53,6 +64,16 @@ struct Args {
     /// Poll loops per worker; more than one keeps a worker fetching while a poll is out.
     #[arg(long, default_value_t = 2)]
     pollers: usize,
+    /// Where the workers take tasks from.
+    #[arg(long, value_enum, default_value_t = Source::Http)]
+    source: Source,
+    /// Kafka bootstrap servers (`host:port[,host:port]` or a `kafka://` URL) for
+    /// `--source kafka`: the broker the services run on.
+    #[arg(long)]
+    kafka: Option<String>,
+    /// The deployment's topic prefix (`[api] topic_prefix`), for `--source kafka`.
+    #[arg(long, default_value = "distorch")]
+    topic_prefix: String,
     /// Long-poll wait of the workers, in ms.
     #[arg(long, default_value_t = 1000)]
     poll_wait_ms: u64,
@@ -82,9 +103,29 @@ async fn main() -> anyhow::Result<()> {
     let name = format!("load-seq-{}", args.steps);
     let version = register(&client, &name, args.steps).await?;
 
+    // Kafka: one source for all workers. Each still has its own consumer (a member of the
+    // queue's group); their commands share the source's batching writer. HTTP: each worker
+    // has its own client, as separate worker processes would.
+    let log_source: Option<TaskSource> = match (args.source, &args.kafka) {
+        (Source::Http, None) => None,
+        (Source::Http, Some(_)) => bail!("--kafka needs --source kafka"),
+        (Source::Kafka, None) => bail!("--source kafka needs --kafka host:port"),
+        (Source::Kafka, Some(brokers)) => Some(
+            LogSource::builder()
+                .topic_prefix(&args.topic_prefix)
+                .connect(brokers)
+                .await
+                .with_context(|| format!("connecting the workers to Kafka at {brokers}"))?
+                .into(),
+        ),
+    };
     let mut workers = Vec::with_capacity(args.workers);
     for i in 0..args.workers {
-        let handle = Worker::builder(&args.url, QUEUE)
+        let builder = match &log_source {
+            Some(source) => Worker::with_source(source.clone(), QUEUE),
+            None => Worker::builder(&args.url, QUEUE),
+        };
+        let handle = builder
             .worker_id(format!("distorch-load-{}-{i}", std::process::id()))
             .concurrency(args.worker_concurrency)
             .max_tasks_per_poll(args.batch)

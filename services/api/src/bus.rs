@@ -4,38 +4,20 @@
 //! with `reply_to` = this process's instance id; the engine appends a [`Reply`] keyed by that
 //! id to the replies topic, and a background reader completes the waiting request.
 //!
-//! Appends go through one writer task that drains everything queued while the previous
-//! append was in flight into the next one: concurrent HTTP requests share one log append
-//! (one SQLite transaction and fsync, one Kafka produce batch) without adding latency when
-//! the API is idle.
+//! The request/reply machinery (the batching writer: concurrent HTTP requests share one log
+//! append; the reply reader) is [`distorch_eventlog::rpc`], shared with workers that take
+//! tasks straight from the log. This module adds what is the API's: command envelopes,
+//! error mapping and metrics.
 
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
 use distorch_domain::command::{Command, CommandEnvelope, Outcome, Reply};
 use distorch_domain::ids::CommandId;
 use distorch_domain::topics::Topics;
-use distorch_eventlog::{EventLog, LogError, NewRecord, partition_for};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use distorch_eventlog::rpc::{Rpc, Unanswered};
+use distorch_eventlog::{EventLog, NewRecord};
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio::time::Instant;
-
-/// Records per log append; bounds the size of one group commit.
-const MAX_BATCH_RECORDS: usize = 4096;
-/// Appends waiting for the writer before `send` applies backpressure.
-const WRITE_QUEUE: usize = 1024;
-/// Long-poll wait of the reply reader; only bounds how often it loops when idle.
-const REPLY_WAIT: Duration = Duration::from_secs(5);
-
-type Waiters = Mutex<HashMap<CommandId, oneshot::Sender<Outcome>>>;
-
-struct WriteRequest {
-    records: Vec<NewRecord>,
-    done: oneshot::Sender<Result<(), String>>,
-}
 
 /// Publishes commands and awaits the engine's replies. Cheap to clone.
 #[derive(Clone)]
@@ -44,22 +26,16 @@ pub struct CommandBus {
 }
 
 struct Inner {
-    instance: String,
+    rpc: Rpc<Outcome>,
     commands_topic: String,
     timeout: Duration,
-    waiters: Arc<Waiters>,
-    writes: mpsc::Sender<WriteRequest>,
-    ready: Arc<AtomicBool>,
     metrics: ApiMetrics,
-    tasks: Vec<JoinHandle<()>>,
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
-        }
-    }
+/// A reply record's command id and outcome.
+fn decode_reply(payload: &[u8]) -> Result<(String, Outcome), String> {
+    let reply: Reply = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
+    Ok((reply.command_id.0, reply.outcome))
 }
 
 impl CommandBus {
@@ -77,49 +53,26 @@ impl CommandBus {
         ensure_topic(log.as_ref(), &topics.replies(), partitions.replies).await?;
 
         let instance = uuid::Uuid::new_v4().to_string();
-        let replies = topics.replies();
-        let partition = partition_for(&instance, log.partitions(&replies).await?);
-        let from = log.end_offset(&replies, partition).await?;
-
-        let waiters: Arc<Waiters> = Arc::default();
-        let ready = Arc::new(AtomicBool::new(true));
-        let (writes, queue) = mpsc::channel(WRITE_QUEUE);
-        let reader = ReplyReader {
-            log: log.clone(),
-            topic: replies,
-            partition,
-            instance: instance.clone(),
-            waiters: waiters.clone(),
-            ready: ready.clone(),
-        };
-        let tasks = vec![
-            tokio::spawn(reader.run(from)),
-            tokio::spawn(write_loop(log, queue)),
-        ];
-        tracing::info!(%instance, partition, "command bus started");
+        let rpc = Rpc::start(log, &topics.replies(), instance.clone(), decode_reply).await?;
+        tracing::info!(%instance, "command bus started");
         Ok(Self {
             inner: Arc::new(Inner {
-                instance,
+                rpc,
                 commands_topic: topics.commands(),
                 timeout,
-                waiters,
-                writes,
-                ready,
                 metrics,
-                tasks,
             }),
         })
     }
 
     /// The `reply_to` value of this process.
     pub fn instance_id(&self) -> &str {
-        &self.inner.instance
+        self.inner.rpc.instance()
     }
 
     /// Whether replies are being read (for `/readyz`).
     pub fn is_ready(&self) -> bool {
-        self.inner.ready.load(Ordering::Relaxed)
-            && self.inner.tasks.iter().all(|t| !t.is_finished())
+        self.inner.rpc.is_ready()
     }
 
     /// Sends one command and waits for the engine's outcome.
@@ -136,62 +89,51 @@ impl CommandBus {
         commands: Vec<Command>,
     ) -> Result<Vec<Result<Outcome, ApiError>>, ApiError> {
         let inner = &self.inner;
-        let mut records = Vec::with_capacity(commands.len());
+        let mut requests = Vec::with_capacity(commands.len());
         let mut names = Vec::with_capacity(commands.len());
-        let mut ids = Vec::with_capacity(commands.len());
         for command in commands {
-            let id = CommandId(uuid::Uuid::new_v4().to_string());
+            let id = uuid::Uuid::new_v4().to_string();
             names.push(command.name());
-            records.push(self.record(id.clone(), Some(inner.instance.clone()), command)?);
-            ids.push(id);
+            let reply_to = Some(inner.rpc.instance().to_owned());
+            let record = self.record(CommandId(id.clone()), reply_to, command)?;
+            requests.push((id, record));
         }
 
-        // Register before appending: the reply may arrive before `append` returns.
-        let guard = PendingGuard {
-            waiters: &inner.waiters,
-            ids: &ids,
-        };
-        let receivers: Vec<_> = {
-            let mut waiters = inner.waiters.lock().expect("waiters lock");
-            ids.iter()
-                .map(|id| {
-                    let (tx, rx) = oneshot::channel();
-                    waiters.insert(id.clone(), tx);
-                    rx
-                })
-                .collect()
-        };
-        if let Err(e) = self.append(records).await {
-            for name in &names {
-                inner.metrics.command(name, "error");
+        let answers = match inner.rpc.request(requests, inner.timeout).await {
+            Ok(answers) => answers,
+            Err(e) => {
+                for name in &names {
+                    inner.metrics.command(name, "error");
+                }
+                return Err(ApiError::Unavailable(format!(
+                    "could not append the command: {e}"
+                )));
             }
-            return Err(e);
-        }
-
-        let deadline = Instant::now() + inner.timeout;
-        let mut outcomes = Vec::with_capacity(receivers.len());
-        for (rx, name) in receivers.into_iter().zip(names) {
-            let outcome = match tokio::time::timeout_at(deadline, rx).await {
-                Ok(Ok(outcome)) => Ok(outcome),
-                Ok(Err(_)) => Err(ApiError::Unavailable(
-                    "the reply reader stopped before the engine answered; the command is \
-                     durable and will still be applied"
-                        .into(),
-                )),
-                Err(_) => Err(ApiError::Timeout(inner.timeout.as_secs_f64())),
-            };
-            inner.metrics.command(
-                name,
-                match &outcome {
-                    Ok(Outcome::Accepted { .. }) => "accepted",
-                    Ok(Outcome::Rejected { .. }) => "rejected",
-                    Err(ApiError::Timeout(_)) => "timeout",
-                    Err(_) => "error",
-                },
-            );
-            outcomes.push(outcome);
-        }
-        drop(guard);
+        };
+        let outcomes = answers
+            .into_iter()
+            .zip(names)
+            .map(|(answer, name)| {
+                let outcome = answer.map_err(|unanswered| match unanswered {
+                    Unanswered::Timeout => ApiError::Timeout(inner.timeout.as_secs_f64()),
+                    Unanswered::Stopped => ApiError::Unavailable(
+                        "the reply reader stopped before the engine answered; the command is \
+                         durable and will still be applied"
+                            .into(),
+                    ),
+                });
+                inner.metrics.command(
+                    name,
+                    match &outcome {
+                        Ok(Outcome::Accepted { .. }) => "accepted",
+                        Ok(Outcome::Rejected { .. }) => "rejected",
+                        Err(ApiError::Timeout(_)) => "timeout",
+                        Err(_) => "error",
+                    },
+                );
+                outcome
+            })
+            .collect();
         Ok(outcomes)
     }
 
@@ -199,7 +141,12 @@ impl CommandBus {
     pub async fn publish(&self, command: Command) -> Result<(), ApiError> {
         let name = command.name();
         let record = self.record(CommandId(uuid::Uuid::new_v4().to_string()), None, command)?;
-        let result = self.append(vec![record]).await;
+        let result = self
+            .inner
+            .rpc
+            .append(vec![record])
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("could not append the command: {e}")));
         self.inner
             .metrics
             .command(name, if result.is_ok() { "published" } else { "error" });
@@ -227,35 +174,6 @@ impl CommandBus {
             payload,
         ))
     }
-
-    async fn append(&self, records: Vec<NewRecord>) -> Result<(), ApiError> {
-        let (done, rx) = oneshot::channel();
-        let unavailable = || ApiError::Unavailable("the command writer has stopped".into());
-        self.inner
-            .writes
-            .send(WriteRequest { records, done })
-            .await
-            .map_err(|_| unavailable())?;
-        rx.await
-            .map_err(|_| unavailable())?
-            .map_err(|e| ApiError::Unavailable(format!("could not append the command: {e}")))
-    }
-}
-
-/// Removes this request's waiters however it ends (answered, timed out, or the HTTP
-/// request was dropped), so abandoned requests do not leak entries.
-struct PendingGuard<'a> {
-    waiters: &'a Waiters,
-    ids: &'a [CommandId],
-}
-
-impl Drop for PendingGuard<'_> {
-    fn drop(&mut self) {
-        let mut waiters = self.waiters.lock().unwrap_or_else(|p| p.into_inner());
-        for id in self.ids {
-            waiters.remove(id);
-        }
-    }
 }
 
 /// Creates a topic; an existing one with another partition count is accepted as is,
@@ -265,88 +183,5 @@ pub(crate) async fn ensure_topic(
     topic: &str,
     partitions: u32,
 ) -> Result<(), ApiError> {
-    match log.create_topic(topic, partitions).await {
-        Ok(()) => Ok(()),
-        Err(LogError::PartitionMismatch { existing, .. }) => {
-            tracing::debug!(topic, existing, requested = partitions, "topic exists");
-            Ok(())
-        }
-        Err(e) => Err(e.into()),
-    }
-}
-
-async fn write_loop(log: Arc<dyn EventLog>, mut queue: mpsc::Receiver<WriteRequest>) {
-    while let Some(first) = queue.recv().await {
-        let mut records = first.records;
-        let mut done = vec![(first.done, records.len())];
-        while records.len() < MAX_BATCH_RECORDS {
-            let Ok(next) = queue.try_recv() else { break };
-            done.push((next.done, next.records.len()));
-            records.extend(next.records);
-        }
-        let result = log.append(records).await.map(drop).map_err(|e| {
-            tracing::warn!(error = %e, "command append failed");
-            e.to_string()
-        });
-        for (tx, _) in done {
-            let _ = tx.send(result.clone());
-        }
-    }
-}
-
-struct ReplyReader {
-    log: Arc<dyn EventLog>,
-    topic: String,
-    partition: u32,
-    instance: String,
-    waiters: Arc<Waiters>,
-    ready: Arc<AtomicBool>,
-}
-
-impl ReplyReader {
-    async fn run(self, mut from: u64) {
-        loop {
-            match self
-                .log
-                .read(&self.topic, self.partition, from, 1024, REPLY_WAIT)
-                .await
-            {
-                Ok(records) => {
-                    self.ready.store(true, Ordering::Relaxed);
-                    for record in records {
-                        from = record.offset + 1;
-                        // The partition is shared with other API instances.
-                        if record.key != self.instance {
-                            continue;
-                        }
-                        match serde_json::from_slice::<Reply>(&record.payload) {
-                            Ok(reply) => self.complete(reply),
-                            Err(e) => tracing::warn!(
-                                offset = record.offset,
-                                error = %e,
-                                "skipping undecodable reply"
-                            ),
-                        }
-                    }
-                }
-                Err(e) => {
-                    self.ready.store(false, Ordering::Relaxed);
-                    tracing::warn!(error = %e, "reading replies failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                }
-            }
-        }
-    }
-
-    fn complete(&self, reply: Reply) {
-        let waiter = self
-            .waiters
-            .lock()
-            .expect("waiters lock")
-            .remove(&reply.command_id);
-        // No waiter: the request timed out or was dropped; the command was applied anyway.
-        if let Some(tx) = waiter {
-            let _ = tx.send(reply.outcome);
-        }
-    }
+    Ok(distorch_eventlog::rpc::ensure_topic(log, topic, partitions).await?)
 }

@@ -148,8 +148,11 @@ pub fn standalone_flags(listen: Option<String>, data_dir: Option<PathBuf>) -> Fi
 mod tests {
     use super::*;
 
-    fn parse(toml: &str) -> Result<Config, figment::Error> {
-        Figment::new().merge(Toml::string(toml)).extract()
+    fn parse(toml: &str) -> Result<Config, String> {
+        Figment::new()
+            .merge(Toml::string(toml))
+            .extract()
+            .map_err(|e| e.to_string())
     }
 
     #[test]
@@ -167,9 +170,7 @@ mod tests {
             "kafka",
             "server",
         ] {
-            let err = parse(&format!("[{section}]\nsnapshot_evry = 1\n"))
-                .expect_err(section)
-                .to_string();
+            let err = parse(&format!("[{section}]\nsnapshot_evry = 1\n")).expect_err(section);
             assert!(err.contains("snapshot_evry"), "[{section}]: {err}");
         }
         assert!(parse("[engine]\nsnapshot_every = 1\n").is_ok());

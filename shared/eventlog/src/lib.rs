@@ -3,8 +3,9 @@
 //!
 //! This crate owns the [`EventLog`] contract and its implementations; it knows nothing of
 //! workflows (payloads are opaque bytes). Entry points: [`EventLog`], [`Consumer`],
-//! [`sqlite::SqliteLog`], `kafka::KafkaLog` (cargo feature `kafka`), [`partition_for`], and
-//! the [`conformance`] suite every backend runs.
+//! [`sqlite::SqliteLog`], `kafka::KafkaLog` (cargo feature `kafka`), [`partition_for`], the
+//! [`conformance`] suite every backend runs, and [`rpc`], the request/reply client over any
+//! backend (commands out, answers back on a replies topic).
 //!
 //! # Contract (every backend MUST honour it)
 //! - Topics have a fixed number of partitions. A record with key `k` goes to partition
@@ -42,6 +43,7 @@ pub mod conformance;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod partitioner;
+pub mod rpc;
 pub mod sqlite;
 
 pub use partitioner::{murmur2, partition_for};
@@ -90,7 +92,7 @@ pub struct Position {
     pub offset: u64,
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),

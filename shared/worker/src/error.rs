@@ -1,6 +1,8 @@
 //! The crate's one error type.
 
-/// What went wrong talking to the server or configuring a worker.
+use std::time::Duration;
+
+/// What went wrong talking to the server (or the log) or configuring a worker.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request never produced an HTTP response (connection refused, reset, timeout).
@@ -27,13 +29,33 @@ pub enum Error {
     /// A builder was given an unusable value.
     #[error("invalid worker configuration: {0}")]
     Config(String),
+    /// The event log failed (a `LogSource` append, read or consumer group):
+    /// `retryable` when the log says trying again later may succeed.
+    #[error("event log: {message}")]
+    Log { message: String, retryable: bool },
+    /// The engine refused a command a `LogSource` sent. `status` is what the HTTP API
+    /// answers for the same refusal: 400 invalid, 404 unknown, 409 stale attempt.
+    #[error("the engine rejected {command} ({status}): {detail}")]
+    Rejected {
+        command: &'static str,
+        status: u16,
+        detail: String,
+    },
+    /// No reply to a command sent over the log within `waited`. The command is durable and
+    /// may still be applied.
+    #[error("no reply to {command} within {waited:?}; it is durable and may still be applied")]
+    Unanswered {
+        command: &'static str,
+        waited: Duration,
+    },
 }
 
 impl Error {
-    /// The HTTP status, when the server answered.
+    /// The HTTP status, when the server answered (for an engine rejection over the log,
+    /// the status the HTTP API would have answered).
     pub fn status(&self) -> Option<u16> {
         match self {
-            Error::Status { status, .. } => Some(*status),
+            Error::Status { status, .. } | Error::Rejected { status, .. } => Some(*status),
             _ => None,
         }
     }
@@ -45,11 +67,15 @@ impl Error {
     }
 
     /// Whether sending the same request again may succeed: transport failures, 5xx, 408 and
-    /// 429. Other 4xx mean the request itself is wrong.
+    /// 429, retryable log failures and missing replies. Other 4xx and engine rejections mean
+    /// the request itself is wrong or stale.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Transport { .. } => true,
-            Error::Status { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            Error::Transport { .. } | Error::Unanswered { .. } => true,
+            Error::Status { status, .. } | Error::Rejected { status, .. } => {
+                *status >= 500 || *status == 408 || *status == 429
+            }
+            Error::Log { retryable, .. } => *retryable,
             Error::Decode { .. } | Error::Config(_) => false,
         }
     }
@@ -77,6 +103,33 @@ mod tests {
             assert!(!status(code).is_retryable(), "{code}");
         }
         assert!(status(409).is_conflict());
+    }
+
+    #[test]
+    fn log_errors_say_whether_to_retry() {
+        let rejected = Error::Rejected {
+            command: "complete_task",
+            status: 409,
+            detail: "attempt 1 is superseded".into(),
+        };
+        assert!(rejected.is_conflict());
+        assert!(!rejected.is_retryable());
+        assert_eq!(
+            rejected.to_string(),
+            "the engine rejected complete_task (409): attempt 1 is superseded"
+        );
+        let unanswered = Error::Unanswered {
+            command: "heartbeat",
+            waited: Duration::from_secs(10),
+        };
+        assert!(unanswered.is_retryable());
+        assert_eq!(unanswered.status(), None);
+        let log = |retryable| Error::Log {
+            message: "broker down".into(),
+            retryable,
+        };
+        assert!(log(true).is_retryable());
+        assert!(!log(false).is_retryable());
     }
 
     #[test]

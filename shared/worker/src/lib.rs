@@ -1,15 +1,19 @@
 //! The DisTorch worker SDK for Rust: run task handlers for a queue against a DisTorch server
-//! over its REST worker protocol.
+//! over its REST worker protocol, or straight from the log (Kafka).
 //!
-//! This crate owns the worker side of the protocol: long-polling a queue in batches,
+//! This crate owns the worker side of the protocol: taking tasks of a queue in batches,
 //! running handlers concurrently, heartbeating (with checkpoints) while they run, and
-//! reporting completions and failures reliably. It depends only on the HTTP protocol, not
-//! on any server crate, so it can be vendored into services that know nothing of DisTorch's
-//! internals.
+//! reporting completions and failures reliably. By default it depends only on the HTTP
+//! protocol, not on any server crate, so it can be vendored into services that know nothing
+//! of DisTorch's internals. The `kafka` cargo feature adds `LogSource`: tasks straight from
+//! `<prefix>.tasks.<queue>` and results published to `<prefix>.commands`, with no API
+//! process in between (it pulls in the domain model and librdkafka).
 //!
 //! Entry points:
-//! - [`Worker::builder`] → [`WorkerBuilder`] → [`Worker::run`] or [`Worker::spawn`]: the
-//!   worker loop.
+//! - [`Worker::builder`] (HTTP) or [`Worker::with_source`] (a [`TaskSource`]: a [`Client`]
+//!   or a `LogSource`) → [`WorkerBuilder`] → [`Worker::run`] or [`Worker::spawn`]: the
+//!   worker loop. Handlers, concurrency, heartbeats and checkpoints are the same with
+//!   either source.
 //! - [`TaskContext`] and [`TaskError`]: what a handler receives and may return.
 //! - [`Client`]: one typed call per REST endpoint (definitions, workflows, the worker
 //!   protocol), for drivers, tests and load generators.
@@ -34,7 +38,9 @@
 //! # Delivery guarantees
 //! Tasks are delivered at least once: an attempt whose report is lost (or whose worker dies)
 //! times out on the server and is retried, so handlers should be idempotent, keyed by
-//! `task_id` where they have side effects. Within a worker:
+//! `task_id` where they have side effects. A handler runs only for an attempt whose start
+//! the engine has recorded, so a task whose completion was recorded never runs again; this
+//! holds for both sources (see `LogSource` for the log's offsets). Within a worker:
 //! - at most `concurrency` attempts run at once, and a poll asks for
 //!   `min(free slots, max_tasks_per_poll)` tasks;
 //! - a result is reported until the server accepts it, rejects it with a 4xx, or the worker
@@ -62,6 +68,9 @@
 mod backoff;
 mod client;
 mod error;
+#[cfg(feature = "kafka")]
+mod log;
+mod source;
 mod task;
 mod telemetry;
 mod worker;
@@ -71,5 +80,8 @@ pub use client::{
     Task, Workflow, WorkflowStatus,
 };
 pub use error::Error;
+#[cfg(feature = "kafka")]
+pub use log::{LogSource, LogSourceBuilder};
+pub use source::TaskSource;
 pub use task::{TaskContext, TaskError};
 pub use worker::{Worker, WorkerBuilder, WorkerHandle};

@@ -1,6 +1,7 @@
 //! What a handler sees and returns: [`TaskContext`] and [`TaskError`].
 
-use crate::client::{Client, ErrorReport};
+use crate::client::ErrorReport;
+use crate::source::Backend;
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
@@ -61,7 +62,8 @@ impl TaskContext {
     /// attempt is still current.
     ///
     /// `false` means the server superseded the attempt (it timed out, the run was cancelled,
-    /// or another attempt completed; HTTP `409`) or asked for it to be cancelled
+    /// or another attempt completed; HTTP `409`, or the engine's rejection over the log) or
+    /// asked for it to be cancelled
     /// (`cancel_requested` in the ack): stop working and return; whatever the handler
     /// returns afterwards is discarded. The worker also aborts the handler at its next
     /// `.await`.
@@ -83,7 +85,7 @@ impl TaskContext {
 /// The server-side lease of one attempt, shared by its handler and the worker's automatic
 /// heartbeats.
 pub(crate) struct Lease {
-    client: Client,
+    backend: Backend,
     task_id: String,
     attempt: u32,
     /// Flips to `true` once, on the first `409` or cancellation request.
@@ -95,9 +97,9 @@ pub(crate) struct Lease {
 }
 
 impl Lease {
-    pub fn new(client: Client, task_id: String, attempt: u32) -> Self {
+    pub fn new(backend: Backend, task_id: String, attempt: u32) -> Self {
         Self {
-            client,
+            backend,
             task_id,
             attempt,
             superseded: watch::Sender::new(false),
@@ -125,7 +127,7 @@ impl Lease {
         }
         *self.last_beat.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
         match self
-            .client
+            .backend
             .heartbeat(&self.task_id, self.attempt, checkpoint)
             .await
         {

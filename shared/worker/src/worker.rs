@@ -3,6 +3,7 @@
 use crate::Error;
 use crate::backoff::Backoff;
 use crate::client::{Client, ErrorReport, Metrics, Task};
+use crate::source::{Backend, Feed, Receipt, TaskSource};
 use crate::task::{BoxedHandler, Lease, TaskContext, TaskError, boxed};
 use crate::telemetry::AttemptUsage;
 use serde_json::Value;
@@ -24,7 +25,7 @@ const MIN_HEARTBEAT_INTERVAL: Duration = Duration::from_millis(10);
 /// Configures a [`Worker`]. Obtain one with [`Worker::builder`].
 pub struct WorkerBuilder {
     base_url: String,
-    client: Option<Client>,
+    source: Option<TaskSource>,
     queue: String,
     worker_id: Option<String>,
     concurrency: usize,
@@ -40,6 +41,7 @@ impl std::fmt::Debug for WorkerBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WorkerBuilder")
             .field("base_url", &self.base_url)
+            .field("source", &self.source)
             .field("queue", &self.queue)
             .field("worker_id", &self.worker_id)
             .field("concurrency", &self.concurrency)
@@ -105,7 +107,14 @@ impl WorkerBuilder {
     /// Uses an existing client (sharing its connection pool) instead of building one from
     /// the base URL.
     pub fn client(mut self, client: Client) -> Self {
-        self.client = Some(client);
+        self.source = Some(client.into());
+        self
+    }
+
+    /// Takes tasks from `source` (the HTTP API through a [`Client`], or the log through a
+    /// `LogSource`) instead of the base URL's server.
+    pub fn source(mut self, source: impl Into<TaskSource>) -> Self {
+        self.source = Some(source.into());
         self
     }
 
@@ -135,13 +144,13 @@ impl WorkerBuilder {
         if self.heartbeat_interval.is_some_and(|i| i.is_zero()) {
             return Err(Error::Config("heartbeat_interval must be positive".into()));
         }
-        let client = match self.client {
-            Some(c) => c,
-            None => Client::new(self.base_url)?,
+        let backend = match self.source {
+            Some(source) => source.backend,
+            None => Backend::Http(Client::new(self.base_url)?),
         };
         Ok(Worker {
             inner: Arc::new(Inner {
-                client,
+                backend,
                 worker_id: self.worker_id.unwrap_or_else(default_worker_id),
                 queue: self.queue,
                 concurrency: self.concurrency,
@@ -177,7 +186,7 @@ impl std::fmt::Debug for Worker {
 }
 
 struct Inner {
-    client: Client,
+    backend: Backend,
     queue: String,
     worker_id: String,
     concurrency: usize,
@@ -190,11 +199,12 @@ struct Inner {
 }
 
 impl Worker {
-    /// Starts configuring a worker for `queue` on the server at `base_url`.
+    /// Starts configuring a worker for `queue` on the server at `base_url`: it takes tasks
+    /// from the HTTP poll endpoint.
     pub fn builder(base_url: impl Into<String>, queue: impl Into<String>) -> WorkerBuilder {
         WorkerBuilder {
             base_url: base_url.into(),
-            client: None,
+            source: None,
             queue: queue.into(),
             worker_id: None,
             concurrency: 10,
@@ -207,6 +217,16 @@ impl Worker {
         }
     }
 
+    /// Starts configuring a worker for `queue` that takes tasks from `source`: a [`Client`]
+    /// (the HTTP poll endpoint) or, with the `kafka` feature, a `LogSource`
+    /// (`<prefix>.tasks.<queue>` straight from the log). Handlers, concurrency, heartbeats
+    /// and checkpoints work the same with either.
+    pub fn with_source(source: impl Into<TaskSource>, queue: impl Into<String>) -> WorkerBuilder {
+        let mut builder = Self::builder(String::new(), queue);
+        builder.source = Some(source.into());
+        builder
+    }
+
     /// The id this worker polls with.
     pub fn worker_id(&self) -> &str {
         &self.inner.worker_id
@@ -215,13 +235,19 @@ impl Worker {
     /// Polls and runs tasks until `shutdown` resolves, then stops polling and returns once
     /// every in-flight attempt has finished and been reported (graceful shutdown).
     ///
-    /// A poll outstanding at shutdown is abandoned; should the server have handed it tasks
-    /// in that instant, they are redelivered after their timeout. Dropping this future also
+    /// A long-poll outstanding at shutdown is abandoned; should the server have handed it
+    /// tasks in that instant, they are redelivered after their timeout. (A `LogSource` has
+    /// no such window: attempts it has started are run and reported before `run` returns.) Dropping this future also
     /// stops polling, but leaves in-flight attempts to finish in the background.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let _stop_on_drop = StopOnDrop(&stop_tx);
         let slots = Arc::new(Semaphore::new(self.inner.concurrency));
+        let prefetch = self
+            .inner
+            .concurrency
+            .max(self.inner.max_tasks_per_poll as usize);
+        let feed = Arc::new(self.inner.backend.open(&self.inner.queue, prefetch));
         tracing::info!(
             queue = %self.inner.queue,
             worker_id = %self.inner.worker_id,
@@ -232,6 +258,7 @@ impl Worker {
             .map(|_| {
                 tokio::spawn(poll_loop(
                     self.inner.clone(),
+                    feed.clone(),
                     slots.clone(),
                     stop_rx.clone(),
                 ))
@@ -251,6 +278,10 @@ impl Worker {
         // nothing is in flight.
         let all = u32::try_from(self.inner.concurrency).expect("checked in build");
         let _ = slots.acquire_many(all).await;
+        // The pollers are gone, so this is the last reference.
+        if let Ok(feed) = Arc::try_unwrap(feed) {
+            feed.close().await;
+        }
         tracing::info!(queue = %self.inner.queue, "worker stopped");
     }
 
@@ -292,11 +323,16 @@ impl Drop for StopOnDrop<'_> {
 }
 
 /// Resolves when shutdown begins (or the worker's `run` future is gone).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-async fn poll_loop(inner: Arc<Inner>, slots: Arc<Semaphore>, mut stop: watch::Receiver<bool>) {
+async fn poll_loop(
+    inner: Arc<Inner>,
+    feed: Arc<Feed>,
+    slots: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut failures = 0u32;
     loop {
         // Wait for one free slot, then take whatever else is free without waiting: asking
@@ -314,11 +350,17 @@ async fn poll_loop(inner: Arc<Inner>, slots: Arc<Semaphore>, mut stop: watch::Re
         }
         let wanted = permit.num_permits() as u32;
 
-        let polled = tokio::select! {
-            biased;
-            () = stopped(&mut stop) => return,
-            r = inner.client.poll(&inner.queue, &inner.worker_id, wanted, inner.poll_wait) => r,
-        };
+        // Returns early (empty) when shutdown begins while waiting for work; attempts it
+        // had already started are run and reported like any other.
+        let polled = feed
+            .poll(
+                &inner.queue,
+                &inner.worker_id,
+                wanted,
+                inner.poll_wait,
+                &mut stop,
+            )
+            .await;
         let tasks = match polled {
             Ok(tasks) => {
                 failures = 0;
@@ -342,7 +384,7 @@ async fn poll_loop(inner: Arc<Inner>, slots: Arc<Semaphore>, mut stop: watch::Re
             }
         };
 
-        for task in tasks {
+        for (task, receipt) in tasks {
             let slot = match permit.split(1) {
                 Some(slot) => slot,
                 None => {
@@ -363,7 +405,9 @@ async fn poll_loop(inner: Arc<Inner>, slots: Arc<Semaphore>, mut stop: watch::Re
                 task = %task.task,
                 attempt = task.attempt,
             );
-            tokio::spawn(execute(inner.clone(), task, slot, stop.clone()).instrument(span));
+            tokio::spawn(
+                execute(inner.clone(), task, receipt, slot, stop.clone()).instrument(span),
+            );
         }
         // Slots asked for but not filled go back to the pool when `permit` drops here.
     }
@@ -376,10 +420,12 @@ enum Outcome {
 }
 
 /// Runs one attempt to its report. `_slot` is held throughout so the attempt counts against
-/// the worker's concurrency until the server knows the result.
+/// the worker's concurrency until the server knows the result. The receipt is settled once
+/// the attempt needs its source no more: reported, or found superseded.
 async fn execute(
     inner: Arc<Inner>,
     task: Task,
+    receipt: Receipt,
     _slot: OwnedSemaphorePermit,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -393,7 +439,7 @@ async fn execute(
             ),
             retryable: false,
         });
-        report(
+        if report(
             &inner,
             &task.task_id,
             task.attempt,
@@ -401,7 +447,10 @@ async fn execute(
             None,
             &mut stop,
         )
-        .await;
+        .await
+        {
+            receipt.settle();
+        }
         return;
     };
 
@@ -409,7 +458,7 @@ async fn execute(
         .heartbeat_interval
         .unwrap_or_else(|| heartbeat_interval_for(task.heartbeat_timeout_ms));
     let lease = Arc::new(Lease::new(
-        inner.client.clone(),
+        inner.backend.clone(),
         task.task_id.clone(),
         task.attempt,
     ));
@@ -434,12 +483,14 @@ async fn execute(
         () = keep_alive(&lease, interval, usage.as_mut()) => {
             running.abort();
             tracing::debug!("attempt superseded; handler aborted, nothing reported");
+            receipt.settle();
             return;
         }
     };
     let metrics = usage.and_then(AttemptUsage::finish);
     if lease.is_superseded() {
         tracing::debug!("attempt superseded while finishing; result dropped");
+        receipt.settle();
         return;
     }
 
@@ -461,7 +512,9 @@ async fn execute(
             return;
         }
     };
-    report(&inner, &task_id, attempt, &outcome, metrics, &mut stop).await;
+    if report(&inner, &task_id, attempt, &outcome, metrics, &mut stop).await {
+        receipt.settle();
+    }
 }
 
 /// Heartbeats every `interval` after the last heartbeat (automatic or the handler's own).
@@ -490,6 +543,8 @@ async fn keep_alive(lease: &Lease, interval: Duration, mut usage: Option<&mut At
 /// a server restart. Stops on success, on 409 (superseded: dropped silently), on any other
 /// 4xx (logged), and on a retryable failure once shutdown has begun: the attempt then times
 /// out on the server and is retried there, which is the at-least-once fallback.
+///
+/// Returns whether the attempt is settled: its result is recorded or can never be.
 async fn report(
     inner: &Inner,
     task_id: &str,
@@ -497,33 +552,33 @@ async fn report(
     outcome: &Outcome,
     metrics: Option<Metrics>,
     stop: &mut watch::Receiver<bool>,
-) {
+) -> bool {
     let mut retry = 0u32;
     loop {
         let result = match outcome {
             Outcome::Completed(output) => {
                 inner
-                    .client
+                    .backend
                     .complete(task_id, attempt, output, metrics)
                     .await
             }
-            Outcome::Failed(error) => inner.client.fail(task_id, attempt, error, metrics).await,
+            Outcome::Failed(error) => inner.backend.fail(task_id, attempt, error, metrics).await,
         };
         let e = match result {
-            Ok(()) => return,
+            Ok(()) => return true,
             Err(e) => e,
         };
         if e.is_conflict() {
             tracing::debug!(error = %e, "report rejected: attempt superseded");
-            return;
+            return true;
         }
         if !e.is_retryable() {
             tracing::error!(error = %e, "report rejected; result dropped");
-            return;
+            return true;
         }
         if *stop.borrow() {
             tracing::warn!(error = %e, "report failed during shutdown; the server will retry the task after its timeout");
-            return;
+            return false;
         }
         let delay = Backoff::RETRY.delay_random(retry);
         retry = retry.saturating_add(1);

@@ -276,7 +276,9 @@ mod tests {
         assert_eq!(producer.get("acks"), Some("all"));
         assert_eq!(producer.get("enable.idempotence"), Some("true"));
         assert_eq!(
-            KafkaConfig::new("a:9092").producer().get("fetch.wait.max.ms"),
+            KafkaConfig::new("a:9092")
+                .producer()
+                .get("fetch.wait.max.ms"),
             None,
             "consumer tuning stays off the producer"
         );
