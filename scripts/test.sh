@@ -197,8 +197,9 @@ apt_install() {
 }
 
 # Debian packages the build or the tests need: rdkafka builds its bundled librdkafka with
-# ./configure and make (no cmake), using the C compiler Rust already needs.
-APT_PACKAGES=(make)
+# ./configure and make (no cmake), using the C compiler Rust already needs; curl asks the test
+# ClickHouse whether it is up.
+APT_PACKAGES=(make curl)
 provision_apt() {
   local missing=() pkg
   for pkg in "${APT_PACKAGES[@]}"; do
