@@ -14,50 +14,21 @@ use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 const RUNS: usize = 200;
 const STEPS: usize = 10;
 const QUEUE: &str = "failover";
 
-fn broker() -> String {
-    std::env::var("DISTORCH_TEST_KAFKA").unwrap_or_else(|_| {
-        panic!(
-            "DISTORCH_TEST_KAFKA is not set: run `bash scripts/test.sh`, which installs and \
-             starts a Kafka-compatible broker (tansu) and sets it"
-        )
-    })
-}
-
 /// One configuration for every process of the cluster, on topics no other test uses.
 fn cluster_config(dir: &Path) -> PathBuf {
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("failover-{}-{nanos}", std::process::id());
-    let toml = format!(
-        r#"
-[backends]
-log = "kafka://{broker}"
-store = "sqlite://{store}"
-
-[api]
-topic_prefix = "{prefix}"
-# The API reads a store another process writes: it cannot wait for the projector.
-read_your_writes_ms = 0
-
+    let extra = r#"
 [engine]
 snapshot_every = 100
 # tansu 0.6.0 does not rebalance when a member dies: the engine's watchdog rejoins.
 orphan_timeout_ms = 5000
-"#,
-        broker = broker(),
-        store = dir.join("read.db").display(),
-    );
-    let file = dir.join("distorch.toml");
-    std::fs::write(&file, toml).expect("write config");
-    file
+"#;
+    common::kafka::cluster_config(dir, &common::kafka::unique_prefix("failover"), extra)
 }
 
 #[derive(Default)]
