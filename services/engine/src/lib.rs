@@ -21,8 +21,8 @@ pub use metrics::Metrics;
 
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
-use distorch_domain::topics::{TaskDispatch, Topics};
-use distorch_domain::workflow::{Status, TaskStatus, Workflow, handle};
+use distorch_domain::topics::Topics;
+use distorch_domain::workflow::{Status, Workflow, handle};
 use distorch_domain::{CommandId, WorkflowId};
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record, partition_for};
 use registry::Registry;
@@ -641,38 +641,19 @@ impl Engine {
                 self.metrics.runs_started.inc();
             }
             Event::TaskScheduled {
-                task_id,
-                step_id,
-                task,
-                queue,
-                attempt,
-                input,
-                checkpoint,
-                heartbeat_timeout_ms,
-                ..
+                task_id, attempt, ..
             } => {
                 // A task parked or cancelled by the same decision is not offered to workers,
                 // and an `http` step's call is made by the saga processor, not a worker.
-                let offered = wf.tasks.get(task_id).is_some_and(|t| {
-                    t.attempt == *attempt
-                        && t.status == TaskStatus::Scheduled
-                        && !t.parked
-                        && t.http.is_none()
-                });
-                if !offered {
+                let Some(dispatch) = wf
+                    .tasks
+                    .get(task_id)
+                    .filter(|t| t.attempt == *attempt)
+                    .and_then(|t| t.dispatch(wf.id))
+                else {
                     return;
-                }
-                let dispatch = TaskDispatch {
-                    task_id: task_id.clone(),
-                    workflow_id: wf.id,
-                    step_id: step_id.clone(),
-                    task: task.clone(),
-                    queue: queue.clone(),
-                    attempt: *attempt,
-                    input: input.clone(),
-                    checkpoint: checkpoint.clone(),
-                    heartbeat_timeout_ms: *heartbeat_timeout_ms,
                 };
+                let queue = &dispatch.queue;
                 out.records.push(NewRecord::new(
                     self.topics.tasks(queue),
                     key,

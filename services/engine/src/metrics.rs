@@ -22,6 +22,8 @@ pub struct Metrics {
     pub runs_started: Counter,
     pub runs_finished: Family<StatusLabel, Counter>,
     pub tasks_dispatched: Family<QueueLabel, Counter>,
+    /// Waiting attempts offered again when their partition was acquired.
+    pub tasks_reoffered: Counter,
     pub attempts_failed: Family<QueueLabel, Counter>,
     /// Seconds from an attempt's scheduling to its completion.
     pub step_latency: Histogram,
@@ -51,6 +53,7 @@ impl Metrics {
             runs_started: Counter::default(),
             runs_finished: Family::default(),
             tasks_dispatched: Family::default(),
+            tasks_reoffered: Counter::default(),
             attempts_failed: Family::default(),
             step_latency: Histogram::new(exponential_buckets(0.001, 2.0, 20)),
             run_latency: Histogram::new(exponential_buckets(0.005, 2.0, 22)),
@@ -96,6 +99,11 @@ impl Metrics {
             "tasks_dispatched",
             "Task attempts dispatched to a queue",
             m.tasks_dispatched.clone(),
+        );
+        r.register(
+            "tasks_reoffered",
+            "Waiting task attempts offered to workers again when their partition was acquired",
+            m.tasks_reoffered.clone(),
         );
         r.register(
             "attempts_failed",

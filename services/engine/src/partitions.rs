@@ -11,12 +11,12 @@
 //! recognises them by id (runs remember the command ids they applied).
 
 use crate::snapshot::{self, EndedRun};
-use crate::{Ended, Engine, EngineError, State, decode};
+use crate::{Ended, Engine, EngineError, State, decode, json_bytes};
 use distorch_domain::WorkflowId;
 use distorch_domain::command::{Command, CommandEnvelope};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope};
 use distorch_domain::workflow::{DefinitionSource, Status, Workflow, evolve};
-use distorch_eventlog::partition_for;
+use distorch_eventlog::{NewRecord, partition_for};
 use serde_json::value::RawValue;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -140,10 +140,29 @@ impl Engine {
             }
         }
         let n = state.partitions;
+        let mut offers = Vec::new();
         for (id, wf) in &state.runs {
-            if partition_for(&id.to_string(), n) == p {
+            let key = id.to_string();
+            if partition_for(&key, n) == p {
                 state.timers.set(*id, wf.timers());
+                for d in wf.pending_dispatches() {
+                    offers.push(NewRecord::new(
+                        self.topics.tasks(&d.queue),
+                        key.clone(),
+                        json_bytes(&d),
+                    ));
+                }
             }
+        }
+        // Offer every waiting attempt again: on Kafka the `TaskScheduled` event and its
+        // `tasks.<queue>` record are two produce requests, and an engine killed between them
+        // leaves an attempt no worker would ever see. A duplicate offer is harmless: the
+        // engine accepts one `StartTask` per attempt.
+        let reoffered = offers.len();
+        if !offers.is_empty() {
+            self.ensure_queue_topics(state, &offers).await?;
+            self.log.append(offers).await?;
+            self.metrics.tasks_reoffered.inc_by(reoffered as u64);
         }
         state.owned.insert(p, owned);
         self.metrics.partitions_owned.set(state.owned.len() as i64);
@@ -151,6 +170,7 @@ impl Engine {
             partition = p,
             from_snapshot = restored,
             events_replayed = replayed,
+            tasks_reoffered = reoffered,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "partition acquired"
         );

@@ -125,6 +125,32 @@ impl TaskState {
     pub fn is_active(&self) -> bool {
         matches!(self.status, TaskStatus::Scheduled | TaskStatus::Running)
     }
+
+    /// Whether the current attempt waits on `tasks.<queue>` for a worker to start it: it is
+    /// scheduled and due (not waiting for a backoff), not parked, and neither a human task
+    /// (people claim those through the API) nor an `http` call (made by the saga processor).
+    pub fn awaits_worker(&self) -> bool {
+        self.status == TaskStatus::Scheduled
+            && self.retry_at_ms.is_none()
+            && !self.parked
+            && self.kind != TaskKind::Human
+            && self.http.is_none()
+    }
+
+    /// The record that offers the current attempt to workers, if it [awaits one](Self::awaits_worker).
+    pub fn dispatch(&self, workflow_id: WorkflowId) -> Option<crate::topics::TaskDispatch> {
+        self.awaits_worker().then(|| crate::topics::TaskDispatch {
+            task_id: self.id.clone(),
+            workflow_id,
+            step_id: self.step_id.clone(),
+            task: self.task.clone(),
+            queue: self.queue.clone(),
+            attempt: self.attempt,
+            input: self.input.clone(),
+            checkpoint: self.checkpoint.clone(),
+            heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -295,6 +321,23 @@ impl Workflow {
             }
         }
         true
+    }
+
+    /// The offers to workers this run's state implies: one per attempt that
+    /// [awaits a worker](TaskState::awaits_worker), in task order. An engine that takes over
+    /// the run appends them again, because on a log without atomic multi-topic appends a
+    /// crash can record an attempt's `TaskScheduled` and lose its offer.
+    pub fn pending_dispatches(&self) -> Vec<crate::topics::TaskDispatch> {
+        if self.terminal.is_some() {
+            return Vec::new();
+        }
+        let mut out: Vec<_> = self
+            .tasks
+            .values()
+            .filter_map(|t| t.dispatch(self.id))
+            .collect();
+        out.sort_by_key(|d| task_number(&d.task_id));
+        out
     }
 
     /// Every timer the engine should hold for this run right now.

@@ -1,0 +1,112 @@
+//! Which attempts a run offers to workers (`Workflow::pending_dispatches`): what an engine
+//! appends again to `tasks.<queue>` when it takes a partition over, because a crash between
+//! the `TaskScheduled` event and its offer must not leave an attempt no worker will see.
+
+#[path = "workflow_harness.rs"]
+mod harness;
+
+use harness::{error, fatal, start};
+use serde_json::json;
+
+/// `(step id, attempt)` of every attempt the run offers to workers.
+fn offered(run: &harness::Run) -> Vec<(String, u32)> {
+    run.wf()
+        .pending_dispatches()
+        .into_iter()
+        .map(|d| (d.step_id, d.attempt))
+        .collect()
+}
+
+#[test]
+fn a_scheduled_attempt_is_offered_with_what_its_first_offer_carried() {
+    let yaml = "name: one\nsteps:\n  - {id: a, task: work, queue: q, input: '{n: .input.n}', heartbeat_timeout: 5s}\n";
+    let run = start(yaml, json!({"n": 7}));
+    let offers = run.wf().pending_dispatches();
+    assert_eq!(offers.len(), 1);
+    let d = &offers[0];
+    let t = run.task("a");
+    assert_eq!(d.task_id, t.id);
+    assert_eq!(d.workflow_id, run.wf().id);
+    assert_eq!((d.task.as_str(), d.queue.as_str()), ("work", "q"));
+    assert_eq!(d.attempt, 1);
+    assert_eq!(d.input, json!({"n": 7}));
+    assert_eq!(d.heartbeat_timeout_ms, Some(5_000));
+    assert_eq!(d.checkpoint, None);
+}
+
+#[test]
+fn a_started_or_finished_attempt_is_not_offered_again() {
+    let yaml = "name: two\nsteps:\n  - {id: a, task: t}\n  - {id: b, task: t}\n";
+    let mut run = start(yaml, json!({}));
+    run.start_task("a");
+    assert_eq!(offered(&run), [], "a running attempt has its worker");
+    run.complete("a", json!(1));
+    assert_eq!(offered(&run), [("b".to_string(), 1)]);
+    run.start_task("b");
+    run.complete("b", json!(2));
+    assert_eq!(offered(&run), [], "an ended run offers nothing");
+}
+
+#[test]
+fn an_attempt_waiting_for_its_backoff_is_offered_only_once_it_is_due() {
+    let yaml = "name: flaky\nsteps:\n  - {id: a, task: t, retry: {max_attempts: 3, initial_interval: 1s}}\n";
+    let mut run = start(yaml, json!({}));
+    run.start_task("a");
+    run.heartbeat("a", Some(json!({"done": 40})));
+    run.fail("a", error("unavailable"));
+    assert_eq!(
+        offered(&run),
+        [],
+        "the retry timer offers it, not a takeover"
+    );
+    let due = run.timers()[0].0;
+    run.advance_to(due);
+    assert_eq!(offered(&run), [("a".to_string(), 2)]);
+    assert_eq!(
+        run.wf().pending_dispatches()[0].checkpoint,
+        Some(json!({"done": 40})),
+        "the next attempt resumes from the last checkpoint"
+    );
+}
+
+#[test]
+fn parked_human_and_http_tasks_are_never_offered_to_workers() {
+    let parked =
+        "name: p\nsteps:\n  - {id: a, task: t, retry: {max_attempts: 1}, on_failure: park}\n";
+    let mut run = start(parked, json!({}));
+    run.fail("a", fatal("boom"));
+    assert!(run.task("a").parked);
+    assert_eq!(offered(&run), []);
+
+    let human = "name: h\nsteps:\n  - id: ok\n    human: {title: approve, group: finance}\n";
+    let run = start(human, json!({}));
+    assert_eq!(
+        offered(&run),
+        [],
+        "people claim human tasks through the API"
+    );
+
+    let http = "name: c\nsteps:\n  - id: call\n    http: {url: 'http://svc.test/x'}\n";
+    let run = start(http, json!({}));
+    assert_eq!(offered(&run), [], "the saga processor makes http calls");
+}
+
+#[test]
+fn parallel_branches_offer_each_waiting_attempt_in_task_order() {
+    let yaml = r#"
+name: fan
+steps:
+  - id: both
+    parallel:
+      branches:
+        - steps: [{id: left, task: t}]
+        - steps: [{id: right, task: t}]
+"#;
+    let mut run = start(yaml, json!({}));
+    assert_eq!(
+        offered(&run),
+        [("left".to_string(), 1), ("right".to_string(), 1)]
+    );
+    run.start_task("right");
+    assert_eq!(offered(&run), [("left".to_string(), 1)]);
+}
