@@ -77,6 +77,45 @@ async fn a_run_goes_through_its_steps_with_workers_and_ends_with_its_output() {
 }
 
 #[tokio::test]
+async fn a_long_poll_of_a_run_answers_when_the_run_ends_or_the_wait_is_over() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let api = server.api();
+    let yaml =
+        "name: lp\nsteps:\n  - {id: a, task: a, queue: lp}\n  - {id: b, task: b, queue: lp}\n";
+    assert_eq!(api.register_yaml(yaml).await.0, 201);
+    let id = api.start("lp", json!({})).await;
+
+    let (status, body) = api.get(&format!("/workflows/{id}?wait_ms=200")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "running", "the wait ran out first");
+
+    let waiting = tokio::spawn({
+        let (api, id) = (api.clone(), id.clone());
+        async move { api.get(&format!("/workflows/{id}?wait_ms=30000")).await }
+    });
+    let a = api.take("lp").await;
+    assert_eq!(api.complete(&a, json!(1)).await.0, 200);
+    let b = api.take("lp").await;
+    api.wait_for(&id, "step b started", |w| {
+        w["tasks"].as_array().is_some_and(|ts| {
+            ts.iter()
+                .any(|t| t["step_id"] == "b" && t["status"] == "running")
+        })
+    })
+    .await;
+    assert!(
+        !waiting.is_finished(),
+        "the long-poll answered before the run ended"
+    );
+    assert_eq!(api.complete(&b, json!(2)).await.0, 200);
+    let (status, body) = waiting.await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["status"], "completed", "{body}");
+    assert_eq!(body["output"], json!({"a": 1, "b": 2}));
+}
+
+#[tokio::test]
 async fn a_failed_attempt_is_retried_and_its_stale_completion_is_refused() {
     let dir = tempdir();
     let server = Server::start(dir.path());

@@ -28,6 +28,7 @@ pub async fn run_all(store: &dyn ReadStore) {
     dead_letters_follow_parking(store).await;
     definitions_latest_and_versioned(store).await;
     wait_for_seq_sees_applies(store).await;
+    wait_for_end_sees_the_last_event(store).await;
     wait_for_definition_sees_registrations(store).await;
     inbox_follows_human_tasks(store).await;
     sla_alerts_newest_first_each_once(store).await;
@@ -575,6 +576,52 @@ pub async fn wait_for_seq_sees_applies(store: &dyn ReadStore) {
     );
     applied.expect("apply");
     assert!(waited.expect("wait"));
+}
+
+/// `wait_for_end` returns false while the run goes on, even as its events are applied, and
+/// true once its view shows it ended (also when that happens while waiting).
+pub async fn wait_for_end_sees_the_last_event(store: &dyn ReadStore) {
+    let mut run = Run::start(&fresh_name("end"), 8_500_000);
+    run.step("a");
+    run.step("b");
+    run.complete();
+    let short = Duration::from_millis(30);
+    assert!(
+        !store.wait_for_end(run.id, short).await.expect("wait"),
+        "an unknown run has not ended"
+    );
+    store.apply(&run.events[..3]).await.expect("apply");
+    assert!(!store.wait_for_end(run.id, short).await.expect("wait"));
+
+    let n = run.events.len();
+    let (waited, applied) =
+        tokio::join!(store.wait_for_end(run.id, Duration::from_secs(10)), async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.apply(&run.events[3..n - 1]).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.apply(&run.events[n - 1..]).await
+        });
+    applied.expect("apply");
+    assert!(waited.expect("wait"));
+    assert!(store.wait_for_end(run.id, short).await.expect("wait"));
+}
+
+/// `wait_for_end` of a store that did not fold the run itself (another process, or the
+/// same database after a restart) reads the ending from the stored view.
+pub async fn wait_for_end_reads_what_another_writer_folded(
+    writer: &dyn ReadStore,
+    reader: &dyn ReadStore,
+) {
+    let mut ended = Run::start(&fresh_name("ended"), 8_600_000);
+    ended.step("a");
+    ended.complete();
+    let mut going = Run::start(&fresh_name("going"), 8_600_001);
+    going.step("a");
+    writer.apply(&ended.events).await.expect("apply");
+    writer.apply(&going.events).await.expect("apply");
+    let short = Duration::from_millis(50);
+    assert!(reader.wait_for_end(ended.id, short).await.expect("wait"));
+    assert!(!reader.wait_for_end(going.id, short).await.expect("wait"));
 }
 
 /// `wait_for_definition` returns true once that version is registered, false on timeout.

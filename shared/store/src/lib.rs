@@ -251,6 +251,10 @@ pub trait ReadStore: Send + Sync + 'static {
     /// Waits until the run's view has folded in event `seq` (read-your-writes after a
     /// command); returns false when `timeout` passes first.
     async fn wait_for_seq(&self, id: WorkflowId, seq: u64, timeout: Duration) -> Result<bool>;
+    /// Waits until the run's view shows it ended (completed, failed, compensated or
+    /// cancelled); false when `timeout` passes first. Waiters of a long-poll use this rather
+    /// than waking, and re-reading the view, on every event of the run.
+    async fn wait_for_end(&self, id: WorkflowId, timeout: Duration) -> Result<bool>;
     /// Waits until definition `name` at `version` is readable; false on timeout.
     async fn wait_for_definition(
         &self,

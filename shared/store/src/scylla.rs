@@ -36,7 +36,7 @@
 //! run listed under a status it has left); rebuilding the keyspace from the log clears it.
 //!
 //! # Waiting
-//! `wait_for_seq` and `wait_for_definition` poll the store, every 5 ms at first and then
+//! `wait_for_seq`, `wait_for_end` and `wait_for_definition` poll the store, every 5 ms at first and then
 //! backing off to 100 ms, and re-check at once when this process applies something (the
 //! API and projector share a process in small deployments). Polling keeps the API free of
 //! any channel to the projector; a wait costs one single-partition read per poll.
@@ -276,6 +276,16 @@ impl ReadStore for ScyllaStore {
     async fn wait_for_seq(&self, id: WorkflowId, seq: u64, timeout: Duration) -> Result<bool> {
         self.wait_until(timeout, || async move {
             Ok(self.last_seq(id).await?.is_some_and(|last| last >= seq))
+        })
+        .await
+    }
+
+    async fn wait_for_end(&self, id: WorkflowId, timeout: Duration) -> Result<bool> {
+        self.wait_until(timeout, || async move {
+            Ok(self
+                .workflow(id)
+                .await?
+                .is_some_and(|view| view.status.is_terminal()))
         })
         .await
     }

@@ -115,9 +115,17 @@ struct Inner {
     readers: Mutex<Vec<Connection>>,
     /// Bumped after every committed write.
     changed: watch::Sender<u64>,
-    /// Last folded sequence of each run this process applied, so read-your-writes waits are
-    /// answered from memory instead of a query per write per waiter.
-    seqs: Mutex<HashMap<WorkflowId, u64>>,
+    /// What this process last folded of each run it applied, so read-your-writes waits and
+    /// long-polls are answered from memory instead of a query per write per waiter.
+    seqs: Mutex<HashMap<WorkflowId, Folded>>,
+}
+
+/// The last event of a run folded into its view.
+#[derive(Debug, Clone, Copy, Default)]
+struct Folded {
+    seq: u64,
+    /// Whether that event ended the run.
+    ended: bool,
 }
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
@@ -219,6 +227,37 @@ impl SqliteStore {
             let nap = (deadline - now).min(WAIT_POLL);
             // An error means the sender is gone, which cannot happen while `self` lives.
             let _ = tokio::time::timeout(nap, changed.changed()).await;
+        }
+    }
+}
+
+impl SqliteStore {
+    /// Waits for `done` to hold of what this process folded of run `id`, waking on every
+    /// write without a query. `None` when the run is not in memory (folded before a restart,
+    /// or by another process): the caller asks the database instead.
+    async fn wait_in_memory(
+        &self,
+        id: WorkflowId,
+        timeout: Duration,
+        done: impl Fn(Folded) -> bool,
+    ) -> Option<bool> {
+        let remembered = || {
+            let seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+            seqs.get(&id).copied()
+        };
+        remembered()?;
+        let deadline = Instant::now() + timeout;
+        let mut changed = self.inner.changed.subscribe();
+        loop {
+            changed.borrow_and_update();
+            if remembered().is_some_and(&done) {
+                return Some(true);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Some(false);
+            }
+            let _ = tokio::time::timeout(deadline - now, changed.changed()).await;
         }
     }
 }
@@ -606,19 +645,26 @@ impl ReadStore for SqliteStore {
             return Ok(());
         }
         let events = events.to_vec();
-        let mut latest: HashMap<WorkflowId, u64> = HashMap::new();
+        let mut latest: HashMap<WorkflowId, Folded> = HashMap::new();
         for e in &events {
-            let seq = latest.entry(e.workflow_id).or_default();
-            *seq = (*seq).max(e.seq);
+            let folded = latest.entry(e.workflow_id).or_default();
+            if e.seq >= folded.seq {
+                *folded = Folded {
+                    seq: e.seq,
+                    ended: e.event.is_terminal(),
+                };
+            }
         }
         self.write(move |conn| apply_batch(conn, &events)).await?;
         let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
         if seqs.len() > MAX_REMEMBERED_SEQS {
             seqs.clear();
         }
-        for (id, seq) in latest {
+        for (id, folded) in latest {
             let known = seqs.entry(id).or_default();
-            *known = (*known).max(seq);
+            if folded.seq >= known.seq {
+                *known = folded;
+            }
         }
         Ok(())
     }
@@ -787,25 +833,8 @@ impl ReadStore for SqliteStore {
     }
 
     async fn wait_for_seq(&self, id: WorkflowId, seq: u64, timeout: Duration) -> Result<bool> {
-        let remembered = || {
-            let seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
-            seqs.get(&id).copied()
-        };
-        if remembered().is_some() {
-            // Answered from memory: wake on every write, no query.
-            let deadline = Instant::now() + timeout;
-            let mut changed = self.inner.changed.subscribe();
-            loop {
-                changed.borrow_and_update();
-                if remembered().is_some_and(|last| last >= seq) {
-                    return Ok(true);
-                }
-                let now = Instant::now();
-                if now >= deadline {
-                    return Ok(false);
-                }
-                let _ = tokio::time::timeout(deadline - now, changed.changed()).await;
-            }
+        if let Some(answer) = self.wait_in_memory(id, timeout, |f| f.seq >= seq).await {
+            return Ok(answer);
         }
         let id = id.to_string();
         self.wait_until(timeout, move |conn| {
@@ -814,6 +843,23 @@ impl ReadStore for SqliteStore {
                 .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
                 .map_err(storage)?;
             Ok(last.is_some_and(|last| last as u64 >= seq))
+        })
+        .await
+    }
+
+    async fn wait_for_end(&self, id: WorkflowId, timeout: Duration) -> Result<bool> {
+        if let Some(answer) = self.wait_in_memory(id, timeout, |f| f.ended).await {
+            return Ok(answer);
+        }
+        let id = id.to_string();
+        self.wait_until(timeout, move |conn| {
+            let status: Option<String> = conn
+                .prepare_cached("SELECT status FROM workflows WHERE id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(storage)?;
+            Ok(status
+                .and_then(|s| status_from_str(&s))
+                .is_some_and(|s| s.is_terminal()))
         })
         .await
     }

@@ -18,3 +18,12 @@ async fn reopened_store_keeps_its_views() {
     // A second open sees the existing schema and data, and still conforms.
     conformance::run_all(&SqliteStore::open(&path).expect("reopen")).await;
 }
+
+#[tokio::test]
+async fn a_second_store_on_the_same_file_sees_runs_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("read.db");
+    let writer = SqliteStore::open(&path).expect("open");
+    let reader = SqliteStore::open(&path).expect("open again");
+    conformance::wait_for_end_reads_what_another_writer_folded(&writer, &reader).await;
+}

@@ -94,13 +94,9 @@ pub(crate) async fn get_workflow(
         if view.status.is_terminal() || left.is_zero() {
             return Ok(Json(view.into()));
         }
-        // Wakes on the run's next event instead of polling.
-        if !state
-            .store
-            .wait_for_seq(id, view.last_seq + 1, left)
-            .await?
-        {
-            return Ok(Json(view.into()));
+        // Wakes once, when the run has ended, instead of polling or on each of its events.
+        if !state.store.wait_for_end(id, left).await? {
+            return Ok(Json(state.store.workflow(id).await?.unwrap_or(view).into()));
         }
     }
 }
