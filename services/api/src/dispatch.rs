@@ -15,8 +15,9 @@ use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
 use distorch_domain::command::{Command, Outcome};
 use distorch_domain::topics::TaskDispatch;
+use distorch_eventlog::offsets::OffsetTracker;
 use distorch_eventlog::{Consumer, EventLog};
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{Notify, OnceCell, mpsc, oneshot};
@@ -179,7 +180,7 @@ impl QueueDispatcher {
             shared: shared.clone(),
             settled: settled_rx,
             prefetch: prefetch.max(1),
-            progress: BTreeMap::new(),
+            offsets: OffsetTracker::default(),
             last_commit: std::time::Instant::now(),
         };
         tracing::info!(queue, topic, "queue dispatcher started");
@@ -346,23 +347,6 @@ impl Drop for WaitGuard<'_> {
     }
 }
 
-/// Per-partition commit bookkeeping.
-#[derive(Default)]
-struct Progress {
-    /// Offset after the last record fetched.
-    fetched: u64,
-    /// Fetched and not yet settled.
-    unsettled: BTreeSet<u64>,
-    committed: Option<u64>,
-}
-
-impl Progress {
-    /// Everything below this is settled.
-    fn committable(&self) -> u64 {
-        self.unsettled.first().copied().unwrap_or(self.fetched)
-    }
-}
-
 struct Fetcher {
     queue: String,
     topic: String,
@@ -370,7 +354,7 @@ struct Fetcher {
     shared: Arc<Shared>,
     settled: mpsc::UnboundedReceiver<Vec<(u32, u64)>>,
     prefetch: usize,
-    progress: BTreeMap<u32, Progress>,
+    offsets: OffsetTracker,
     last_commit: std::time::Instant,
 }
 
@@ -408,11 +392,13 @@ impl Fetcher {
                 Ok(records) => {
                     let mut claims = Vec::with_capacity(records.len());
                     for record in records {
-                        let progress = self.progress.entry(record.partition).or_default();
-                        progress.fetched = progress.fetched.max(record.offset + 1);
+                        if !self.offsets.fetched(record.partition, record.offset) {
+                            // Delivered again while still buffered or handed out here.
+                            continue;
+                        }
                         match serde_json::from_slice::<TaskDispatch>(&record.payload) {
                             Ok(dispatch) => {
-                                progress.unsettled.insert(record.offset);
+                                self.offsets.hold(record.partition, record.offset);
                                 claims.push(Claim {
                                     partition: record.partition,
                                     offset: record.offset,
@@ -442,32 +428,17 @@ impl Fetcher {
 
     fn mark_settled(&mut self, settled: Vec<(u32, u64)>) {
         for (partition, offset) in settled {
-            if let Some(progress) = self.progress.get_mut(&partition) {
-                progress.unsettled.remove(&offset);
-            }
+            self.offsets.settle(partition, offset);
         }
     }
 
     async fn commit(&mut self) {
-        let topic = &self.topic;
-        let offsets: Vec<(String, u32, u64)> = self
-            .progress
-            .iter()
-            .filter(|(_, p)| p.committed.is_none_or(|c| p.committable() > c))
-            .filter(|(_, p)| p.committable() > 0)
-            .map(|(&partition, p)| (topic.clone(), partition, p.committable()))
-            .collect();
+        let offsets = self.offsets.to_commit(&self.topic);
         if offsets.is_empty() {
             return;
         }
         match self.consumer.commit(&offsets).await {
-            Ok(()) => {
-                for (_, partition, offset) in offsets {
-                    if let Some(p) = self.progress.get_mut(&partition) {
-                        p.committed = Some(offset);
-                    }
-                }
-            }
+            Ok(()) => self.offsets.committed(&offsets),
             Err(e) => tracing::warn!(queue = %self.queue, error = %e, "committing offsets failed"),
         }
     }

@@ -42,6 +42,7 @@
 pub mod conformance;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+pub mod offsets;
 mod partitioner;
 pub mod rpc;
 pub mod sqlite;

@@ -19,8 +19,9 @@ use crate::source::Receipt;
 use crate::worker::stopped;
 use distorch_domain::command::{Command, Outcome};
 use distorch_domain::topics::TaskDispatch;
+use distorch_eventlog::offsets::OffsetTracker;
 use distorch_eventlog::{Consumer, LogError, Record};
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{HashSet, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, watch};
@@ -134,7 +135,7 @@ impl QueueFeed {
             stop: stop_rx,
             prefetch: prefetch.max(1),
             consumer: None,
-            progress: BTreeMap::new(),
+            offsets: OffsetTracker::default(),
             last_commit: Instant::now(),
             last_poll: Instant::now(),
         };
@@ -304,23 +305,6 @@ impl QueueFeed {
     }
 }
 
-/// Per-partition commit bookkeeping.
-#[derive(Debug, Default)]
-struct Progress {
-    /// Offset after the last record fetched.
-    fetched: u64,
-    /// Fetched and not yet settled (buffered or running).
-    unsettled: BTreeSet<u64>,
-    committed: Option<u64>,
-}
-
-impl Progress {
-    /// Everything below this is settled.
-    fn committable(&self) -> u64 {
-        self.unsettled.first().copied().unwrap_or(self.fetched)
-    }
-}
-
 struct Fetcher {
     source: LogSource,
     queue: String,
@@ -331,7 +315,7 @@ struct Fetcher {
     stop: watch::Receiver<bool>,
     prefetch: usize,
     consumer: Option<Box<dyn Consumer>>,
-    progress: BTreeMap<u32, Progress>,
+    offsets: OffsetTracker,
     last_commit: Instant,
     last_poll: Instant,
 }
@@ -408,7 +392,7 @@ impl Fetcher {
                     // The member cannot go on: rejoin. What it had not committed is
                     // delivered again, to this member or another.
                     self.consumer = None;
-                    self.progress.clear();
+                    self.offsets.clear();
                     self.shared.buffer().clear();
                     self.pause(
                         &mut failures,
@@ -446,9 +430,7 @@ impl Fetcher {
     }
 
     fn mark_settled(&mut self, (partition, offset): (u32, u64)) {
-        if let Some(progress) = self.progress.get_mut(&partition) {
-            progress.unsettled.remove(&offset);
-        }
+        self.offsets.settle(partition, offset);
     }
 
     /// Buffers new records of the partitions this member owns.
@@ -462,21 +444,19 @@ impl Fetcher {
             .filter(|(topic, _)| *topic == self.topic)
             .map(|(_, partition)| partition)
             .collect();
-        self.progress.retain(|p, _| owned.contains(p));
+        self.offsets.retain(|p| owned.contains(&p));
         let mut claims = Vec::with_capacity(records.len());
         for record in records {
             if record.topic != self.topic || !owned.contains(&record.partition) {
                 continue;
             }
-            let progress = self.progress.entry(record.partition).or_default();
-            progress.fetched = progress.fetched.max(record.offset + 1);
-            if progress.unsettled.contains(&record.offset) {
+            if !self.offsets.fetched(record.partition, record.offset) {
                 // Delivered again while still buffered or running here.
                 continue;
             }
             match serde_json::from_slice::<TaskDispatch>(&record.payload) {
                 Ok(dispatch) => {
-                    progress.unsettled.insert(record.offset);
+                    self.offsets.hold(record.partition, record.offset);
                     claims.push(Claim {
                         partition: record.partition,
                         offset: record.offset,
@@ -508,23 +488,12 @@ impl Fetcher {
         let Some(consumer) = self.consumer.as_mut() else {
             return;
         };
-        let offsets: Vec<(String, u32, u64)> = self
-            .progress
-            .iter()
-            .filter(|(_, p)| p.committable() > p.committed.unwrap_or(0))
-            .map(|(&partition, p)| (self.topic.clone(), partition, p.committable()))
-            .collect();
+        let offsets = self.offsets.to_commit(&self.topic);
         if offsets.is_empty() {
             return;
         }
         match consumer.commit(&offsets).await {
-            Ok(()) => {
-                for (_, partition, offset) in offsets {
-                    if let Some(p) = self.progress.get_mut(&partition) {
-                        p.committed = Some(offset);
-                    }
-                }
-            }
+            Ok(()) => self.offsets.committed(&offsets),
             Err(e) => {
                 tracing::warn!(queue = %self.queue, error = %e, "committing task offsets failed")
             }
@@ -543,22 +512,4 @@ async fn join(
         .log
         .consumer(&group, std::slice::from_ref(&topic))
         .await
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_partition_commits_up_to_its_lowest_unsettled_offset() {
-        let mut p = Progress {
-            fetched: 10,
-            ..Progress::default()
-        };
-        assert_eq!(p.committable(), 10);
-        p.unsettled.extend([4, 7]);
-        assert_eq!(p.committable(), 4);
-        p.unsettled.remove(&4);
-        assert_eq!(p.committable(), 7);
-    }
 }

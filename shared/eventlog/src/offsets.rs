@@ -1,0 +1,144 @@
+//! Commit bookkeeping for a consumer that settles records out of order.
+//!
+//! A consumer that hands records to concurrent work (the API's queue dispatcher, a worker
+//! reading `tasks.<queue>`) may only commit a partition up to its lowest record still in
+//! hand: committing past it would lose that record if the process died. [`OffsetTracker`]
+//! keeps, per partition, what was fetched and what is still unsettled, and says what may be
+//! committed.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Per-partition fetch, settle and commit positions of one topic.
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: BTreeMap<u32, Progress>,
+}
+
+#[derive(Debug, Default)]
+struct Progress {
+    /// Offset after the last record fetched.
+    fetched: u64,
+    /// Fetched and not yet settled.
+    unsettled: BTreeSet<u64>,
+    /// Last offset committed by this tracker.
+    committed: Option<u64>,
+}
+
+impl Progress {
+    /// Everything below this is settled.
+    fn committable(&self) -> u64 {
+        self.unsettled.first().copied().unwrap_or(self.fetched)
+    }
+}
+
+impl OffsetTracker {
+    /// Notes that the record at `offset` was fetched. Returns false when that record is
+    /// still held here (a redelivery of something in hand), which the caller should skip.
+    pub fn fetched(&mut self, partition: u32, offset: u64) -> bool {
+        let p = self.partitions.entry(partition).or_default();
+        p.fetched = p.fetched.max(offset + 1);
+        !p.unsettled.contains(&offset)
+    }
+
+    /// Holds commits of `partition` below `offset` until [`settle`](Self::settle) is called
+    /// for it. A fetched record that is not held (undecodable, skipped) counts as settled.
+    pub fn hold(&mut self, partition: u32, offset: u64) {
+        self.partitions
+            .entry(partition)
+            .or_default()
+            .unsettled
+            .insert(offset);
+    }
+
+    /// The record at `offset` is done with (its work finished, failed, or was refused).
+    pub fn settle(&mut self, partition: u32, offset: u64) {
+        if let Some(p) = self.partitions.get_mut(&partition) {
+            p.unsettled.remove(&offset);
+        }
+    }
+
+    /// Forgets partitions for which `keep` is false (revoked from this member).
+    pub fn retain(&mut self, keep: impl Fn(u32) -> bool) {
+        self.partitions.retain(|p, _| keep(*p));
+    }
+
+    /// Forgets everything, as after leaving the consumer group.
+    pub fn clear(&mut self) {
+        self.partitions.clear();
+    }
+
+    /// `(topic, partition, offset)` for each partition whose committable position moved past
+    /// its last commit: the lowest unsettled offset, or the end of what was fetched.
+    pub fn to_commit(&self, topic: &str) -> Vec<(String, u32, u64)> {
+        self.partitions
+            .iter()
+            .filter(|(_, p)| p.committable() > p.committed.unwrap_or(0))
+            .map(|(&partition, p)| (topic.to_owned(), partition, p.committable()))
+            .collect()
+    }
+
+    /// Records that `offsets` (from [`to_commit`](Self::to_commit)) were committed.
+    pub fn committed(&mut self, offsets: &[(String, u32, u64)]) {
+        for (_, partition, offset) in offsets {
+            if let Some(p) = self.partitions.get_mut(partition) {
+                p.committed = Some(*offset);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn commits(t: &OffsetTracker) -> Vec<(u32, u64)> {
+        t.to_commit("q")
+            .into_iter()
+            .map(|(_, p, o)| (p, o))
+            .collect()
+    }
+
+    #[test]
+    fn a_partition_commits_up_to_its_lowest_unsettled_offset() {
+        let mut t = OffsetTracker::default();
+        for offset in 0..10 {
+            assert!(t.fetched(0, offset));
+        }
+        t.hold(0, 4);
+        t.hold(0, 7);
+        assert_eq!(commits(&t), [(0, 4)]);
+        t.settle(0, 4);
+        assert_eq!(commits(&t), [(0, 7)]);
+        t.settle(0, 7);
+        assert_eq!(commits(&t), [(0, 10)]);
+    }
+
+    #[test]
+    fn only_partitions_that_moved_since_their_last_commit_are_committed() {
+        let mut t = OffsetTracker::default();
+        t.fetched(0, 0);
+        t.fetched(1, 5);
+        t.hold(1, 5);
+        assert_eq!(commits(&t), [(0, 1), (1, 5)]);
+        let offsets = t.to_commit("q");
+        t.committed(&offsets);
+        assert_eq!(commits(&t), [], "nothing moved");
+        t.settle(1, 5);
+        assert_eq!(commits(&t), [(1, 6)]);
+    }
+
+    #[test]
+    fn a_redelivery_of_a_held_record_is_reported_and_a_revoked_partition_forgotten() {
+        let mut t = OffsetTracker::default();
+        assert!(t.fetched(2, 3));
+        t.hold(2, 3);
+        assert!(!t.fetched(2, 3), "still in hand");
+        t.settle(2, 3);
+        assert!(t.fetched(2, 3), "settled: a redelivery is new work");
+        t.hold(3, 0);
+        t.retain(|p| p != 3);
+        assert_eq!(commits(&t), [(2, 4)]);
+        t.clear();
+        assert_eq!(commits(&t), []);
+    }
+}
