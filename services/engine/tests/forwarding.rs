@@ -2,44 +2,27 @@
 //! it by something else) lands on the wrong partition. The engine must forward it to the
 //! run's partition and apply it there: forwarded, never dropped.
 
-use distorch_domain::command::{Command, CommandEnvelope};
-use distorch_domain::event::{Event, EventEnvelope};
+mod support;
+
+use distorch_domain::WorkflowId;
+use distorch_domain::command::Command;
+use distorch_domain::event::Event;
 use distorch_domain::topics::Topics;
-use distorch_domain::{CommandId, WorkflowId};
-use distorch_engine::{Engine, EngineConfig, Metrics};
 use distorch_eventlog::sqlite::SqliteLog;
-use distorch_eventlog::{EventLog, NewRecord, partition_for};
+use distorch_eventlog::{EventLog, partition_for};
 use serde_json::json;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::{command, start_engine, wait_for_event};
 
 const PARTITIONS: u32 = 4;
-
-fn command(key: &str, command: Command) -> NewRecord {
-    let env = CommandEnvelope {
-        id: CommandId::derived(key),
-        reply_to: None,
-        command,
-    };
-    NewRecord::new(
-        Topics::default().commands(),
-        key,
-        serde_json::to_vec(&env).unwrap(),
-    )
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_on_the_wrong_partition_is_forwarded_and_applied() {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open(dir.path().join("log.db")).unwrap());
     let topics = Topics::default();
-    let config = EngineConfig {
-        partitions: PARTITIONS,
-        ..EngineConfig::default()
-    };
-    let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
-    let engine = Engine::new(log.clone(), topics.clone(), config, metrics);
-    engine.ensure_topics().await.unwrap();
+    let engine = start_engine(log.clone(), PARTITIONS).await;
 
     let run = WorkflowId::from_idempotency_key("fwd", "1");
     let home = partition_for(&run.to_string(), PARTITIONS);
@@ -51,10 +34,12 @@ async fn a_command_on_the_wrong_partition_is_forwarded_and_applied() {
     log.append(vec![
         command(
             "definition/fwd",
+            "register",
             Command::RegisterDefinition { source: definition },
         ),
         command(
             &wrong_key,
+            "start",
             Command::StartWorkflow {
                 workflow_id: run,
                 definition: "fwd".into(),
@@ -68,32 +53,11 @@ async fn a_command_on_the_wrong_partition_is_forwarded_and_applied() {
     .await
     .unwrap();
 
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let running = tokio::spawn(engine.run(async move {
-        let _ = stopped.await;
-    }));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let started = loop {
-        let events = log
-            .read(&topics.events(), home, 0, 100, Duration::from_millis(200))
-            .await
-            .unwrap();
-        let found = events.iter().find_map(|r| {
-            let env: EventEnvelope = serde_json::from_slice(&r.payload).ok()?;
-            (env.workflow_id == run && matches!(env.event, Event::WorkflowStarted { .. }))
-                .then_some(env)
-        });
-        if let Some(env) = found {
-            break env;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the misplaced start was never applied"
-        );
-    };
-    assert_eq!(started.seq, 1);
-    let _ = stop.send(());
-    running.await.unwrap().unwrap();
+    wait_for_event(log.as_ref(), PARTITIONS, run, "the misplaced start", |e| {
+        matches!(e, Event::WorkflowStarted { .. })
+    })
+    .await;
+    engine.stop().await;
 
     // The forwarded copy carries where it came from.
     let commands = log
