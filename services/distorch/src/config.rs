@@ -72,6 +72,11 @@ pub struct StandaloneConfig {
     pub listen: String,
     /// Where the embedded log and read models live.
     pub data_dir: PathBuf,
+    /// Partitions of every per-run topic (commands, events, replies, snapshots, task queues)
+    /// when a data dir is created; a data dir keeps the count it was created with. One
+    /// process gains nothing from more, and each partition a group commit touches is one more
+    /// page written. `[api.partitions]` is for the services on Kafka.
+    pub partitions: u32,
 }
 
 impl Default for StandaloneConfig {
@@ -79,6 +84,7 @@ impl Default for StandaloneConfig {
         Self {
             listen: "127.0.0.1:8000".into(),
             data_dir: PathBuf::from("./distorch-data"),
+            partitions: 1,
         }
     }
 }

@@ -5,15 +5,20 @@ use crate::config::Config;
 use crate::services::{self, Context};
 use crate::supervisor::Supervisor;
 use anyhow::Context as _;
-use distorch_eventlog::EventLog;
 use distorch_eventlog::sqlite::SqliteLog;
+use distorch_eventlog::{EventLog, LogError};
 use distorch_store::ReadStore;
 use distorch_store::analytics::Analytics;
 use distorch_store::analytics::sqlite::SqliteAnalytics;
 use distorch_store::sqlite::SqliteStore;
 use std::sync::Arc;
 
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
+pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        cfg.standalone.partitions >= 1,
+        "[standalone] partitions must be at least 1 (it is {})",
+        cfg.standalone.partitions
+    );
     let dir = &cfg.standalone.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
@@ -21,6 +26,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         SqliteLog::open(dir.join("log.db"))
             .with_context(|| format!("cannot open the event log in {}", dir.display()))?,
     );
+    let p = partitions(log.as_ref(), &cfg).await?;
+    let parts = &mut cfg.api.partitions;
+    (parts.commands, parts.events, parts.tasks, parts.replies) = (p, p, p, p);
+    let dir = &cfg.standalone.data_dir;
     let store: Arc<dyn ReadStore> = Arc::new(
         SqliteStore::open(dir.join("read.db"))
             .with_context(|| format!("cannot open the read store in {}", dir.display()))?,
@@ -48,4 +57,25 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let result = sup.run().await;
     drop(ctx);
     result
+}
+
+/// Partitions of the per-run topics: those of the data dir's commands topic when it has one
+/// (a data dir keeps the counts it was created with, whatever the configuration says now),
+/// else `[standalone] partitions`.
+async fn partitions(log: &dyn EventLog, cfg: &Config) -> anyhow::Result<u32> {
+    let commands = cfg.api.topics().commands();
+    match log.partitions(&commands).await {
+        Ok(n) => {
+            if n != cfg.standalone.partitions {
+                tracing::info!(
+                    partitions = n,
+                    configured = cfg.standalone.partitions,
+                    "the data dir keeps the partition count it was created with"
+                );
+            }
+            Ok(n)
+        }
+        Err(LogError::UnknownTopic(_)) => Ok(cfg.standalone.partitions),
+        Err(e) => Err(e).context("cannot read the event log's topics"),
+    }
 }

@@ -675,3 +675,78 @@ async fn operational_endpoints_answer() {
         assert!(metrics.contains(name), "/metrics lacks {name}");
     }
 }
+
+/// Partition counts of a data dir's topics, read from its log (the server must be stopped).
+fn partition_counts(dir: &std::path::Path) -> Vec<(String, u32)> {
+    use distorch_eventlog::EventLog;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let log = distorch_eventlog::sqlite::SqliteLog::open(dir.join("log.db")).unwrap();
+    [
+        "commands",
+        "events",
+        "replies",
+        "snapshots",
+        "tasks.inventory",
+    ]
+    .into_iter()
+    .map(|t| {
+        let topic = format!("distorch.{t}");
+        let n = rt.block_on(log.partitions(&topic)).unwrap();
+        (t.to_string(), n)
+    })
+    .collect()
+}
+
+async fn counts_after_stop(dir: &std::path::Path) -> Vec<(String, u32)> {
+    let dir = dir.to_path_buf();
+    tokio::task::spawn_blocking(move || partition_counts(&dir))
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_data_dir_keeps_the_partition_counts_it_was_created_with() {
+    // A new data dir gets `[standalone] partitions`, 1 by default.
+    let fresh = tempdir();
+    let mut server = Server::start(fresh.path());
+    server.api().register_yaml(ORDER).await;
+    server
+        .api()
+        .start("order", json!({"order_id": "p-0"}))
+        .await;
+    server.api().take("inventory").await;
+    assert!(server.terminate());
+    let counts = counts_after_stop(fresh.path()).await;
+    assert!(counts.iter().all(|(_, n)| *n == 1), "{counts:?}");
+
+    let dir = tempdir();
+    let mut server = Server::start_with_config(dir.path(), "[standalone]\npartitions = 3\n");
+    let api = server.api();
+    api.register_yaml(ORDER).await;
+    let first = api.start("order", json!({"order_id": "p-1"})).await;
+    let reserve = api.take("inventory").await;
+    api.complete(&reserve, json!({})).await;
+    assert!(server.terminate());
+    let counts = counts_after_stop(dir.path()).await;
+    assert!(counts.iter().all(|(_, n)| *n == 3), "{counts:?}");
+
+    // Restarted with the default (1): the topics keep 3 partitions, and the old run and a
+    // new one alike reach their end.
+    let mut server = Server::start(dir.path());
+    let api = server.api();
+    let second = api.start("order", json!({"order_id": "p-2"})).await;
+    let reserve = api.take("inventory").await;
+    assert_eq!(reserve["workflow_id"], second.as_str());
+    api.complete(&reserve, json!({})).await;
+    for queue in ["payments", "payments", "shipping", "shipping"] {
+        let t = api.take(queue).await;
+        api.complete(&t, json!({"tracking": "T"})).await;
+    }
+    api.wait_status(&first, "completed").await;
+    api.wait_status(&second, "completed").await;
+    assert!(server.terminate());
+    let counts = counts_after_stop(dir.path()).await;
+    assert!(counts.iter().all(|(_, n)| *n == 3), "{counts:?}");
+}
