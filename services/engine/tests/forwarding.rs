@@ -5,7 +5,6 @@
 mod support;
 
 use distorch_domain::WorkflowId;
-use distorch_domain::command::Command;
 use distorch_domain::event::Event;
 use distorch_domain::topics::Topics;
 use distorch_eventlog::sqlite::SqliteLog;
@@ -13,7 +12,7 @@ use distorch_eventlog::{EventLog, partition_for};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{command, start_engine, wait_for_event};
+use support::{register, start, start_engine, wait_for_event};
 
 const PARTITIONS: u32 = 4;
 
@@ -32,23 +31,8 @@ async fn a_command_on_the_wrong_partition_is_forwarded_and_applied() {
         .unwrap();
     let definition = json!({"name": "fwd", "steps": [{"id": "a", "task": "t"}]});
     log.append(vec![
-        command(
-            "definition/fwd",
-            "register",
-            Command::RegisterDefinition { source: definition },
-        ),
-        command(
-            &wrong_key,
-            "start",
-            Command::StartWorkflow {
-                workflow_id: run,
-                definition: "fwd".into(),
-                version: None,
-                input: json!({"order": 7}),
-                idempotency_key: None,
-                parent: None,
-            },
-        ),
+        register(definition),
+        start(&wrong_key, run, "fwd", json!({"order": 7})),
     ])
     .await
     .unwrap();

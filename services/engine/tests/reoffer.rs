@@ -9,14 +9,13 @@
 mod support;
 
 use distorch_domain::WorkflowId;
-use distorch_domain::command::Command;
 use distorch_domain::topics::Topics;
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_eventlog::{EventLog, NewRecord};
 use serde_json::json;
 use std::sync::Arc;
 use std::time::Duration;
-use support::{command, offers, start_engine, wait_for_offer};
+use support::{offers, register, start, start_engine, wait_for_offer};
 
 const PARTITIONS: u32 = 2;
 
@@ -59,23 +58,8 @@ async fn an_attempt_whose_offer_was_lost_is_offered_again_by_the_next_engine() {
     let engine = start_engine(first.clone(), PARTITIONS).await;
     first
         .append(vec![
-            command(
-                "definition/reoffer",
-                "register",
-                Command::RegisterDefinition { source: definition },
-            ),
-            command(
-                &run.to_string(),
-                "start",
-                Command::StartWorkflow {
-                    workflow_id: run,
-                    definition: "reoffer".into(),
-                    version: None,
-                    input: json!({"order": 7}),
-                    idempotency_key: None,
-                    parent: None,
-                },
-            ),
+            register(definition),
+            start(&run.to_string(), run, "reoffer", json!({"order": 7})),
         ])
         .await
         .unwrap();

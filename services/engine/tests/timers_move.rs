@@ -12,7 +12,7 @@ use distorch_eventlog::EventLog;
 use distorch_eventlog::sqlite::SqliteLog;
 use serde_json::json;
 use std::sync::Arc;
-use support::{command, start_engine, wait_for_event, wait_for_offer};
+use support::{command, register, start, start_engine, wait_for_event, wait_for_offer};
 
 const PARTITIONS: u32 = 2;
 
@@ -34,23 +34,8 @@ async fn a_backoff_and_a_wait_fire_on_the_engine_that_takes_the_run_over() {
 
     let first = start_engine(log.clone(), PARTITIONS).await;
     log.append(vec![
-        command(
-            "definition/timers",
-            "register",
-            Command::RegisterDefinition { source: definition },
-        ),
-        command(
-            &key,
-            "start",
-            Command::StartWorkflow {
-                workflow_id: run,
-                definition: "timers".into(),
-                version: None,
-                input: json!({}),
-                idempotency_key: None,
-                parent: None,
-            },
-        ),
+        register(definition),
+        start(&key, run, "timers", json!({})),
     ])
     .await
     .unwrap();

@@ -30,6 +30,36 @@ pub fn command(key: &str, seed: &str, command: Command) -> NewRecord {
     )
 }
 
+/// Registers `source` (a definition as JSON) under its `name`.
+pub fn register(source: serde_json::Value) -> NewRecord {
+    let name = source["name"]
+        .as_str()
+        .expect("a definition has a name")
+        .to_owned();
+    command(
+        &format!("definition/{name}"),
+        &format!("register/{name}"),
+        Command::RegisterDefinition { source },
+    )
+}
+
+/// Starts run `run` of the latest version of `definition`, published under `key` (the run's
+/// id, unless a test wants it elsewhere).
+pub fn start(key: &str, run: WorkflowId, definition: &str, input: serde_json::Value) -> NewRecord {
+    command(
+        key,
+        &format!("start/{run}"),
+        Command::StartWorkflow {
+            workflow_id: run,
+            definition: definition.into(),
+            version: None,
+            input,
+            idempotency_key: None,
+            parent: None,
+        },
+    )
+}
+
 pub struct Running {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<(), EngineError>>,
