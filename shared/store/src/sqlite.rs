@@ -36,6 +36,8 @@ const IDLE_READERS: usize = 64;
 const WAIT_POLL: Duration = Duration::from_millis(50);
 
 const SCHEMA: &str = "
+-- A rowid table, not WITHOUT ROWID: a view is several KB, and a WITHOUT ROWID row that
+-- spills to overflow pages is reassembled for every key comparison of every lookup.
 CREATE TABLE IF NOT EXISTS workflows (
     id            TEXT PRIMARY KEY,
     definition    TEXT NOT NULL,
@@ -45,7 +47,7 @@ CREATE TABLE IF NOT EXISTS workflows (
     updated_at_ms INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
     view          TEXT NOT NULL
-) WITHOUT ROWID;
+);
 CREATE INDEX IF NOT EXISTS workflows_newest ON workflows (created_at_ms DESC, id DESC);
 CREATE INDEX IF NOT EXISTS workflows_by_status
     ON workflows (status, created_at_ms DESC, id DESC);
@@ -128,6 +130,49 @@ struct Folded {
     ended: bool,
 }
 
+/// Brings a file written by an older version to the current layout, in one transaction.
+///
+/// Layout 0 kept `workflows` as a `WITHOUT ROWID` table; it is copied into the rowid table
+/// [`SCHEMA`] now declares (its indexes go with the old table and `SCHEMA` recreates them).
+/// A new file has no `workflows` table yet and is only stamped.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    const LAYOUT: i64 = 1;
+    let layout: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage)?;
+    if layout >= LAYOUT {
+        return Ok(());
+    }
+    let tx = conn.transaction().map_err(storage)?;
+    let old: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'workflows'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(storage)?;
+    if old.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        tracing::info!("read store: moving workflows to a rowid table (layout {LAYOUT})");
+        tx.execute_batch(
+            "ALTER TABLE workflows RENAME TO workflows_layout0;
+             DROP INDEX IF EXISTS workflows_newest;
+             DROP INDEX IF EXISTS workflows_by_status;
+             DROP INDEX IF EXISTS workflows_by_definition;",
+        )
+        .map_err(storage)?;
+        tx.execute_batch(SCHEMA).map_err(storage)?;
+        tx.execute_batch(
+            "INSERT INTO workflows SELECT * FROM workflows_layout0;
+             DROP TABLE workflows_layout0;",
+        )
+        .map_err(storage)?;
+    }
+    tx.pragma_update(None, "user_version", LAYOUT)
+        .map_err(storage)?;
+    tx.commit().map_err(storage)
+}
+
 fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
@@ -147,7 +192,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`. Blocks briefly: call it at startup.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref().to_path_buf();
-        let writer = connect(&path)?;
+        let mut writer = connect(&path)?;
+        migrate(&mut writer)?;
         writer.execute_batch(SCHEMA).map_err(storage)?;
         Ok(Self {
             inner: Arc::new(Inner {

@@ -27,3 +27,72 @@ async fn a_second_store_on_the_same_file_sees_runs_end() {
     let reader = SqliteStore::open(&path).expect("open again");
     conformance::wait_for_end_reads_what_another_writer_folded(&writer, &reader).await;
 }
+
+/// A file written before `workflows` became a rowid table (layout 0) opens, keeps every
+/// run and view, and is moved to the current layout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_0_file_is_migrated_and_keeps_its_runs() {
+    use distorch_store::{ReadStore, WorkflowFilter};
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("read.db");
+    let store = SqliteStore::open(&path).expect("open");
+    conformance::views_match_the_fold(&store).await;
+    let all = WorkflowFilter::default();
+    let before = store.workflows(&all, 100, None).await.expect("list");
+    assert!(!before.items.is_empty());
+    let mut views = Vec::new();
+    for run in &before.items {
+        views.push(store.workflow(run.workflow_id).await.expect("view"));
+    }
+    drop(store);
+
+    // Rewrite the file as version 0 left it.
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute_batch(
+        "ALTER TABLE workflows RENAME TO w;
+         CREATE TABLE workflows (
+             id TEXT PRIMARY KEY, definition TEXT NOT NULL, version INTEGER NOT NULL,
+             status TEXT NOT NULL, created_at_ms INTEGER NOT NULL,
+             updated_at_ms INTEGER NOT NULL, last_seq INTEGER NOT NULL, view TEXT NOT NULL
+         ) WITHOUT ROWID;
+         INSERT INTO workflows SELECT * FROM w;
+         DROP TABLE w;
+         CREATE INDEX workflows_newest ON workflows (created_at_ms DESC, id DESC);
+         CREATE INDEX workflows_by_status ON workflows (status, created_at_ms DESC, id DESC);
+         CREATE INDEX workflows_by_definition
+             ON workflows (definition, created_at_ms DESC, id DESC);
+         PRAGMA user_version = 0;",
+    )
+    .expect("write layout 0");
+    drop(conn);
+
+    let store = SqliteStore::open(&path).expect("open layout 0");
+    assert_eq!(
+        store.workflows(&all, 100, None).await.expect("list"),
+        before
+    );
+    for (run, view) in before.items.iter().zip(&views) {
+        assert_eq!(&store.workflow(run.workflow_id).await.expect("view"), view);
+    }
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'workflows'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert!(!sql.contains("WITHOUT ROWID"), "still layout 0: {sql}");
+    let indexes: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND tbl_name = 'workflows'
+             AND name LIKE 'workflows_%'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("indexes");
+    assert_eq!(indexes, 3);
+    drop(conn);
+    conformance::run_all(&store).await;
+}
