@@ -17,6 +17,8 @@ pub struct Summary {
     /// Latency of completed runs only; `null` when none completed.
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
+    /// The slowest completed run: a stall that p99 hides shows here (and in the wall time).
+    pub max_ms: Option<f64>,
     /// Runs that did not reach `completed` (other terminal status, error or timeout).
     pub failed: usize,
 }
@@ -47,6 +49,7 @@ impl Summary {
             steps_per_s: round2(workflows_per_s * steps_per_run as f64),
             p50_ms: percentile(&latencies, 50.0).map(ms),
             p99_ms: percentile(&latencies, 99.0).map(ms),
+            max_ms: latencies.last().copied().map(ms),
             failed: runs - completed,
         }
     }
@@ -95,6 +98,7 @@ mod tests {
         assert_eq!(s.steps_per_s, 15.0);
         assert_eq!(s.p50_ms, Some(20.0));
         assert_eq!(s.p99_ms, Some(30.0));
+        assert_eq!(s.max_ms, Some(30.0));
     }
 
     #[test]
@@ -108,6 +112,7 @@ mod tests {
             [
                 "concurrency",
                 "failed",
+                "max_ms",
                 "p50_ms",
                 "p99_ms",
                 "runs",

@@ -45,7 +45,7 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// Batches smaller than this wait up to [`LINGER`] for more records.
 const LINGER_BELOW: usize = 200;
-const LINGER: Duration = Duration::from_millis(15);
+const LINGER: Duration = Duration::from_millis(40);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
