@@ -29,6 +29,7 @@ pub async fn run_all(store: &dyn ReadStore) {
     definitions_latest_and_versioned(store).await;
     wait_for_seq_sees_applies(store).await;
     wait_for_end_sees_the_last_event(store).await;
+    wait_for_end_wakes_waiters_on_other_threads(store).await;
     wait_for_definition_sees_registrations(store).await;
     inbox_follows_human_tasks(store).await;
     sla_alerts_newest_first_each_once(store).await;
@@ -604,6 +605,59 @@ pub async fn wait_for_end_sees_the_last_event(store: &dyn ReadStore) {
     applied.expect("apply");
     assert!(waited.expect("wait"));
     assert!(store.wait_for_end(run.id, short).await.expect("wait"));
+}
+
+/// Waiters on other threads wake when the batch that ends their runs is applied, even when
+/// nothing is applied after it (the last runs of a quiet system). Needs a multi-thread
+/// runtime: a waiter that wakes between the store's write and its bookkeeping must still see
+/// the end, not sleep until its timeout.
+pub async fn wait_for_end_wakes_waiters_on_other_threads(store: &dyn ReadStore) {
+    let handle = tokio::runtime::Handle::current();
+    for round in 0..20 {
+        let runs: Vec<Run> = (0..16)
+            .map(|i| {
+                let mut run = Run::start(&fresh_name("woken"), 8_550_000 + round * 100 + i);
+                run.step("a");
+                run.complete();
+                run
+            })
+            .collect();
+        let (finals, before): (Vec<_>, Vec<_>) = runs
+            .iter()
+            .map(|r| r.events.split_last().expect("events"))
+            .unzip();
+        store.apply(&before.concat()).await.expect("apply");
+        let finals: Vec<EventEnvelope> = finals.into_iter().cloned().collect();
+        tokio::task::block_in_place(|| {
+            std::thread::scope(|s| {
+                let waiters: Vec<_> = runs
+                    .iter()
+                    .map(|run| {
+                        let handle = &handle;
+                        s.spawn(move || {
+                            let started = std::time::Instant::now();
+                            let ended =
+                                handle.block_on(store.wait_for_end(run.id, Duration::from_secs(5)));
+                            (ended.expect("wait"), started.elapsed())
+                        })
+                    })
+                    .collect();
+                std::thread::sleep(Duration::from_millis(20));
+                handle.block_on(store.apply(&finals)).expect("apply");
+                for waiter in waiters {
+                    let (ended, waited) = waiter.join().expect("waiter thread");
+                    assert!(
+                        ended,
+                        "round {round}: a waiter missed its run's end ({waited:?})"
+                    );
+                    assert!(
+                        waited < Duration::from_secs(4),
+                        "round {round}: a waiter woke only after {waited:?}"
+                    );
+                }
+            })
+        });
+    }
 }
 
 /// `wait_for_end` of a store that did not fold the run itself (another process, or the

@@ -701,18 +701,24 @@ impl ReadStore for SqliteStore {
                 };
             }
         }
-        self.write(move |conn| apply_batch(conn, &events)).await?;
-        let mut seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
-        if seqs.len() > MAX_REMEMBERED_SEQS {
-            seqs.clear();
-        }
-        for (id, folded) in latest {
-            let known = seqs.entry(id).or_default();
-            if folded.seq >= known.seq {
-                *known = folded;
+        let inner = self.inner.clone();
+        // What was folded is remembered before `write` wakes the waiters: a waiter woken
+        // first would find its run not ended yet and sleep until its timeout.
+        self.write(move |conn| {
+            apply_batch(conn, &events)?;
+            let mut seqs = inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+            if seqs.len() > MAX_REMEMBERED_SEQS {
+                seqs.clear();
             }
-        }
-        Ok(())
+            for (id, folded) in latest {
+                let known = seqs.entry(id).or_default();
+                if folded.seq >= known.seq {
+                    *known = folded;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn apply_definitions(&self, defs: &[DefinitionRegistered]) -> Result<()> {
