@@ -706,6 +706,29 @@ async fn counts_after_stop(dir: &std::path::Path) -> Vec<(String, u32)> {
         .unwrap()
 }
 
+#[test]
+fn standalone_refuses_zero_partitions_and_creates_nothing() {
+    let dir = tempdir();
+    let data = dir.path().join("data");
+    let config = dir.path().join("distorch.toml");
+    std::fs::write(&config, "[standalone]\npartitions = 0\n").expect("write config");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_distorch"))
+        .arg("--config")
+        .arg(&config)
+        .args(["standalone", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run distorch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "started with 0 partitions: {stderr}");
+    assert!(
+        stderr.contains("[standalone] partitions must be at least 1 (it is 0)"),
+        "{stderr}"
+    );
+    assert!(!data.exists(), "nothing is created before the config is valid");
+}
+
 #[tokio::test]
 async fn a_data_dir_keeps_the_partition_counts_it_was_created_with() {
     // A new data dir gets `[standalone] partitions`, 1 by default.
