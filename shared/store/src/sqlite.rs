@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS workflows (
     created_at_ms INTEGER NOT NULL,
     updated_at_ms INTEGER NOT NULL,
     last_seq      INTEGER NOT NULL,
+    -- LZ4-compressed JSON (see StoredView); older rows hold plain JSON text.
     view          TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS workflows_newest ON workflows (created_at_ms DESC, id DESC);
@@ -388,10 +389,10 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
         for (id, run_events) in group_by_run(events) {
             let id_text = id.to_string();
             let stored: Option<WorkflowView> = load
-                .query_row([&id_text], |r| r.get::<_, String>(0))
+                .query_row([&id_text], |r| r.get::<_, StoredView>(0))
                 .optional()
                 .map_err(storage)?
-                .map(|text| from_json(&text))
+                .map(StoredView::decode)
                 .transpose()?;
             let stored_seq = stored.as_ref().map_or(0, |v| v.last_seq);
             let parked_before: Vec<TaskId> = parked(stored.as_ref());
@@ -458,7 +459,7 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
                     created_at_ms,
                     updated_at_ms,
                     view.last_seq as i64,
-                    to_json(&view)?,
+                    StoredView::encode(&view)?,
                 ])
                 .map_err(storage)?;
 
@@ -577,14 +578,50 @@ fn apply_definitions(conn: &mut Connection, defs: &[DefinitionRegistered]) -> Re
     tx.commit().map_err(storage)
 }
 
+/// A run's view as stored in `workflows.view`: LZ4-compressed JSON (a BLOB), or plain JSON
+/// text as files written before compression hold it. A 10-step run's view is about 5.6 KB of
+/// JSON and ~1 KB compressed; it is rewritten on every batch that touches the run, so its
+/// size is most of what the read store writes.
+enum StoredView {
+    Text(String),
+    Lz4(Vec<u8>),
+}
+
+impl StoredView {
+    fn encode(view: &WorkflowView) -> Result<Vec<u8>> {
+        let json = serde_json::to_vec(view).map_err(storage)?;
+        Ok(lz4_flex::block::compress_prepend_size(&json))
+    }
+
+    fn decode(self) -> Result<WorkflowView> {
+        match self {
+            StoredView::Text(text) => from_json(&text),
+            StoredView::Lz4(bytes) => {
+                let json = lz4_flex::block::decompress_size_prepended(&bytes)
+                    .map_err(|e| StoreError::Storage(format!("corrupt stored view: {e}")))?;
+                serde_json::from_slice(&json).map_err(storage)
+            }
+        }
+    }
+}
+
+impl rusqlite::types::FromSql for StoredView {
+    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
+        match value {
+            rusqlite::types::ValueRef::Blob(b) => Ok(StoredView::Lz4(b.to_vec())),
+            other => String::column_result(other).map(StoredView::Text),
+        }
+    }
+}
+
 fn load_view(conn: &Connection, id: WorkflowId) -> Result<Option<WorkflowView>> {
     conn.prepare_cached("SELECT view FROM workflows WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([id.to_string()], |r| r.get::<_, String>(0))
+            s.query_row([id.to_string()], |r| r.get::<_, StoredView>(0))
                 .optional()
         })
         .map_err(storage)?
-        .map(|text| from_json(&text))
+        .map(StoredView::decode)
         .transpose()
 }
 

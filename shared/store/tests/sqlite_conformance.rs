@@ -28,8 +28,8 @@ async fn a_second_store_on_the_same_file_sees_runs_end() {
     conformance::wait_for_end_reads_what_another_writer_folded(&writer, &reader).await;
 }
 
-/// A file written before `workflows` became a rowid table (layout 0) opens, keeps every
-/// run and view, and is moved to the current layout.
+/// A file written before `workflows` became a rowid table (layout 0), with views stored as
+/// plain JSON text, opens, keeps every run and view, and is moved to the current layout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_layout_0_file_is_migrated_and_keeps_its_runs() {
     use distorch_store::{ReadStore, WorkflowFilter};
@@ -65,6 +65,15 @@ async fn a_layout_0_file_is_migrated_and_keeps_its_runs() {
          PRAGMA user_version = 0;",
     )
     .expect("write layout 0");
+    // Version 0 stored views as plain JSON text.
+    for view in views.iter().flatten() {
+        let text = serde_json::to_string(view).expect("view json");
+        conn.execute(
+            "UPDATE workflows SET view = ?1 WHERE id = ?2",
+            rusqlite::params![text, view.workflow_id.to_string()],
+        )
+        .expect("write a text view");
+    }
     drop(conn);
 
     let store = SqliteStore::open(&path).expect("open layout 0");
