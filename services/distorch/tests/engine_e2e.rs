@@ -726,7 +726,10 @@ fn standalone_refuses_zero_partitions_and_creates_nothing() {
         stderr.contains("[standalone] partitions must be at least 1 (it is 0)"),
         "{stderr}"
     );
-    assert!(!data.exists(), "nothing is created before the config is valid");
+    assert!(
+        !data.exists(),
+        "nothing is created before the config is valid"
+    );
 }
 
 #[tokio::test]
