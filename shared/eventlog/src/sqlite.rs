@@ -85,8 +85,8 @@ impl SqliteLog {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
         let lock = lock_file(path)?;
-        let conn = schema::open_connection(path)?;
-        schema::create_schema(&conn)?;
+        let mut conn = schema::open_connection(path)?;
+        schema::create_schema(&mut conn)?;
         let loaded: Vec<_> = schema::load_topics(&conn)?
             .into_iter()
             .map(Arc::new)

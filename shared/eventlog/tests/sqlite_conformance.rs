@@ -300,3 +300,82 @@ fn verify_after_crash(path: &Path, acks: &[(u32, u64, String)], commits: &HashMa
         assert_eq!(pos[0].offset, end);
     });
 }
+
+/// A file of layout 0 (`records` as a `WITHOUT ROWID` table) opens with every record at its
+/// topic, partition and offset, and appends continue where they stopped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layout_0_log_is_migrated_and_keeps_every_record() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.db");
+    let topics = [("orders", 3), ("big", 1)];
+    let log = open(&path);
+    for (topic, partitions) in topics {
+        log.create_topic(topic, partitions).await.expect("create");
+    }
+    let mut records: Vec<NewRecord> = (0..120)
+        .map(|i| {
+            let mut r = NewRecord::new("orders", format!("k{}", i % 7), vec![b'x'; 50 + i]);
+            if i % 3 == 0 {
+                r.headers.push(("n".into(), i.to_string()));
+            }
+            r
+        })
+        .collect();
+    // Larger than a page: stored with overflow pages in either layout.
+    records.push(NewRecord::new("big", "k", vec![b'y'; 200_000]));
+    log.append(records).await.expect("append");
+    let mut before = Vec::new();
+    for (topic, partitions) in topics {
+        for p in 0..partitions {
+            before.push(read_partition(log.as_ref(), topic, p).await);
+        }
+    }
+    drop(log);
+
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    conn.execute_batch(
+        "ALTER TABLE records RENAME TO r;
+         CREATE TABLE records (
+             topic_id INTEGER NOT NULL, part INTEGER NOT NULL, off INTEGER NOT NULL,
+             key TEXT NOT NULL, headers BLOB, payload BLOB NOT NULL,
+             timestamp_ms INTEGER NOT NULL, PRIMARY KEY (topic_id, part, off)
+         ) WITHOUT ROWID;
+         INSERT INTO records SELECT topic_id, part, off, key, headers, payload, timestamp_ms
+             FROM r;
+         DROP TABLE r;
+         PRAGMA user_version = 0;",
+    )
+    .expect("write layout 0");
+    drop(conn);
+
+    let log = open(&path);
+    let mut after = Vec::new();
+    for (topic, partitions) in topics {
+        for p in 0..partitions {
+            after.push(read_partition(log.as_ref(), topic, p).await);
+        }
+    }
+    assert_eq!(after, before);
+    assert_eq!(after.iter().map(Vec::len).sum::<usize>(), 121);
+    let end = log.end_offset("orders", 0).await.expect("end");
+    let key = (0..)
+        .map(|i| format!("new{i}"))
+        .find(|k| partition_for(k, 3) == 0)
+        .expect("a key of partition 0");
+    let at = log
+        .append(vec![NewRecord::new("orders", key, b"next".to_vec())])
+        .await
+        .expect("append after migration");
+    assert_eq!((at[0].partition, at[0].offset), (0, end));
+    drop(log);
+
+    let conn = rusqlite::Connection::open(&path).expect("raw open");
+    let sql: String = conn
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .expect("schema");
+    assert!(!sql.contains("WITHOUT ROWID"), "still layout 0: {sql}");
+}

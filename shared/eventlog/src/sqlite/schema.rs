@@ -7,8 +7,13 @@ use std::time::Duration;
 use super::topic::Topic;
 use crate::{LogError, Result};
 
-/// `records` is clustered on (topic, partition, offset) (`WITHOUT ROWID`), so a partition
-/// read is one contiguous range scan and "max offset of a partition" is a single seek.
+/// `records` is a rowid table: rows are numbered in append order, so a group commit appends
+/// at the right edge of the table and fills each page once. The primary key's index on
+/// (topic, partition, offset) makes a partition read one range scan and "max offset of a
+/// partition" a single seek. (Layout 0 clustered the rows themselves on that key with
+/// `WITHOUT ROWID`: interior pages then held whole records, a large record was reassembled
+/// from its overflow pages at every key comparison, and every partition's tail split pages in
+/// the middle of the tree. See [`migrate`].)
 /// The column is called `off` because `OFFSET` is an SQL keyword.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS topics (
@@ -25,7 +30,7 @@ CREATE TABLE IF NOT EXISTS records (
     payload      BLOB    NOT NULL,
     timestamp_ms INTEGER NOT NULL,
     PRIMARY KEY (topic_id, part, off)
-) WITHOUT ROWID;
+);
 CREATE TABLE IF NOT EXISTS group_offsets (
     grp         TEXT    NOT NULL,
     topic_id    INTEGER NOT NULL,
@@ -69,9 +74,58 @@ pub(crate) fn open_connection(path: &Path) -> Result<Connection> {
     Ok(conn)
 }
 
-pub(crate) fn create_schema(conn: &Connection) -> Result<()> {
+/// The layout [`SCHEMA`] describes, kept in `PRAGMA user_version`.
+const LAYOUT: i64 = 1;
+
+/// Creates the schema, first bringing a file of an older layout to the current one.
+pub(crate) fn create_schema(conn: &mut Connection) -> Result<()> {
+    migrate(conn)?;
     conn.execute_batch(SCHEMA)
         .map_err(storage("creating the log schema"))
+}
+
+/// Moves a layout-0 file (`records` as a `WITHOUT ROWID` table) to the current layout in one
+/// transaction: every record is copied with its topic, partition and offset unchanged, so
+/// consumer positions and group commits stay valid. A new file is only stamped.
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let layout: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(storage("reading the log layout"))?;
+    if layout >= LAYOUT {
+        return Ok(());
+    }
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(storage("migrating the log"))?;
+    let old: Option<String> = tx
+        .query_row(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'records'",
+            [],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(storage("migrating the log"))?;
+    if old.is_some_and(|sql| sql.to_ascii_uppercase().contains("WITHOUT ROWID")) {
+        let started = std::time::Instant::now();
+        tx.execute_batch("ALTER TABLE records RENAME TO records_layout0;")
+            .and_then(|()| tx.execute_batch(SCHEMA))
+            .and_then(|()| {
+                tx.execute_batch(
+                    "INSERT INTO records (topic_id, part, off, key, headers, payload, timestamp_ms)
+                     SELECT topic_id, part, off, key, headers, payload, timestamp_ms
+                     FROM records_layout0;
+                     DROP TABLE records_layout0;",
+                )
+            })
+            .map_err(storage("migrating the log's records to layout 1"))?;
+        tracing::info!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "event log: records moved to a rowid table (layout {LAYOUT})"
+        );
+    }
+    tx.pragma_update(None, "user_version", LAYOUT)
+        .map_err(storage("stamping the log layout"))?;
+    tx.commit().map_err(storage("migrating the log"))
 }
 
 /// Loads every topic with its partitions' end offsets (one index seek per partition, never a
