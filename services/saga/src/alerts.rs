@@ -15,19 +15,21 @@ use crate::SagaError;
 use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::ids::WorkflowId;
 use distorch_domain::topics::Topics;
+use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{EventLog, Record};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 /// The consumer group of the alerter on the events topic.
 pub const GROUP: &str = "alerts";
+/// How often delivered events are committed (see [`Alerter::run`]).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// `[alerts]` in the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -241,17 +243,23 @@ impl Alerter {
         })
     }
 
-    /// Consumes the events topic until `shutdown`. A shutdown mid-batch leaves the batch
-    /// uncommitted: its alerts go out again on the next start (same idempotency keys).
+    /// Consumes the events topic until `shutdown`. Delivered batches are committed every
+    /// [`COMMIT_INTERVAL`] and at shutdown; a shutdown mid-batch leaves the batch uncommitted.
+    /// Either way what was not committed goes out again on the next start (same idempotency
+    /// keys).
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), SagaError> {
         let mut consumer = self.log.consumer(GROUP, &[self.topics.events()]).await?;
         tokio::pin!(shutdown);
         let limit = Arc::new(Semaphore::new(self.config.concurrency));
+        let mut commits = PacedCommits::new(COMMIT_INTERVAL);
         loop {
             let records = tokio::select! {
                 r = consumer.poll(self.batch, Duration::from_millis(500)) => r?,
                 () = &mut shutdown => break,
             };
+            if let Some(offsets) = commits.due(Instant::now()) {
+                consumer.commit(&offsets).await?;
+            }
             if records.is_empty() {
                 continue;
             }
@@ -276,12 +284,10 @@ impl Alerter {
                 // Dropping the set aborts the deliveries in flight.
                 () = &mut shutdown => break,
             }
-            let mut offsets = BTreeMap::new();
-            for rec in &records {
-                offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
-            }
-            let offsets: Vec<_> = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-            consumer.commit(&offsets).await?;
+            commits.handled(&records);
+        }
+        if let Err(e) = commits.commit_rest(&mut *consumer).await {
+            tracing::warn!(error = %e, "alerter: last commit failed; its alerts will go out again");
         }
         Ok(())
     }

@@ -21,11 +21,15 @@ use distorch_domain::CommandId;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, ParentRef};
 use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::topics::Topics;
-use distorch_eventlog::{EventLog, LogError, NewRecord};
-use std::collections::BTreeMap;
+use distorch_eventlog::offsets::PacedCommits;
+use distorch_eventlog::{EventLog, LogError, NewRecord, Record};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How often handled events are committed: a restart handles up to this much again, which
+/// the reactions tolerate (child ids are replay-stable, the engine answers repeats).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
@@ -174,36 +178,45 @@ impl Saga {
             .consumer(&self.config.group, &[self.topics.events()])
             .await?;
         tokio::pin!(shutdown);
+        let mut commits = PacedCommits::new(COMMIT_INTERVAL);
         loop {
             let records = tokio::select! {
                 r = consumer.poll(self.config.batch, Duration::from_millis(500)) => r?,
                 () = &mut shutdown => break,
             };
-            if records.is_empty() {
-                continue;
+            if !records.is_empty() {
+                self.react_to(&records).await?;
+                commits.handled(&records);
             }
-            let mut out = Vec::new();
-            let mut offsets = BTreeMap::new();
-            for rec in &records {
-                offsets.insert((rec.topic.clone(), rec.partition), rec.offset + 1);
-                let env: EventEnvelope = match serde_json::from_slice(&rec.payload) {
-                    Ok(env) => env,
-                    Err(e) => {
-                        tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable event skipped");
-                        continue;
-                    }
-                };
-                for cmd in react(&env) {
-                    let key = cmd.command.key().unwrap_or_default();
-                    let payload = serde_json::to_vec(&cmd).expect("commands serialise");
-                    out.push(NewRecord::new(self.topics.commands(), key, payload));
+            if let Some(offsets) = commits.due(Instant::now()) {
+                consumer.commit(&offsets).await?;
+            }
+        }
+        if let Err(e) = commits.commit_rest(&mut *consumer).await {
+            tracing::warn!(error = %e, "saga: last commit failed; its events will be handled again");
+        }
+        Ok(())
+    }
+
+    /// Appends the commands `records` call for; returns once they are durable.
+    async fn react_to(&self, records: &[Record]) -> Result<(), SagaError> {
+        let mut out = Vec::new();
+        for rec in records {
+            let env: EventEnvelope = match serde_json::from_slice(&rec.payload) {
+                Ok(env) => env,
+                Err(e) => {
+                    tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable event skipped");
+                    continue;
                 }
+            };
+            for cmd in react(&env) {
+                let key = cmd.command.key().unwrap_or_default();
+                let payload = serde_json::to_vec(&cmd).expect("commands serialise");
+                out.push(NewRecord::new(self.topics.commands(), key, payload));
             }
-            if !out.is_empty() {
-                self.log.append(out).await?;
-            }
-            let offsets: Vec<_> = offsets.into_iter().map(|((t, p), o)| (t, p, o)).collect();
-            consumer.commit(&offsets).await?;
+        }
+        if !out.is_empty() {
+            self.log.append(out).await?;
         }
         Ok(())
     }

@@ -5,8 +5,75 @@
 //! hand: committing past it would lose that record if the process died. [`OffsetTracker`]
 //! keeps, per partition, what was fetched and what is still unsettled, and says what may be
 //! committed.
+//!
+//! A consumer that finishes its records in poll order (the saga, the alerter) needs no such
+//! bookkeeping, only [`PacedCommits`]: one commit per interval instead of one per batch.
 
+use crate::{Consumer, Record};
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+/// Offsets of records handled in poll order, committed at most once per interval.
+///
+/// Committing after every batch costs a log write per batch, and on a busy embedded log a
+/// small write often forms a group commit (an fsync) of its own. Pacing bounds what a restart
+/// delivers again to one interval's records, so it suits consumers whose reactions are
+/// idempotent on redelivery.
+#[derive(Debug)]
+pub struct PacedCommits {
+    every: Duration,
+    last: Instant,
+    /// Next offset to commit per (topic, partition), not committed yet.
+    pending: BTreeMap<(String, u32), u64>,
+}
+
+impl PacedCommits {
+    pub fn new(every: Duration) -> Self {
+        Self {
+            every,
+            last: Instant::now(),
+            pending: BTreeMap::new(),
+        }
+    }
+
+    /// `records` are handled: their partitions may be committed past them.
+    pub fn handled(&mut self, records: &[Record]) {
+        for r in records {
+            let next = self
+                .pending
+                .entry((r.topic.clone(), r.partition))
+                .or_default();
+            *next = (*next).max(r.offset + 1);
+        }
+    }
+
+    /// What to commit at `now`: everything pending once the interval since the last commit
+    /// has passed, else nothing. The caller commits what it gets.
+    pub fn due(&mut self, now: Instant) -> Option<Vec<(String, u32, u64)>> {
+        if self.pending.is_empty() || now.duration_since(self.last) < self.every {
+            return None;
+        }
+        self.last = now;
+        Some(self.take())
+    }
+
+    /// Commits everything pending through `consumer`, whatever the time (at shutdown).
+    pub async fn commit_rest(&mut self, consumer: &mut (dyn Consumer + '_)) -> crate::Result<()> {
+        let rest = self.take();
+        if rest.is_empty() {
+            return Ok(());
+        }
+        consumer.commit(&rest).await
+    }
+
+    /// Everything pending, whatever the time.
+    pub fn take(&mut self) -> Vec<(String, u32, u64)> {
+        std::mem::take(&mut self.pending)
+            .into_iter()
+            .map(|((topic, partition), next)| (topic, partition, next))
+            .collect()
+    }
+}
 
 /// Per-partition fetch, settle and commit positions of one topic.
 #[derive(Debug, Default)]
@@ -96,6 +163,49 @@ mod tests {
             .into_iter()
             .map(|(_, p, o)| (p, o))
             .collect()
+    }
+
+    fn record(topic: &str, partition: u32, offset: u64) -> Record {
+        Record {
+            topic: topic.into(),
+            partition,
+            offset,
+            key: String::new(),
+            headers: Vec::new(),
+            payload: Vec::new(),
+            timestamp_ms: 0,
+        }
+    }
+
+    #[test]
+    fn paced_commits_wait_for_the_interval_and_keep_the_highest_offset() {
+        let every = Duration::from_millis(250);
+        let mut paced = PacedCommits::new(every);
+        let start = Instant::now();
+        assert_eq!(
+            paced.due(start + every),
+            None,
+            "nothing handled, nothing due"
+        );
+        paced.handled(&[record("e", 0, 4), record("e", 1, 9), record("e", 0, 5)]);
+        paced.handled(&[record("e", 0, 3)]);
+        assert_eq!(
+            paced.due(start + every / 2),
+            None,
+            "not before the interval"
+        );
+        assert_eq!(
+            paced.due(start + every),
+            Some(vec![("e".into(), 0, 6), ("e".into(), 1, 10)])
+        );
+        paced.handled(&[record("e", 1, 10)]);
+        assert_eq!(
+            paced.due(start + every + every / 2),
+            None,
+            "the interval restarted"
+        );
+        assert_eq!(paced.take(), vec![("e".to_owned(), 1, 11)]);
+        assert_eq!(paced.take(), vec![]);
     }
 
     #[test]

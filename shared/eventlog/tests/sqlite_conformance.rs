@@ -379,3 +379,43 @@ async fn a_layout_0_log_is_migrated_and_keeps_every_record() {
         .expect("schema");
     assert!(!sql.contains("WITHOUT ROWID"), "still layout 0: {sql}");
 }
+
+/// `PacedCommits` holds handled offsets until its interval passes, and `commit_rest` commits
+/// them at once (what the saga and the alerter do at shutdown).
+#[tokio::test]
+async fn paced_commits_commit_the_rest_at_shutdown() {
+    use distorch_eventlog::offsets::PacedCommits;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(&dir.path().join("log.db"));
+    log.create_topic("events", 1).await.expect("create");
+    let records = (0..3)
+        .map(|i| NewRecord::new("events", "k", vec![i]))
+        .collect();
+    log.append(records).await.expect("append");
+    let mut consumer = log
+        .consumer("g", &["events".to_owned()])
+        .await
+        .expect("join");
+    let polled = poll_n(consumer.as_mut(), 3).await;
+
+    let mut paced = PacedCommits::new(Duration::from_secs(3600));
+    paced.handled(&polled);
+    assert_eq!(paced.due(std::time::Instant::now()), None);
+    assert_eq!(
+        log.committed("g", "events", 0).await.expect("committed"),
+        None
+    );
+    paced
+        .commit_rest(consumer.as_mut())
+        .await
+        .expect("commit the rest");
+    assert_eq!(
+        log.committed("g", "events", 0).await.expect("committed"),
+        Some(3)
+    );
+    paced
+        .commit_rest(consumer.as_mut())
+        .await
+        .expect("nothing left is fine");
+}
