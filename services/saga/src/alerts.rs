@@ -22,7 +22,7 @@ use prometheus_client::registry::Registry;
 use serde::{Deserialize, Serialize};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -257,8 +257,8 @@ impl Alerter {
                 r = consumer.poll(self.batch, Duration::from_millis(500)) => r?,
                 () = &mut shutdown => break,
             };
-            if let Some(offsets) = commits.due(Instant::now()) {
-                consumer.commit(&offsets).await?;
+            if let Err(e) = commits.commit_due(&mut *consumer).await {
+                tracing::warn!(error = %e, "alerter: committing offsets failed; will retry");
             }
             if records.is_empty() {
                 continue;

@@ -25,7 +25,7 @@ use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{EventLog, LogError, NewRecord, Record};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// How often handled events are committed: a restart handles up to this much again, which
 /// the reactions tolerate (child ids are replay-stable, the engine answers repeats).
@@ -188,8 +188,8 @@ impl Saga {
                 self.react_to(&records).await?;
                 commits.handled(&records);
             }
-            if let Some(offsets) = commits.due(Instant::now()) {
-                consumer.commit(&offsets).await?;
+            if let Err(e) = commits.commit_due(&mut *consumer).await {
+                tracing::warn!(error = %e, "saga: committing offsets failed; will retry");
             }
         }
         if let Err(e) = commits.commit_rest(&mut *consumer).await {

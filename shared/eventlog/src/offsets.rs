@@ -39,12 +39,16 @@ impl PacedCommits {
     /// `records` are handled: their partitions may be committed past them.
     pub fn handled(&mut self, records: &[Record]) {
         for r in records {
-            let next = self
-                .pending
-                .entry((r.topic.clone(), r.partition))
-                .or_default();
-            *next = (*next).max(r.offset + 1);
+            self.keep(&r.topic, r.partition, r.offset + 1);
         }
+    }
+
+    fn keep(&mut self, topic: &str, partition: u32, next: u64) {
+        let slot = self
+            .pending
+            .entry((topic.to_owned(), partition))
+            .or_default();
+        *slot = (*slot).max(next);
     }
 
     /// What to commit at `now`: everything pending once the interval since the last commit
@@ -57,13 +61,37 @@ impl PacedCommits {
         Some(self.take())
     }
 
+    /// Commits through `consumer` what is [`due`](Self::due) now. A failed commit (a
+    /// rebalance, a broker hiccup) keeps its offsets pending for the next interval: it only
+    /// means those records come again after a restart, so the caller may log it and go on.
+    pub async fn commit_due(&mut self, consumer: &mut (dyn Consumer + '_)) -> crate::Result<()> {
+        match self.due(Instant::now()) {
+            Some(offsets) => self.commit(consumer, offsets).await,
+            None => Ok(()),
+        }
+    }
+
     /// Commits everything pending through `consumer`, whatever the time (at shutdown).
     pub async fn commit_rest(&mut self, consumer: &mut (dyn Consumer + '_)) -> crate::Result<()> {
         let rest = self.take();
-        if rest.is_empty() {
+        self.commit(consumer, rest).await
+    }
+
+    async fn commit(
+        &mut self,
+        consumer: &mut (dyn Consumer + '_),
+        offsets: Vec<(String, u32, u64)>,
+    ) -> crate::Result<()> {
+        if offsets.is_empty() {
             return Ok(());
         }
-        consumer.commit(&rest).await
+        let result = consumer.commit(&offsets).await;
+        if result.is_err() {
+            for (topic, partition, next) in &offsets {
+                self.keep(topic, *partition, *next);
+            }
+        }
+        result
     }
 
     /// Everything pending, whatever the time.
@@ -206,6 +234,52 @@ mod tests {
         );
         assert_eq!(paced.take(), vec![("e".to_owned(), 1, 11)]);
         assert_eq!(paced.take(), vec![]);
+    }
+
+    /// A consumer whose commits fail while `fail` is set, recording those that succeed.
+    struct Flaky {
+        fail: bool,
+        committed: Vec<Vec<(String, u32, u64)>>,
+    }
+
+    #[async_trait::async_trait]
+    impl Consumer for Flaky {
+        async fn poll(&mut self, _: usize, _: Duration) -> crate::Result<Vec<Record>> {
+            Ok(Vec::new())
+        }
+        async fn commit(&mut self, offsets: &[(String, u32, u64)]) -> crate::Result<()> {
+            if self.fail {
+                return Err(crate::LogError::Storage("rebalance in progress".into()));
+            }
+            self.committed.push(offsets.to_vec());
+            Ok(())
+        }
+        fn assignment(&self) -> Vec<(String, u32)> {
+            Vec::new()
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failed_paced_commit_keeps_its_offsets_for_the_next_one() {
+        let mut consumer = Flaky {
+            fail: true,
+            committed: Vec::new(),
+        };
+        let mut paced = PacedCommits::new(Duration::ZERO);
+        paced.handled(&[record("e", 0, 4)]);
+        assert!(paced.commit_due(&mut consumer).await.is_err());
+        paced.handled(&[record("e", 1, 2)]);
+        consumer.fail = false;
+        paced.commit_due(&mut consumer).await.expect("commit");
+        assert_eq!(
+            consumer.committed,
+            vec![vec![("e".to_owned(), 0, 5), ("e".to_owned(), 1, 3)]]
+        );
+        paced
+            .commit_rest(&mut consumer)
+            .await
+            .expect("nothing left");
+        assert_eq!(consumer.committed.len(), 1, "an empty commit is not sent");
     }
 
     #[test]
