@@ -1,15 +1,17 @@
 //! The projector: keeps the read models (what the API queries) up to date with the log.
 //!
 //! It consumes `distorch.events` and `distorch.definitions` as consumer group `projector`,
-//! folds each polled batch into the [`ReadStore`] in one write, and only then commits the
-//! batch's offsets. Delivery is at-least-once and the store's `apply` is idempotent, so a
-//! crash between the write and the commit just re-applies a batch harmlessly. A record that
+//! folds each polled batch into the [`ReadStore`] in one write while it polls the next one,
+//! and commits the offsets of applied batches every 250 ms and at shutdown. Delivery is
+//! at-least-once and the store's `apply` is idempotent, so a crash between the write and the
+//! commit just re-applies those batches harmlessly. A record that
 //! does not decode is logged and skipped (counted in [`ProjectorStats`]) so it cannot stall
 //! its partition.
 //!
 //! With [`Projector::with_analytics`] it also records every event batch into the
-//! [`Analytics`] port (task-attempt and run facts), after the read store and before the
-//! offset commit; `record` is idempotent like `apply`, so a re-delivered batch is harmless.
+//! [`Analytics`] port (task-attempt and run facts), beside the read store's write and before
+//! the batch counts as applied; `record` is idempotent like `apply`, so a re-delivered batch
+//! is harmless.
 //!
 //! It talks only to the [`EventLog`], [`ReadStore`] and [`Analytics`] ports: it MUST NOT
 //! depend on a backend, on other services, or on a web framework. It creates no topics (their
@@ -29,6 +31,7 @@ pub use stats::ProjectorStats;
 
 use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
 use distorch_domain::topics::Topics;
+use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{Consumer, EventLog, LogError, Record};
 use distorch_store::analytics::Analytics;
 use distorch_store::{ReadStore, StoreError};
@@ -46,6 +49,9 @@ const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// Batches smaller than this wait up to [`LINGER`] for more records.
 const LINGER_BELOW: usize = 200;
 const LINGER: Duration = Duration::from_millis(40);
+/// How often applied offsets are committed: a commit per batch would be one more log write
+/// (often a group commit of its own) per batch.
+const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -107,12 +113,6 @@ struct Batch {
     newest_timestamp_ms: Option<i64>,
 }
 
-/// Whether to keep going after a failed call that was waited out.
-enum Retry<T> {
-    Done(T),
-    ShutDown,
-}
-
 impl Projector {
     pub fn new(
         log: Arc<dyn EventLog>,
@@ -148,14 +148,13 @@ impl Projector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), ProjectorError> {
         let mut shutdown = std::pin::pin!(shutdown);
         let names = [self.topics.events(), self.topics.definitions()];
-        let mut consumer = match self
-            .retrying(&mut shutdown, "joining the consumer group", || {
-                self.log.consumer(&self.config.group, &names)
-            })
-            .await?
-        {
-            Retry::Done(c) => c,
-            Retry::ShutDown => return Ok(()),
+        let joining = self.retrying("joining the consumer group", || {
+            self.log.consumer(&self.config.group, &names)
+        });
+        let mut consumer = tokio::select! {
+            biased;
+            () = &mut shutdown => return Ok(()),
+            consumer = joining => consumer?,
         };
         tracing::info!(group = %self.config.group, topics = ?names, "projector started");
 
@@ -165,41 +164,45 @@ impl Projector {
             last_applied_ms: None,
             refreshed: None,
         };
+        let mut commits = PacedCommits::new(COMMIT_INTERVAL);
+        let mut polled: Vec<Record> = Vec::new();
         loop {
-            let polled = tokio::select! {
+            // Batch N is written while batch N+1 is polled (and lingers): a cycle takes the
+            // longer of the two instead of their sum, so a run's last event reaches the read
+            // store sooner. Only this batch's offsets are committed, once it is applied.
+            let batch = self.decode(std::mem::take(&mut polled));
+            let (applied, next) = tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                polled = consumer.poll(self.config.batch.max(1), POLL_WAIT) => polled,
+                step = async {
+                    tokio::join!(self.apply(&batch), self.next_records(&mut *consumer))
+                } => step,
             };
-            let records = match polled {
-                // A small batch is topped up for a moment: every batch rewrites each run's
-                // view once, so fewer, fuller batches cost far less than many tiny ones.
-                Ok(mut records) if !records.is_empty() && records.len() < LINGER_BELOW => {
-                    let room = self.config.batch.max(1).saturating_sub(records.len());
-                    tokio::time::sleep(LINGER).await;
-                    if let Ok(more) = consumer.poll(room, Duration::ZERO).await {
-                        records.extend(more);
-                    }
-                    records
+            applied?;
+            if !batch.offsets.is_empty() {
+                for ((topic, partition), next) in &batch.offsets {
+                    commits.handled_before(topic, *partition, *next);
                 }
-                Ok(records) => records,
+                lag.positions.extend(batch.offsets);
+                lag.last_applied_ms = batch.newest_timestamp_ms.or(lag.last_applied_ms);
+            }
+            match next {
+                Ok(records) => polled = records,
                 Err(e) if e.is_retryable() => {
                     tracing::warn!(error = %e, "poll failed; retrying");
                     if self.nap(&mut shutdown, MIN_BACKOFF).await {
                         break;
                     }
-                    continue;
                 }
                 Err(e) => return Err(e.into()),
-            };
-            if !records.is_empty() {
-                let batch = self.decode(records);
-                match self.write(&mut shutdown, &mut *consumer, &batch).await? {
-                    Retry::Done(()) => {}
-                    Retry::ShutDown => break,
+            }
+            // A failed commit keeps its offsets for the next one; at worst a restart applies
+            // those events again, which `apply` and `record` make harmless.
+            if let Err(e) = commits.commit_due(&mut *consumer).await {
+                if !e.is_retryable() {
+                    return Err(e.into());
                 }
-                lag.positions.extend(batch.offsets);
-                lag.last_applied_ms = batch.newest_timestamp_ms.or(lag.last_applied_ms);
+                tracing::warn!(error = %e, "offset commit failed; will retry");
             }
             if lag
                 .refreshed
@@ -214,8 +217,29 @@ impl Projector {
                 }
             }
         }
+        if let Err(e) = commits.commit_rest(&mut *consumer).await {
+            tracing::warn!(error = %e, "last offset commit failed; those events will be applied again");
+        }
         tracing::info!("projector stopped");
         Ok(())
+    }
+
+    /// The next records to apply: what one poll returns, a small batch topped up for a
+    /// moment. Every batch rewrites each run's view once, so fewer, fuller batches cost far
+    /// less than many tiny ones.
+    async fn next_records(&self, consumer: &mut dyn Consumer) -> Result<Vec<Record>, LogError> {
+        let max = self.config.batch.max(1);
+        let mut records = consumer.poll(max, POLL_WAIT).await?;
+        if !records.is_empty() && records.len() < LINGER_BELOW {
+            tokio::time::sleep(LINGER).await;
+            if let Ok(more) = consumer
+                .poll(max.saturating_sub(records.len()), Duration::ZERO)
+                .await
+            {
+                records.extend(more);
+            }
+        }
+        Ok(records)
     }
 
     fn decode(&self, records: Vec<Record>) -> Batch {
@@ -244,100 +268,46 @@ impl Projector {
         batch
     }
 
-    /// Applies the batch, then commits its offsets, each retried until it succeeds.
-    async fn write(
-        &self,
-        shutdown: &mut (impl Future<Output = ()> + Unpin),
-        consumer: &mut dyn Consumer,
-        batch: &Batch,
-    ) -> Result<Retry<()>, ProjectorError> {
-        if let Retry::ShutDown = self.apply(shutdown, batch).await? {
-            return Ok(Retry::ShutDown);
-        }
-        self.commit(shutdown, consumer, batch).await
-    }
-
-    /// Folds the batch into the read store, then into analytics, each retried until it
-    /// succeeds: the one apply path of the live projector and of [`Projector::rebuild`].
-    async fn apply(
-        &self,
-        shutdown: &mut (impl Future<Output = ()> + Unpin),
-        batch: &Batch,
-    ) -> Result<Retry<()>, ProjectorError> {
+    /// Folds the batch into the read store and into analytics (at the same time: they are
+    /// separate stores), each retried until it succeeds: the one apply path of the live
+    /// projector and of [`Projector::rebuild`].
+    async fn apply(&self, batch: &Batch) -> Result<(), ProjectorError> {
         if !batch.definitions.is_empty() {
-            let applied = self
-                .retrying(shutdown, "applying definitions", || {
-                    self.store.apply_definitions(&batch.definitions)
-                })
-                .await?;
-            if let Retry::ShutDown = applied {
-                return Ok(Retry::ShutDown);
-            }
+            self.retrying("applying definitions", || {
+                self.store.apply_definitions(&batch.definitions)
+            })
+            .await?;
         }
-        if !batch.events.is_empty() {
-            let applied = self
-                .retrying(shutdown, "applying events", || {
-                    self.store.apply(&batch.events)
-                })
-                .await?;
-            if let Retry::ShutDown = applied {
-                return Ok(Retry::ShutDown);
-            }
+        if batch.events.is_empty() {
+            return Ok(());
         }
-        if let Some(analytics) = self.analytics.as_ref().filter(|_| !batch.events.is_empty()) {
-            let recorded = self
-                .retrying(shutdown, "recording analytics", || async {
-                    analytics
-                        .record(&batch.events)
-                        .await
-                        .map_err(ProjectorError::Analytics)
-                })
-                .await?;
-            if let Retry::ShutDown = recorded {
-                return Ok(Retry::ShutDown);
+        let store = self.retrying("applying events", || self.store.apply(&batch.events));
+        let analytics = async {
+            match &self.analytics {
+                Some(analytics) => {
+                    self.retrying("recording analytics", || async {
+                        analytics
+                            .record(&batch.events)
+                            .await
+                            .map_err(ProjectorError::Analytics)
+                    })
+                    .await
+                }
+                None => Ok(()),
             }
-        }
+        };
+        let (stored, recorded) = tokio::join!(store, analytics);
+        stored?;
+        recorded?;
         self.stats
             .applied(batch.events.len(), batch.definitions.len());
-        Ok(Retry::Done(()))
-    }
-
-    /// Commits the batch's offsets, retried until it succeeds.
-    async fn commit(
-        &self,
-        shutdown: &mut (impl Future<Output = ()> + Unpin),
-        consumer: &mut dyn Consumer,
-        batch: &Batch,
-    ) -> Result<Retry<()>, ProjectorError> {
-        let offsets: Vec<(String, u32, u64)> = batch
-            .offsets
-            .iter()
-            .map(|((t, p), o)| (t.clone(), *p, *o))
-            .collect();
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            match consumer.commit(&offsets).await {
-                Ok(()) => return Ok(Retry::Done(())),
-                Err(e) if e.is_retryable() => {
-                    tracing::warn!(error = %e, "offset commit failed; retrying");
-                    if self.nap(shutdown, backoff).await {
-                        return Ok(Retry::ShutDown);
-                    }
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(e) => return Err(e.into()),
-            }
-        }
+        Ok(())
     }
 
     /// Calls `op` until it succeeds, backing off on retryable errors; an unknown topic counts
-    /// as retryable because the log's owner may create it after we start.
-    async fn retrying<T, E, F, Fut>(
-        &self,
-        shutdown: &mut (impl Future<Output = ()> + Unpin),
-        what: &str,
-        mut op: F,
-    ) -> Result<Retry<T>, ProjectorError>
+    /// as retryable because the log's owner may create it after we start. Shutdown cancels
+    /// the caller's future, and with it the waiting.
+    async fn retrying<T, E, F, Fut>(&self, what: &str, mut op: F) -> Result<T, ProjectorError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
@@ -346,7 +316,7 @@ impl Projector {
         let mut backoff = MIN_BACKOFF;
         loop {
             let err = match op().await {
-                Ok(v) => return Ok(Retry::Done(v)),
+                Ok(v) => return Ok(v),
                 Err(e) => e.into(),
             };
             let waiting_for_topic = matches!(err, ProjectorError::Log(LogError::UnknownTopic(_)));
@@ -357,9 +327,7 @@ impl Projector {
                 self.stats.store_failed();
             }
             tracing::warn!(error = %err, "{what} failed; retrying in {backoff:?}");
-            if self.nap(shutdown, backoff).await {
-                return Ok(Retry::ShutDown);
-            }
+            tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
     }

@@ -1,6 +1,6 @@
 //! Rebuilding the read models (and analytics) from the beginning of the log.
 
-use super::{Batch, POLL_WAIT, Projector, ProjectorError, Retry};
+use super::{Batch, POLL_WAIT, Projector, ProjectorError};
 use distorch_eventlog::LogError;
 use std::time::Duration;
 
@@ -41,7 +41,6 @@ impl Projector {
     /// Transient store failures are retried as in [`Projector::run`]; a log failure, or a
     /// topic that does not exist, ends the rebuild with an error (run it again).
     pub async fn rebuild(&self) -> Result<RebuildReport, ProjectorError> {
-        let mut never = std::pin::pin!(std::future::pending::<()>());
         let topics = [self.topics.definitions(), self.topics.events()];
         // Every end offset is taken before the store is touched, so a missing topic or an
         // unreachable log leaves the read models as they were.
@@ -97,10 +96,7 @@ impl Projector {
                 let batch: Batch = self.decode(records);
                 report.events += batch.events.len() as u64;
                 report.definitions += batch.definitions.len() as u64;
-                match self.apply(&mut never, &batch).await? {
-                    Retry::Done(()) => {}
-                    Retry::ShutDown => unreachable!("a pending future never completes"),
-                }
+                self.apply(&batch).await?;
             }
             tracing::info!(%topic, partition, end, "partition replayed");
         }

@@ -43,6 +43,11 @@ impl PacedCommits {
         }
     }
 
+    /// Every record of `topic`'s `partition` before offset `next` is handled.
+    pub fn handled_before(&mut self, topic: &str, partition: u32, next: u64) {
+        self.keep(topic, partition, next);
+    }
+
     fn keep(&mut self, topic: &str, partition: u32, next: u64) {
         let slot = self
             .pending
@@ -234,6 +239,13 @@ mod tests {
         );
         assert_eq!(paced.take(), vec![("e".to_owned(), 1, 11)]);
         assert_eq!(paced.take(), vec![]);
+        paced.handled_before("e", 2, 7);
+        paced.handled_before("e", 2, 5);
+        assert_eq!(
+            paced.take(),
+            vec![("e".to_owned(), 2, 7)],
+            "the highest next offset"
+        );
     }
 
     /// A consumer whose commits fail while `fail` is set, recording those that succeed.
