@@ -24,6 +24,7 @@ use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_
 use distorch_domain::topics::Topics;
 use distorch_domain::workflow::{Status, Workflow, handle};
 use distorch_domain::{CommandId, WorkflowId};
+use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record, partition_for};
 use registry::Registry;
 use serde_json::json;
@@ -110,9 +111,9 @@ struct State {
     owned: BTreeMap<u32, partitions::Owned>,
     /// Runs that have ended, by id; their full state is dropped.
     ended: HashMap<WorkflowId, Ended>,
-    /// Next offsets of commands handled (their output durable) but not yet committed.
-    uncommitted: BTreeMap<(String, u32), u64>,
-    last_commit: std::time::Instant,
+    /// Offsets of commands handled (their output durable), committed every
+    /// [`COMMIT_INTERVAL`].
+    commits: PacedCommits,
     runs: HashMap<WorkflowId, Workflow>,
     timers: Timers,
     queues: HashSet<String>,
@@ -185,8 +186,7 @@ impl Engine {
             partitions: self.log.partitions(&self.topics.commands()).await?,
             owned: BTreeMap::new(),
             ended: HashMap::new(),
-            uncommitted: BTreeMap::new(),
-            last_commit: std::time::Instant::now(),
+            commits: PacedCommits::new(COMMIT_INTERVAL),
             runs: HashMap::new(),
             timers: Timers::default(),
             queues: HashSet::new(),
@@ -222,7 +222,7 @@ impl Engine {
                         "command partitions have no consumer; leaving and rejoining the group \
                          to force a rebalance"
                     );
-                    Self::commit(&mut state, &mut *consumer).await?;
+                    Self::commit(&mut state, &mut *consumer).await;
                     self.snapshot_all(&mut state).await?;
                     drop(consumer);
                     consumer = self
@@ -233,7 +233,7 @@ impl Engine {
                 }
             }
         }
-        Self::commit(&mut state, &mut *consumer).await?;
+        Self::commit(&mut state, &mut *consumer).await;
         // The next owner starts from here instead of replaying.
         self.snapshot_all(&mut state).await?;
         tracing::info!("engine stopped");
@@ -262,8 +262,8 @@ impl Engine {
         }
         for (rec, cmd) in &commands {
             state
-                .uncommitted
-                .insert((rec.topic.clone(), rec.partition), rec.offset + 1);
+                .commits
+                .handled_before(&rec.topic, rec.partition, rec.offset + 1);
             self.metrics.commands.inc();
             match cmd {
                 Some(cmd) => match self.misplaced(state, rec, cmd) {
@@ -312,33 +312,20 @@ impl Engine {
         // Offsets are committed on an interval, not per batch: a commit is one more fsync on
         // the path of every command, and redelivery after a crash is harmless (runs remember
         // the command ids they applied).
-        if state.last_commit.elapsed() >= COMMIT_INTERVAL {
-            Self::commit(state, consumer).await?;
+        if let Err(e) = state.commits.commit_due(consumer).await {
+            tracing::warn!(error = %e, "committing command offsets failed; will retry");
         }
         self.metrics.runs_in_memory.set(state.runs.len() as i64);
         self.metrics.timers.set(state.timers.len() as i64);
         Ok(())
     }
 
-    async fn commit(state: &mut State, consumer: &mut dyn Consumer) -> Result<(), EngineError> {
-        state.last_commit = std::time::Instant::now();
-        if state.uncommitted.is_empty() {
-            return Ok(());
-        }
-        let offsets: Vec<(String, u32, u64)> = std::mem::take(&mut state.uncommitted)
-            .into_iter()
-            .map(|((t, p), o)| (t, p, o))
-            .collect();
-        // A failed commit only means those commands come back after a restart or a
-        // rebalance, where their ids make them no-ops: keep going, try again next time.
-        if let Err(e) = consumer.commit(&offsets).await {
+    /// Commits every handled command now. A failed commit only means those commands come
+    /// back after a restart or a rebalance, where their ids make them no-ops: keep going.
+    async fn commit(state: &mut State, consumer: &mut dyn Consumer) {
+        if let Err(e) = state.commits.commit_rest(consumer).await {
             tracing::warn!(error = %e, "committing command offsets failed; will retry");
-            for (t, p, o) in offsets {
-                let slot = state.uncommitted.entry((t, p)).or_insert(o);
-                *slot = (*slot).max(o);
-            }
         }
-        Ok(())
     }
 
     async fn ensure_queue_topics(

@@ -84,8 +84,8 @@ impl Engine {
         state.ended.retain(|id, _| !gone(id));
         let commands = self.topics.commands();
         state
-            .uncommitted
-            .retain(|(t, p), _| *t != commands || !partitions.contains(p));
+            .commits
+            .retain(|t, p| t != commands || !partitions.contains(&p));
         for p in partitions {
             state.owned.remove(p);
         }

@@ -56,6 +56,13 @@ impl PacedCommits {
         *slot = (*slot).max(next);
     }
 
+    /// Drops what is pending for the partitions `keep` refuses (revoked ones: their next
+    /// owner commits them).
+    pub fn retain(&mut self, keep: impl Fn(&str, u32) -> bool) {
+        self.pending
+            .retain(|(topic, partition), _| keep(topic, *partition));
+    }
+
     /// What to commit at `now`: everything pending once the interval since the last commit
     /// has passed, else nothing. The caller commits what it gets.
     pub fn due(&mut self, now: Instant) -> Option<Vec<(String, u32, u64)>> {
@@ -241,10 +248,13 @@ mod tests {
         assert_eq!(paced.take(), vec![]);
         paced.handled_before("e", 2, 7);
         paced.handled_before("e", 2, 5);
+        paced.handled_before("e", 3, 1);
+        paced.handled_before("f", 3, 4);
+        paced.retain(|topic, partition| topic != "e" || partition != 3);
         assert_eq!(
             paced.take(),
-            vec![("e".to_owned(), 2, 7)],
-            "the highest next offset"
+            vec![("e".to_owned(), 2, 7), ("f".to_owned(), 3, 4)],
+            "the highest next offset of each partition kept"
         );
     }
 
