@@ -389,10 +389,9 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
         for (id, run_events) in group_by_run(events) {
             let id_text = id.to_string();
             let stored: Option<WorkflowView> = load
-                .query_row([&id_text], |r| r.get::<_, StoredView>(0))
+                .query_row([&id_text], |r| StoredView::decode(r, 0))
                 .optional()
                 .map_err(storage)?
-                .map(StoredView::decode)
                 .transpose()?;
             let stored_seq = stored.as_ref().map_or(0, |v| v.last_seq);
             let parked_before: Vec<TaskId> = parked(stored.as_ref());
@@ -582,10 +581,7 @@ fn apply_definitions(conn: &mut Connection, defs: &[DefinitionRegistered]) -> Re
 /// text as files written before compression hold it. A 10-step run's view is about 5.6 KB of
 /// JSON and ~1 KB compressed; it is rewritten on every batch that touches the run, so its
 /// size is most of what the read store writes.
-enum StoredView {
-    Text(String),
-    Lz4(Vec<u8>),
-}
+struct StoredView;
 
 impl StoredView {
     fn encode(view: &WorkflowView) -> Result<Vec<u8>> {
@@ -593,35 +589,30 @@ impl StoredView {
         Ok(lz4_flex::block::compress_prepend_size(&json))
     }
 
-    fn decode(self) -> Result<WorkflowView> {
-        match self {
-            StoredView::Text(text) => from_json(&text),
-            StoredView::Lz4(bytes) => {
-                let json = lz4_flex::block::decompress_size_prepended(&bytes)
-                    .map_err(|e| StoreError::Storage(format!("corrupt stored view: {e}")))?;
-                serde_json::from_slice(&json).map_err(storage)
+    /// Decodes column `column` of `row` in place, without copying the stored bytes out.
+    fn decode(row: &rusqlite::Row<'_>, column: usize) -> rusqlite::Result<Result<WorkflowView>> {
+        Ok(match row.get_ref(column)? {
+            rusqlite::types::ValueRef::Blob(bytes) => {
+                lz4_flex::block::decompress_size_prepended(bytes)
+                    .map_err(|e| StoreError::Storage(format!("corrupt stored view: {e}")))
+                    .and_then(|json| serde_json::from_slice(&json).map_err(storage))
             }
-        }
-    }
-}
-
-impl rusqlite::types::FromSql for StoredView {
-    fn column_result(value: rusqlite::types::ValueRef<'_>) -> rusqlite::types::FromSqlResult<Self> {
-        match value {
-            rusqlite::types::ValueRef::Blob(b) => Ok(StoredView::Lz4(b.to_vec())),
-            other => String::column_result(other).map(StoredView::Text),
-        }
+            rusqlite::types::ValueRef::Text(text) => serde_json::from_slice(text).map_err(storage),
+            other => Err(StoreError::Storage(format!(
+                "a stored view is {:?}, not a blob or text",
+                other.data_type()
+            ))),
+        })
     }
 }
 
 fn load_view(conn: &Connection, id: WorkflowId) -> Result<Option<WorkflowView>> {
     conn.prepare_cached("SELECT view FROM workflows WHERE id = ?1")
         .and_then(|mut s| {
-            s.query_row([id.to_string()], |r| r.get::<_, StoredView>(0))
+            s.query_row([id.to_string()], |r| StoredView::decode(r, 0))
                 .optional()
         })
         .map_err(storage)?
-        .map(StoredView::decode)
         .transpose()
 }
 
