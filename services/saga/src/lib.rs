@@ -156,6 +156,17 @@ pub fn react(env: &EventEnvelope) -> Vec<CommandEnvelope> {
     }
 }
 
+/// Whether an event's JSON may be one [`react`] answers: a child request (its type begins
+/// with `child_`) or an event that names the run's parent (a `ParentRef` object; a step's
+/// `parent` is a string). Most events are neither, and skipping them saves decoding every
+/// event of every run. A false positive only costs the decode.
+fn may_call_for_commands(payload: &[u8]) -> bool {
+    const NEEDLES: [&[u8]; 2] = [b"\"child_", b"\"parent\":{"];
+    NEEDLES
+        .iter()
+        .any(|needle| payload.windows(needle.len()).any(|w| w == *needle))
+}
+
 pub struct Saga {
     log: Arc<dyn EventLog>,
     topics: Topics,
@@ -201,7 +212,7 @@ impl Saga {
     /// Appends the commands `records` call for; returns once they are durable.
     async fn react_to(&self, records: &[Record]) -> Result<(), SagaError> {
         let mut out = Vec::new();
-        for rec in records {
+        for rec in records.iter().filter(|r| may_call_for_commands(&r.payload)) {
             let env: EventEnvelope = match serde_json::from_slice(&rec.payload) {
                 Ok(env) => env,
                 Err(e) => {
@@ -267,6 +278,68 @@ mod tests {
                 assert_eq!(input, &json!({"order": 1}));
             }
             other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_prefilter_lets_through_every_event_that_calls_for_a_command() {
+        let parent = || {
+            Some(ParentRef {
+                workflow_id: uuid_from(9),
+                step_key: "invoice".into(),
+            })
+        };
+        let reacting = [
+            Event::ChildWorkflowRequested {
+                step_key: "invoice".into(),
+                child_id: uuid_from(2),
+                definition: "invoicing".into(),
+                version: None,
+                input: json!({}),
+            },
+            Event::ChildCancelRequested {
+                step_key: "invoice".into(),
+                child_id: uuid_from(2),
+            },
+            Event::WorkflowCompleted {
+                output: json!(1),
+                parent: parent(),
+            },
+            Event::WorkflowFailed {
+                error: ErrorInfo::new("x", "boom"),
+                parent: parent(),
+            },
+            Event::WorkflowCompensated { parent: parent() },
+            Event::WorkflowCancelled {
+                reason: None,
+                parent: parent(),
+            },
+        ];
+        for event in reacting {
+            let env = env(event);
+            assert!(!react(&env).is_empty(), "{env:?} calls for a command");
+            let json = serde_json::to_vec(&env).expect("encode");
+            assert!(may_call_for_commands(&json), "{env:?} must pass");
+        }
+        let quiet = [
+            Event::StepStarted {
+                step_key: "pack[0].item".into(),
+                step_id: "item".into(),
+                parent: Some("pack".into()),
+            },
+            Event::WorkflowCompleted {
+                output: json!({"order": 7}),
+                parent: None,
+            },
+        ];
+        for event in quiet {
+            let env = env(event);
+            assert!(react(&env).is_empty());
+            let json = serde_json::to_vec(&env).expect("encode");
+            assert!(
+                !may_call_for_commands(&json),
+                "{env:?} is skipped undecoded"
+            );
         }
     }
 
