@@ -157,8 +157,7 @@ fn rfc3339(at_ms: i64) -> String {
 /// Whether a payload may hold an SLA event: a byte scan that spares decoding the other
 /// events. False positives (an input mentioning it) are decoded and dropped.
 fn may_be_sla(payload: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"\"sla_";
-    payload.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+    crate::contains(payload, b"\"sla_")
 }
 
 #[derive(Clone, Debug, Default)]
@@ -295,14 +294,7 @@ impl Alerter {
     /// The alerts of a batch, counted.
     fn alerts(&self, records: &[Record]) -> Vec<Alert> {
         let mut out = Vec::new();
-        for rec in records.iter().filter(|r| may_be_sla(&r.payload)) {
-            let env: EventEnvelope = match serde_json::from_slice(&rec.payload) {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable event skipped");
-                    continue;
-                }
-            };
+        for env in crate::decode_matching(records, may_be_sla) {
             let Some(alert) = Alert::from_event(&env) else {
                 continue;
             };

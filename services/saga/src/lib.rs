@@ -161,10 +161,31 @@ pub fn react(env: &EventEnvelope) -> Vec<CommandEnvelope> {
 /// `parent` is a string). Most events are neither, and skipping them saves decoding every
 /// event of every run. A false positive only costs the decode.
 fn may_call_for_commands(payload: &[u8]) -> bool {
-    const NEEDLES: [&[u8]; 2] = [b"\"child_", b"\"parent\":{"];
-    NEEDLES
+    contains(payload, b"\"child_") || contains(payload, b"\"parent\":{")
+}
+
+/// Whether `needle` occurs in `payload`: the byte scan of the prefilters that spare the
+/// saga's consumers decoding events that cannot concern them.
+pub(crate) fn contains(payload: &[u8], needle: &[u8]) -> bool {
+    payload.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The events among `records` that pass the byte prefilter `may_matter`, decoded; an
+/// undecodable one is logged and skipped so it cannot stall its partition.
+pub(crate) fn decode_matching<'a>(
+    records: &'a [Record],
+    may_matter: fn(&[u8]) -> bool,
+) -> impl Iterator<Item = EventEnvelope> + 'a {
+    records
         .iter()
-        .any(|needle| payload.windows(needle.len()).any(|w| w == *needle))
+        .filter(move |r| may_matter(&r.payload))
+        .filter_map(|rec| match serde_json::from_slice(&rec.payload) {
+            Ok(env) => Some(env),
+            Err(e) => {
+                tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable event skipped");
+                None
+            }
+        })
 }
 
 pub struct Saga {
@@ -212,14 +233,7 @@ impl Saga {
     /// Appends the commands `records` call for; returns once they are durable.
     async fn react_to(&self, records: &[Record]) -> Result<(), SagaError> {
         let mut out = Vec::new();
-        for rec in records.iter().filter(|r| may_call_for_commands(&r.payload)) {
-            let env: EventEnvelope = match serde_json::from_slice(&rec.payload) {
-                Ok(env) => env,
-                Err(e) => {
-                    tracing::error!(partition = rec.partition, offset = rec.offset, error = %e, "undecodable event skipped");
-                    continue;
-                }
-            };
+        for env in decode_matching(records, may_call_for_commands) {
             for cmd in react(&env) {
                 let key = cmd.command.key().unwrap_or_default();
                 let payload = serde_json::to_vec(&cmd).expect("commands serialise");

@@ -354,8 +354,7 @@ fn plan(records: &[Record], offsets: &Mutex<Offsets>) -> Vec<(Pos, Call)> {
 /// Whether a payload may hold a `TaskScheduled` with an `http` request: a byte scan that
 /// spares decoding every other event. False positives are decoded and dropped.
 fn may_be_http(payload: &[u8]) -> bool {
-    const NEEDLE: &[u8] = b"\"http\":{";
-    payload.windows(NEEDLE.len()).any(|w| w == NEEDLE)
+    crate::contains(payload, b"\"http\":{")
 }
 
 /// What the calls share.
