@@ -42,11 +42,13 @@
 pub mod conformance;
 #[cfg(feature = "kafka")]
 pub mod kafka;
+mod local;
 pub mod offsets;
 mod partitioner;
 pub mod rpc;
 pub mod sqlite;
 
+pub use local::LocalLog;
 pub use partitioner::{murmur2, partition_for};
 
 use async_trait::async_trait;

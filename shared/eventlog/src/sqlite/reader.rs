@@ -6,12 +6,12 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::schema::{self, storage};
-use super::topic::Topic;
-use crate::{LogError, Record, Result};
+use crate::local::{Source, Storage};
+use crate::{Record, Result};
 
 /// Idle connections kept for reuse; more may exist briefly under a burst of reads.
 const MAX_IDLE: usize = 64;
@@ -28,18 +28,6 @@ impl ReadPool {
             path,
             idle: Mutex::new(Vec::new()),
         }
-    }
-
-    /// Runs `f` with a read connection on a blocking thread.
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
-    {
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || pool.with(f))
-            .await
-            .map_err(|e| LogError::Storage(format!("read task failed: {e}")))?
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -75,26 +63,8 @@ impl ReadPool {
     }
 }
 
-/// What a read needs to know about its topic, detached from the shared `Topic`.
-#[derive(Debug, Clone)]
-pub(crate) struct Source {
-    pub(crate) topic_id: i64,
-    pub(crate) topic: String,
-    pub(crate) partition: u32,
-}
-
-impl Source {
-    pub(crate) fn new(topic: &Topic, partition: u32) -> Self {
-        Self {
-            topic_id: topic.id,
-            topic: topic.name.clone(),
-            partition,
-        }
-    }
-}
-
 /// Up to `max` records of one partition from offset `from`, in offset order.
-pub(crate) fn read_records(
+fn read_records(
     conn: &Connection,
     source: &Source,
     from: u64,
@@ -123,7 +93,7 @@ pub(crate) fn read_records(
     Ok(records)
 }
 
-pub(crate) fn group_offset(conn: &Connection, group: &str, source: &Source) -> Result<Option<u64>> {
+fn group_offset(conn: &Connection, group: &str, source: &Source) -> Result<Option<u64>> {
     conn.prepare_cached(schema::SELECT_GROUP_OFFSET)
         .and_then(|mut stmt| {
             stmt.query_row(params![group, source.topic_id, source.partition], |row| {
@@ -132,4 +102,14 @@ pub(crate) fn group_offset(conn: &Connection, group: &str, source: &Source) -> R
             .optional()
         })
         .map_err(storage("reading a group offset"))
+}
+
+impl Storage for ReadPool {
+    fn read(&self, source: &Source, from: u64, max: usize) -> Result<Vec<Record>> {
+        self.with(|conn| read_records(conn, source, from, max))
+    }
+
+    fn group_offset(&self, group: &str, source: &Source) -> Result<Option<u64>> {
+        self.with(|conn| group_offset(conn, group, source))
+    }
 }

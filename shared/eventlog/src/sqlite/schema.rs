@@ -4,7 +4,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 use std::time::Duration;
 
-use super::topic::Topic;
+use crate::local::Topic;
 use crate::{LogError, Result};
 
 /// `records` is a rowid table: rows are numbered in append order, so a group commit appends

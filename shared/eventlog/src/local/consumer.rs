@@ -1,4 +1,4 @@
-//! Consumer-group member of the embedded log.
+//! Consumer-group member of an embedded log.
 //!
 //! One process owns the file, so there is nobody to rebalance with: every member gets every
 //! partition of its topics. Positions live in memory and start at the group's committed
@@ -10,10 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
 
-use super::Inner;
-use super::reader::{Source, group_offset, read_records};
 use super::topic::Topic;
 use super::writer::Op;
+use super::{Inner, Source};
 use crate::{Consumer, Record, Result};
 
 struct Assigned {
@@ -23,7 +22,7 @@ struct Assigned {
     position: u64,
 }
 
-pub(crate) struct SqliteConsumer {
+pub(crate) struct LocalConsumer {
     inner: Arc<Inner>,
     group: String,
     assigned: Vec<Assigned>,
@@ -34,7 +33,7 @@ pub(crate) struct SqliteConsumer {
     wake: Arc<Notify>,
 }
 
-impl SqliteConsumer {
+impl LocalConsumer {
     pub(crate) async fn join(inner: Arc<Inner>, group: &str, topics: &[String]) -> Result<Self> {
         let mut seen = std::collections::HashSet::new();
         let mut sources = Vec::new();
@@ -53,11 +52,10 @@ impl SqliteConsumer {
         let group_name = group.to_owned();
         let lookup = sources.clone();
         let committed = inner
-            .readers
-            .run(move |conn| {
+            .blocking(move |storage| {
                 lookup
                     .iter()
-                    .map(|source| group_offset(conn, &group_name, source))
+                    .map(|source| storage.group_offset(&group_name, source))
                     .collect::<Result<Vec<_>>>()
             })
             .await?;
@@ -139,12 +137,11 @@ impl SqliteConsumer {
         if !reads.is_empty() {
             let read = self
                 .inner
-                .readers
-                .run(move |conn| {
+                .blocking(move |storage| {
                     reads
                         .into_iter()
                         .map(|(i, source, from, limit)| {
-                            read_records(conn, &source, from, limit).map(|records| (i, records))
+                            storage.read(&source, from, limit).map(|records| (i, records))
                         })
                         .collect::<Result<Vec<_>>>()
                 })
@@ -165,7 +162,7 @@ impl SqliteConsumer {
 }
 
 #[async_trait]
-impl Consumer for SqliteConsumer {
+impl Consumer for LocalConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>> {
         if max == 0 {
             return Ok(Vec::new());
