@@ -2,6 +2,7 @@
 
 use anyhow::Context;
 use distorch_eventlog::EventLog;
+use distorch_eventlog::journal::JournalLog;
 use distorch_eventlog::kafka::{KafkaConfig, KafkaLog};
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_store::ReadStore;
@@ -34,8 +35,8 @@ pub async fn log(
                 .with_context(|| format!("cannot connect to the Kafka log at {url}"))?;
             Ok(Arc::new(log))
         }
-        "sqlite" => anyhow::bail!(
-            "backends.log = {url:?}: the embedded SQLite log serves one process; run \
+        "sqlite" | "journal" => anyhow::bail!(
+            "backends.log = {url:?}: the embedded log serves one process; run \
              `distorch standalone`, or point backends.log at a broker (kafka://host:9092)"
         ),
         "" => anyhow::bail!(
@@ -49,25 +50,36 @@ pub async fn log(
 }
 
 /// The event log a rebuild replays: a broker as for [`log`], or, unlike a running service,
-/// the embedded log of a stopped `standalone` (`sqlite://<data dir>/log.db`); the rebuild is
-/// then its only user.
+/// the embedded log of a stopped `standalone` (`journal://<data dir>/log.journal`, or
+/// `sqlite://<data dir>/log.db` for a data dir created on SQLite); the rebuild is then its
+/// only user.
 pub async fn replay_log(
     url: &str,
     kafka: &crate::config::KafkaSection,
     topic_prefix: &str,
 ) -> anyhow::Result<Arc<dyn EventLog>> {
-    if scheme(url) != "sqlite" {
+    let embedded = scheme(url);
+    if embedded != "sqlite" && embedded != "journal" {
         return log(url, kafka, topic_prefix).await;
     }
-    let path = &url["sqlite://".len()..];
+    let path = &url[embedded.len() + "://".len()..];
     // Opening creates a missing file; a rebuild from an empty log would wipe the store.
     anyhow::ensure!(
         std::path::Path::new(path).is_file(),
         "backends.log = {url:?}: no event log at {path}"
     );
-    let log = SqliteLog::open(path)
-        .with_context(|| format!("cannot open the SQLite event log at {path}"))?;
-    Ok(Arc::new(log))
+    let log: Arc<dyn EventLog> = if embedded == "journal" {
+        Arc::new(
+            JournalLog::open(path)
+                .with_context(|| format!("cannot open the event log journal at {path}"))?,
+        )
+    } else {
+        Arc::new(
+            SqliteLog::open(path)
+                .with_context(|| format!("cannot open the SQLite event log at {path}"))?,
+        )
+    };
+    Ok(log)
 }
 
 /// The read-model store: `sqlite://<path>` or `scylla://host:9042[,host]/keyspace`.

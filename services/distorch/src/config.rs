@@ -77,6 +77,27 @@ pub struct StandaloneConfig {
     /// process gains nothing from more, and each partition a group commit touches is one more
     /// page written. `[api.partitions]` is for the services on Kafka.
     pub partitions: u32,
+    /// How a new data dir stores its event log: `journal` (an append-only file,
+    /// `log.journal`) or `sqlite` (`log.db`). A data dir keeps the one it was created with.
+    pub log: EmbeddedLog,
+}
+
+/// The storage of `standalone`'s event log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddedLog {
+    Journal,
+    Sqlite,
+}
+
+impl EmbeddedLog {
+    /// The log's file name in a data dir.
+    pub fn file_name(self) -> &'static str {
+        match self {
+            EmbeddedLog::Journal => "log.journal",
+            EmbeddedLog::Sqlite => "log.db",
+        }
+    }
 }
 
 impl Default for StandaloneConfig {
@@ -85,6 +106,7 @@ impl Default for StandaloneConfig {
             listen: "127.0.0.1:8000".into(),
             data_dir: PathBuf::from("./distorch-data"),
             partitions: 1,
+            log: EmbeddedLog::Journal,
         }
     }
 }

@@ -1,16 +1,18 @@
 //! `distorch standalone`: the engine, saga processor, projector and API in one process,
-//! meeting only through the embedded SQLite log, exactly as they would over Kafka.
+//! meeting only through the embedded event log, exactly as they would over Kafka.
 
-use crate::config::Config;
+use crate::config::{Config, EmbeddedLog};
 use crate::services::{self, Context};
 use crate::supervisor::Supervisor;
 use anyhow::Context as _;
+use distorch_eventlog::journal::JournalLog;
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_eventlog::{EventLog, LogError};
 use distorch_store::ReadStore;
 use distorch_store::analytics::Analytics;
 use distorch_store::analytics::sqlite::SqliteAnalytics;
 use distorch_store::sqlite::SqliteStore;
+use std::path::Path;
 use std::sync::Arc;
 
 pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
@@ -22,10 +24,7 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let dir = &cfg.standalone.data_dir;
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create data dir {}", dir.display()))?;
-    let log: Arc<dyn EventLog> = Arc::new(
-        SqliteLog::open(dir.join("log.db"))
-            .with_context(|| format!("cannot open the event log in {}", dir.display()))?,
-    );
+    let log = open_log(dir, cfg.standalone.log)?;
     let p = partitions(log.as_ref(), &cfg).await?;
     let parts = &mut cfg.api.partitions;
     (parts.commands, parts.events, parts.tasks, parts.replies) = (p, p, p, p);
@@ -57,6 +56,34 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     let result = sup.run().await;
     drop(ctx);
     result
+}
+
+/// The data dir's event log: the storage it was created with, or `configured` for a new one.
+fn open_log(dir: &Path, configured: EmbeddedLog) -> anyhow::Result<Arc<dyn EventLog>> {
+    let present: Vec<EmbeddedLog> = [EmbeddedLog::Journal, EmbeddedLog::Sqlite]
+        .into_iter()
+        .filter(|kind| dir.join(kind.file_name()).exists())
+        .collect();
+    let kind = match present.as_slice() {
+        [] => configured,
+        [one] => *one,
+        _ => anyhow::bail!(
+            "the data dir {} holds both log.journal and log.db; keep the one it runs on",
+            dir.display()
+        ),
+    };
+    if kind != configured {
+        tracing::info!(
+            log = kind.file_name(),
+            "the data dir keeps the log storage it was created with"
+        );
+    }
+    let path = dir.join(kind.file_name());
+    let context = || format!("cannot open the event log {}", path.display());
+    Ok(match kind {
+        EmbeddedLog::Journal => Arc::new(JournalLog::open(&path).with_context(context)?),
+        EmbeddedLog::Sqlite => Arc::new(SqliteLog::open(&path).with_context(context)?),
+    })
 }
 
 /// Partitions of the per-run topics: those of the data dir's commands topic when it has one

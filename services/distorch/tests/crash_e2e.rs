@@ -77,11 +77,27 @@ async fn worker(
     }
 }
 
+/// Frequent snapshots, so that the restart restores runs from one and replays the rest.
+const SNAPSHOTS: &str = "[engine]\nsnapshot_every = 100\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
+    kill_9_under_load(SNAPSHOTS, "log.journal").await;
+}
+
+/// The same on a data dir created with the SQLite log; the restart does not say `sqlite`
+/// again: a data dir keeps the log storage it was created with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_under_load_on_the_sqlite_log() {
+    let config = format!("{SNAPSHOTS}[standalone]\nlog = \"sqlite\"\n");
+    kill_9_under_load(&config, "log.db").await;
+}
+
+/// Runs work, SIGKILLs the server started with `config` a third of the way through,
+/// restarts it with [`SNAPSHOTS`] only, and checks every run and task; the data dir's event
+/// log must be `log_file`.
+async fn kill_9_under_load(config: &str, log_file: &str) {
     let dir = tempdir();
-    // Frequent snapshots, so that the restart restores runs from one and replays the rest.
-    let config = "[engine]\nsnapshot_every = 100\n";
     let mut server = Server::start_with_config(dir.path(), config);
     let api = server.api();
     let steps: Vec<Value> = (0..STEPS)
@@ -118,7 +134,7 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     server.kill9();
-    let server = Server::start_with_config(dir.path(), config);
+    let server = Server::start_with_config(dir.path(), SNAPSHOTS);
     *base.write().unwrap() = server.url.clone();
     let api = server.api();
 
@@ -149,6 +165,15 @@ async fn kill_9_under_load_loses_no_run_and_redispatches_no_completed_task() {
     assert!(
         restored.unwrap_or(0.0) > 0.0,
         "the restart did not restore any run from a snapshot"
+    );
+    let logs: Vec<bool> = ["log.journal", "log.db"]
+        .iter()
+        .map(|f| dir.path().join(f).exists())
+        .collect();
+    assert_eq!(
+        logs,
+        ["log.journal", "log.db"].map(|f| f == log_file),
+        "the data dir's event log is {log_file} alone"
     );
     done.store(true, Ordering::Relaxed);
     for w in workers {

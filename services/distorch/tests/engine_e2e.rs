@@ -682,7 +682,7 @@ fn partition_counts(dir: &std::path::Path) -> Vec<(String, u32)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
         .unwrap();
-    let log = distorch_eventlog::sqlite::SqliteLog::open(dir.join("log.db")).unwrap();
+    let log = distorch_eventlog::journal::JournalLog::open(dir.join("log.journal")).unwrap();
     [
         "commands",
         "events",

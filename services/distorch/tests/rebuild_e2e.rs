@@ -59,9 +59,18 @@ async fn read_models(api: &Api, runs: &[String]) -> Vec<(String, Value)> {
     out
 }
 
+/// A config for the per-service subcommands over a stopped standalone's data dir; `log` is
+/// the event log's file (`log.journal`, or `log.db` for SQLite).
 fn write_config(dir: &Path, log: &str) -> std::path::PathBuf {
     let config = dir.join("rebuild.toml");
-    let db = |name: &str| format!("sqlite://{}", dir.join(name).display());
+    let db = |name: &str| {
+        let scheme = if name.ends_with(".journal") {
+            "journal"
+        } else {
+            "sqlite"
+        };
+        format!("{scheme}://{}", dir.join(name).display())
+    };
     std::fs::write(
         &config,
         format!(
@@ -86,7 +95,10 @@ fn run_distorch(config: &Path, args: &[&str]) -> std::process::Output {
 }
 
 fn rebuild(dir: &Path) -> String {
-    let out = run_distorch(&write_config(dir, "log.db"), &["projector", "--rebuild"]);
+    let out = run_distorch(
+        &write_config(dir, "log.journal"),
+        &["projector", "--rebuild"],
+    );
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
@@ -165,7 +177,7 @@ async fn the_projector_rebuilt_from_scratch_gives_the_same_read_models() {
 #[test]
 fn a_rebuild_without_the_log_fails_and_a_service_still_refuses_the_embedded_log() {
     let dir = tempdir();
-    let config = write_config(dir.path(), "missing.db");
+    let config = write_config(dir.path(), "missing.journal");
     let out = run_distorch(&config, &["projector", "--rebuild"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
@@ -175,9 +187,11 @@ fn a_rebuild_without_the_log_fails_and_a_service_still_refuses_the_embedded_log(
         "nothing is touched before the log is found"
     );
 
-    let config = write_config(dir.path(), "log.db");
-    let out = run_distorch(&config, &["projector", "--listen", "127.0.0.1:0"]);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(stderr.contains("serves one process"), "{stderr}");
+    for log in ["log.journal", "log.db"] {
+        let config = write_config(dir.path(), log);
+        let out = run_distorch(&config, &["projector", "--listen", "127.0.0.1:0"]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success());
+        assert!(stderr.contains("serves one process"), "{log}: {stderr}");
+    }
 }

@@ -599,3 +599,183 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
 }
+
+/// `kill -9` in the middle of appends and commits, for embedded backends.
+///
+/// A backend's test binary has a test that calls [`child`] when an environment variable names
+/// the storage, and a test that calls [`kill_child`] (which re-runs that binary with the
+/// variable set, reads what the child acknowledged and SIGKILLs it mid-flight) and then
+/// [`verify`] on a freshly opened log.
+pub mod crash {
+    use std::collections::{HashMap, HashSet};
+    use std::io::{BufRead, BufReader};
+    use std::path::Path;
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::{read_partition, unique_topic};
+    use crate::{EventLog, NewRecord, partition_for};
+
+    const TOPIC: &str = "crash";
+    const PARTITIONS: u32 = 4;
+    const GROUP: &str = "crash-group";
+    /// How many acknowledged appends the parent waits for before it kills the child.
+    const BEFORE_KILL: usize = 2_000;
+
+    /// What the child acknowledged before it died.
+    #[derive(Debug, Default)]
+    pub struct Acknowledged {
+        /// (partition, offset, payload) of every acknowledged append.
+        pub appends: Vec<(u32, u64, String)>,
+        /// The highest acknowledged commit per partition.
+        pub commits: HashMap<u32, u64>,
+    }
+
+    /// The child's body: 16 tasks append (printing `ACK partition offset payload` once
+    /// acknowledged) while a consumer polls and commits (printing `COMMIT partition next`).
+    pub async fn child(log: Arc<dyn EventLog>) {
+        log.create_topic(TOPIC, PARTITIONS).await.expect("create");
+        let mut tasks = Vec::new();
+        for task in 0..16 {
+            let log = Arc::clone(&log);
+            tasks.push(tokio::spawn(async move {
+                let key = format!("task-{task}");
+                // Bounded, so an orphaned child cannot run forever.
+                for seq in 0..20_000 {
+                    let payload = format!("{task}:{seq}");
+                    let record = NewRecord::new(TOPIC, key.as_str(), payload.clone().into());
+                    let pos = log.append(vec![record]).await.expect("append");
+                    println!("ACK {} {} {payload}", pos[0].partition, pos[0].offset);
+                }
+            }));
+        }
+        let committer = {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut consumer = log
+                    .consumer(GROUP, &[TOPIC.to_owned()])
+                    .await
+                    .expect("consumer");
+                let mut next: HashMap<u32, u64> = HashMap::new();
+                loop {
+                    for r in consumer
+                        .poll(100, Duration::from_millis(100))
+                        .await
+                        .expect("poll")
+                    {
+                        next.insert(r.partition, r.offset + 1);
+                    }
+                    let offsets: Vec<(String, u32, u64)> = next
+                        .iter()
+                        .map(|(&p, &n)| (TOPIC.to_owned(), p, n))
+                        .collect();
+                    consumer.commit(&offsets).await.expect("commit");
+                    for (_, p, n) in offsets {
+                        println!("COMMIT {p} {n}");
+                    }
+                }
+            })
+        };
+        for task in tasks {
+            task.await.expect("append task");
+        }
+        committer.abort();
+    }
+
+    /// Runs the test `child_test` of the current test binary with `env` set to `path`, kills
+    /// it with SIGKILL once it acknowledged a few thousand appends, and returns everything it
+    /// acknowledged (including what it printed before dying).
+    pub fn kill_child(child_test: &str, env: &str, path: &Path) -> Acknowledged {
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", child_test, "--nocapture", "--test-threads=1"])
+            .env(env, path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn child");
+        let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
+        let mut acknowledged = Acknowledged::default();
+        let mut record = |line: &str| {
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            match parts.as_slice() {
+                ["ACK", p, o, payload] => acknowledged.appends.push((
+                    p.parse().expect("partition"),
+                    o.parse().expect("offset"),
+                    (*payload).to_owned(),
+                )),
+                ["COMMIT", p, n] => {
+                    let n: u64 = n.parse().expect("offset");
+                    let slot = acknowledged
+                        .commits
+                        .entry(p.parse().expect("partition"))
+                        .or_default();
+                    *slot = (*slot).max(n);
+                }
+                _ => {}
+            }
+        };
+        let mut seen = 0;
+        for line in lines.by_ref() {
+            let line = line.expect("child output");
+            record(&line);
+            seen += usize::from(line.starts_with("ACK"));
+            if seen >= BEFORE_KILL {
+                break;
+            }
+        }
+        child.kill().expect("SIGKILL child");
+        for line in lines {
+            record(&line.expect("child output"));
+        }
+        child.wait().expect("reap child");
+        assert!(
+            acknowledged.appends.len() >= BEFORE_KILL,
+            "child acknowledged only {} appends",
+            acknowledged.appends.len()
+        );
+        acknowledged
+    }
+
+    /// Every acknowledged append is stored once at its position, every acknowledged commit
+    /// holds, and the log keeps appending where it stopped.
+    pub async fn verify(log: Arc<dyn EventLog>, acknowledged: &Acknowledged) {
+        let mut stored = HashMap::new();
+        for p in 0..PARTITIONS {
+            for r in read_partition(log.as_ref(), TOPIC, p).await {
+                stored.insert((p, r.offset), r);
+            }
+        }
+        for (p, o, payload) in &acknowledged.appends {
+            let r = stored
+                .get(&(*p, *o))
+                .unwrap_or_else(|| panic!("acknowledged record {p}/{o} lost"));
+            assert_eq!(r.payload, payload.as_bytes(), "record at {p}/{o}");
+        }
+        let distinct: HashSet<&Vec<u8>> = stored.values().map(|r| &r.payload).collect();
+        assert_eq!(distinct.len(), stored.len(), "no record stored twice");
+        for (p, n) in &acknowledged.commits {
+            let committed = log
+                .committed(GROUP, TOPIC, *p)
+                .await
+                .expect("committed")
+                .unwrap_or(0);
+            assert!(
+                committed >= *n,
+                "commit {n} of partition {p} lost (found {committed})"
+            );
+        }
+        let topic = unique_topic("after-crash");
+        log.create_topic(&topic, 1).await.expect("create");
+        let end = log.end_offset(TOPIC, 0).await.expect("end");
+        let key = (0..)
+            .map(|i| format!("k{i}"))
+            .find(|k| partition_for(k, PARTITIONS) == 0)
+            .expect("key");
+        let pos = log
+            .append(vec![NewRecord::new(TOPIC, key, b"after".to_vec())])
+            .await
+            .expect("append after crash");
+        assert_eq!(pos[0].offset, end, "offsets continue after the crash");
+    }
+}

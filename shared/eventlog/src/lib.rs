@@ -40,6 +40,7 @@
 //!   cannot go on.
 
 pub mod conformance;
+pub mod journal;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 mod local;

@@ -17,6 +17,7 @@
 //! and fails clearly instead.
 
 mod consumer;
+pub(crate) mod headers;
 pub(crate) mod topic;
 mod writer;
 
@@ -59,8 +60,13 @@ pub(crate) trait StorageWriter: Send + 'static {
         record: &NewRecord,
         now_ms: i64,
     ) -> Result<()>;
-    fn commit_offset(&mut self, group: &str, topic_id: i64, partition: u32, next: u64)
-    -> Result<()>;
+    fn commit_offset(
+        &mut self,
+        group: &str,
+        topic_id: i64,
+        partition: u32,
+        next: u64,
+    ) -> Result<()>;
     fn commit(&mut self) -> Result<()>;
     /// Drops what the group wrote, as far as the storage can.
     fn abort(&mut self);

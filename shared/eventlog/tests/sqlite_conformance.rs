@@ -1,15 +1,12 @@
 //! The port's conformance suite against `SqliteLog`, plus what only the embedded log
 //! promises: crash durability under `kill -9`, exclusive ownership of the file, fair polls.
 
-use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use distorch_eventlog::conformance::{self, poll_n, read_partition, unique_topic};
+use distorch_eventlog::conformance::{self, poll_n, read_partition};
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_eventlog::{EventLog, LogError, NewRecord, partition_for};
 
@@ -133,173 +130,25 @@ async fn poll_shares_a_batch_across_busy_partitions() {
     );
 }
 
-// ---------------------------------------------------------------------------------------
-// kill -9: a child process (this test binary, running `kill9_child`) appends and commits
-// from many tasks and prints what was acknowledged; the parent SIGKILLs it mid-flight and
-// checks that everything acknowledged is on disk.
-
-const CHILD_ENV: &str = "DISTORCH_EVENTLOG_KILL9_DB";
-const CRASH_TOPIC: &str = "crash";
-const CRASH_PARTITIONS: u32 = 4;
-const CRASH_GROUP: &str = "crash-group";
-
-/// The child's body; a no-op in a normal test run.
+/// Appends and commits from many tasks until killed (a no-op in a normal test run); see
+/// [`conformance::crash`].
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_child() {
-    let Some(path) = std::env::var_os(CHILD_ENV) else {
-        return;
-    };
-    let log = open(Path::new(&path));
-    log.create_topic(CRASH_TOPIC, CRASH_PARTITIONS)
-        .await
-        .expect("create");
-
-    let mut tasks = Vec::new();
-    for task in 0..16 {
-        let log = Arc::clone(&log);
-        tasks.push(tokio::spawn(async move {
-            let key = format!("task-{task}");
-            // Bounded, so an orphaned child cannot run forever.
-            for seq in 0..20_000 {
-                let payload = format!("{task}:{seq}");
-                let record = NewRecord::new(CRASH_TOPIC, key.as_str(), payload.clone().into());
-                let pos = log.append(vec![record]).await.expect("append");
-                println!("ACK {} {} {payload}", pos[0].partition, pos[0].offset);
-            }
-        }));
+    if let Some(path) = std::env::var_os(CRASH_ENV) {
+        conformance::crash::child(open(Path::new(&path))).await;
     }
-    let committer = {
-        let log = Arc::clone(&log);
-        tokio::spawn(async move {
-            let mut consumer = log
-                .consumer(CRASH_GROUP, &[CRASH_TOPIC.to_owned()])
-                .await
-                .expect("consumer");
-            let mut next: HashMap<u32, u64> = HashMap::new();
-            loop {
-                for r in consumer
-                    .poll(100, Duration::from_millis(100))
-                    .await
-                    .expect("poll")
-                {
-                    next.insert(r.partition, r.offset + 1);
-                }
-                let offsets: Vec<(String, u32, u64)> = next
-                    .iter()
-                    .map(|(&p, &n)| (CRASH_TOPIC.to_owned(), p, n))
-                    .collect();
-                consumer.commit(&offsets).await.expect("commit");
-                for (_, p, n) in offsets {
-                    println!("COMMIT {p} {n}");
-                }
-            }
-        })
-    };
-    for task in tasks {
-        task.await.expect("append task");
-    }
-    committer.abort();
 }
 
 #[test]
 fn acknowledged_appends_and_commits_survive_kill_9() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("crash.db");
-    let mut child = Command::new(std::env::current_exe().expect("test binary"))
-        .args(["--exact", "kill9_child", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn child");
-    let mut lines = BufReader::new(child.stdout.take().expect("child stdout")).lines();
-
-    let mut acks: Vec<(u32, u64, String)> = Vec::new();
-    let mut commits: HashMap<u32, u64> = HashMap::new();
-    let mut record = |line: &str| {
-        let parts: Vec<&str> = line.split_whitespace().collect();
-        match parts.as_slice() {
-            ["ACK", p, o, payload] => acks.push((
-                p.parse().expect("partition"),
-                o.parse().expect("offset"),
-                (*payload).to_owned(),
-            )),
-            ["COMMIT", p, n] => {
-                let n: u64 = n.parse().expect("offset");
-                let slot = commits.entry(p.parse().expect("partition")).or_default();
-                *slot = (*slot).max(n);
-            }
-            _ => {}
-        }
-    };
-    let mut seen = 0;
-    for line in lines.by_ref() {
-        let line = line.expect("child output");
-        record(&line);
-        seen += usize::from(line.starts_with("ACK"));
-        if seen >= 2_000 {
-            break;
-        }
-    }
-    child.kill().expect("SIGKILL child");
-    // What the child printed before dying was acknowledged too.
-    for line in lines {
-        record(&line.expect("child output"));
-    }
-    child.wait().expect("reap child");
-    assert!(
-        acks.len() >= 2_000,
-        "child acknowledged only {} appends",
-        acks.len()
-    );
-
-    verify_after_crash(&path, &acks, &commits);
-}
-
-fn verify_after_crash(path: &Path, acks: &[(u32, u64, String)], commits: &HashMap<u32, u64>) {
+    let acknowledged = conformance::crash::kill_child("kill9_child", CRASH_ENV, &path);
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let log = open(path);
-        let mut stored = HashMap::new();
-        for p in 0..CRASH_PARTITIONS {
-            for r in read_partition(log.as_ref(), CRASH_TOPIC, p).await {
-                stored.insert((p, r.offset), r);
-            }
-        }
-        for (p, o, payload) in acks {
-            let r = stored
-                .get(&(*p, *o))
-                .unwrap_or_else(|| panic!("acknowledged record {p}/{o} lost"));
-            assert_eq!(r.payload, payload.as_bytes(), "record at {p}/{o}");
-        }
-        let distinct: HashSet<&Vec<u8>> = stored.values().map(|r| &r.payload).collect();
-        assert_eq!(distinct.len(), stored.len(), "no record stored twice");
-        for (p, n) in commits {
-            let committed = log
-                .committed(CRASH_GROUP, CRASH_TOPIC, *p)
-                .await
-                .expect("committed")
-                .unwrap_or(0);
-            assert!(
-                committed >= *n,
-                "commit {n} of partition {p} lost (found {committed})"
-            );
-        }
-        // The log keeps working after the crash: offsets continue.
-        let topic = unique_topic("after-crash");
-        log.create_topic(&topic, 1).await.expect("create");
-        let end = log.end_offset(CRASH_TOPIC, 0).await.expect("end");
-        let key = (0..)
-            .map(|i| format!("k{i}"))
-            .find(|k| partition_for(k, CRASH_PARTITIONS) == 0)
-            .expect("key");
-        let pos = log
-            .append(vec![NewRecord::new(CRASH_TOPIC, key, b"after".to_vec())])
-            .await
-            .expect("append after crash");
-        assert_eq!(pos[0].offset, end);
-    });
+    runtime.block_on(conformance::crash::verify(open(&path), &acknowledged));
 }
+
+const CRASH_ENV: &str = "DISTORCH_EVENTLOG_KILL9_DB";
 
 /// A file of layout 0 (`records` as a `WITHOUT ROWID` table) opens with every record at its
 /// topic, partition and offset, and appends continue where they stopped.

@@ -141,7 +141,9 @@ impl LocalConsumer {
                     reads
                         .into_iter()
                         .map(|(i, source, from, limit)| {
-                            storage.read(&source, from, limit).map(|records| (i, records))
+                            storage
+                                .read(&source, from, limit)
+                                .map(|records| (i, records))
                         })
                         .collect::<Result<Vec<_>>>()
                 })

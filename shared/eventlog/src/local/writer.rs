@@ -16,8 +16,8 @@ use std::sync::mpsc::{Receiver, TryRecvError};
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::oneshot;
 
-use super::topic::{Topic, Topics};
 use super::StorageWriter;
+use super::topic::{Topic, Topics};
 use crate::{LogError, NewRecord, Position, Record, Result, partition_for};
 
 /// Upper bounds on one group so a flood of appends still commits (and acknowledges) in

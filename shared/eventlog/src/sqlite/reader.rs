@@ -10,7 +10,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use super::schema::{self, storage};
-use crate::local::{Source, Storage};
+use crate::local::{Source, Storage, headers};
 use crate::{Record, Result};
 
 /// Idle connections kept for reuse; more may exist briefly under a burst of reads.
@@ -64,12 +64,7 @@ impl ReadPool {
 }
 
 /// Up to `max` records of one partition from offset `from`, in offset order.
-fn read_records(
-    conn: &Connection,
-    source: &Source,
-    from: u64,
-    max: usize,
-) -> Result<Vec<Record>> {
+fn read_records(conn: &Connection, source: &Source, from: u64, max: usize) -> Result<Vec<Record>> {
     let mut stmt = conn
         .prepare_cached(schema::SELECT_RECORDS)
         .map_err(storage("preparing a read"))?;
@@ -85,7 +80,7 @@ fn read_records(
             partition: source.partition,
             offset: row.get(0).map_err(storage("reading an offset"))?,
             key: row.get(1).map_err(storage("reading a key"))?,
-            headers: schema::decode_headers(headers.as_deref())?,
+            headers: headers::decode(headers.as_deref())?,
             payload: row.get(3).map_err(storage("reading a payload"))?,
             timestamp_ms: row.get(4).map_err(storage("reading a timestamp"))?,
         });

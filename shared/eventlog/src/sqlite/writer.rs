@@ -4,7 +4,7 @@
 use rusqlite::{Connection, params};
 
 use super::schema::{self, storage};
-use crate::local::{StorageWriter, Topic};
+use crate::local::{StorageWriter, Topic, headers};
 use crate::{NewRecord, Result};
 
 pub(crate) struct SqliteWriter {
@@ -48,7 +48,7 @@ impl StorageWriter for SqliteWriter {
                     partition,
                     offset,
                     record.key,
-                    schema::encode_headers(&record.headers),
+                    headers::encode(&record.headers),
                     record.payload,
                     now_ms,
                 ])

@@ -1,0 +1,339 @@
+//! The embedded log on an append-only journal file, the default of `distorch standalone`.
+//!
+//! Every group the writer thread collects (appends, topic creations, group commits) becomes
+//! checksummed frames (see `frame`) written with one `pwrite` at the end of the file and made
+//! durable with one `fdatasync`; a caller is answered only after both returned, so an
+//! acknowledged append or commit survives `kill -9` and power loss. Nothing is ever written
+//! in place: a log is written once and read many times, which a B-tree (see
+//! [`crate::sqlite`]) pays for with page bookkeeping at every commit.
+//!
+//! In memory: the file position of every record (8 bytes a record) and every group's
+//! committed offsets; both are rebuilt by one sequential scan when the file is opened. The
+//! scan stops at the first frame that runs past the end of the file or fails its checksum,
+//! which is where a crash interrupted a write that was never acknowledged, and cuts the file
+//! there.
+//!
+//! After a failed `fdatasync` the kernel may have dropped the unwritten pages while marking
+//! them clean, so nothing written since the last good sync can be trusted: the journal then
+//! refuses every further write until the process restarts and recovers from what is on disk.
+
+mod frame;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{BufReader, Read};
+use std::os::unix::fs::FileExt;
+use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
+
+use crate::local::{LocalLog, Source, Storage, Topic, lock_file};
+use crate::{LogError, Record, Result};
+use frame::{Frame, HEADER, MAGIC};
+use writer::JournalWriter;
+
+/// The embedded, durable [`crate::EventLog`] backed by one append-only journal file.
+pub type JournalLog = LocalLog<Journal>;
+
+/// Names the journal storage in [`LocalLog`]'s type.
+#[derive(Debug)]
+pub enum Journal {}
+
+impl JournalLog {
+    /// Opens (creating if missing) the journal at `path`, recovering it after a crash.
+    ///
+    /// Blocking: it reads the whole file once. Call it at startup, or from `spawn_blocking`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let lock = lock_file(path)?;
+        let io = |what: &'static str| {
+            move |e: std::io::Error| LogError::Storage(format!("{what} {}: {e}", path.display()))
+        };
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .map_err(io("opening the journal"))?;
+        let recovered = recover(&file, path)?;
+        let reader = file.try_clone().map_err(io("opening the journal"))?;
+        let index = Arc::new(RwLock::new(recovered.index));
+        let storage = Arc::new(JournalStorage {
+            file: reader,
+            index: Arc::clone(&index),
+        });
+        let topics = recovered
+            .topics
+            .iter()
+            .map(|t| t.to_topic(&index.read().unwrap_or_else(PoisonError::into_inner)))
+            .collect();
+        let writer = JournalWriter::new(file, recovered.end, index, recovered.topics);
+        Self::start(lock, storage, writer, topics)
+    }
+}
+
+/// What the file says, as of the last good frame.
+#[derive(Debug, Default)]
+pub(crate) struct Index {
+    /// The frame position of every record, per (topic id, partition), by offset.
+    records: HashMap<(u32, u32), Vec<u64>>,
+    /// The committed next-offset per (group, topic id, partition).
+    commits: HashMap<(String, u32, u32), u64>,
+}
+
+/// A topic as the journal stores it.
+#[derive(Debug, Clone)]
+pub(crate) struct StoredTopic {
+    id: u32,
+    name: String,
+    partitions: u32,
+}
+
+impl StoredTopic {
+    fn to_topic(&self, index: &Index) -> Topic {
+        let ends = (0..self.partitions)
+            .map(|p| {
+                index
+                    .records
+                    .get(&(self.id, p))
+                    .map_or(0, |v| v.len() as u64)
+            })
+            .collect();
+        Topic::new(i64::from(self.id), self.name.clone(), ends)
+    }
+}
+
+struct Recovered {
+    index: Index,
+    topics: Vec<StoredTopic>,
+    /// Where the next frame goes.
+    end: u64,
+}
+
+/// Rebuilds the index from the file and cuts a torn tail; writes the header of a new file.
+fn recover(file: &File, path: &Path) -> Result<Recovered> {
+    let io = |what: &'static str| {
+        move |e: std::io::Error| LogError::Storage(format!("{what} {}: {e}", path.display()))
+    };
+    let size = file.metadata().map_err(io("reading the size of"))?.len();
+    if size == 0 {
+        file.write_all_at(MAGIC, 0)
+            .map_err(io("writing the header of"))?;
+        file.sync_all().map_err(io("syncing"))?;
+        sync_dir(path)?;
+        return Ok(Recovered {
+            index: Index::default(),
+            topics: Vec::new(),
+            end: MAGIC.len() as u64,
+        });
+    }
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut magic = [0; MAGIC.len()];
+    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
+        return Err(LogError::Storage(format!(
+            "{} is not a DisTorch journal (or of another version): its first bytes are not {:?}",
+            path.display(),
+            String::from_utf8_lossy(MAGIC)
+        )));
+    }
+    let mut state = Recovered {
+        index: Index::default(),
+        topics: Vec::new(),
+        end: MAGIC.len() as u64,
+    };
+    let mut body = Vec::new();
+    loop {
+        let at = state.end;
+        let mut head = [0; HEADER];
+        match read_full(&mut reader, &mut head) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(io("reading")(e)),
+        }
+        let (len, crc) = frame::header(&head);
+        // Zeros (a preallocated or torn tail) end the journal: no body is empty.
+        if len == 0 || at + (HEADER + len) as u64 > size {
+            break;
+        }
+        body.resize(len, 0);
+        match read_full(&mut reader, &mut body) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => return Err(io("reading")(e)),
+        }
+        if !frame::checksum_ok(&body, crc) {
+            break;
+        }
+        apply(&mut state, frame::decode(&body, at)?, at, path)?;
+        state.end = at + (HEADER + len) as u64;
+    }
+    if state.end < size {
+        tracing::warn!(
+            journal = %path.display(),
+            kept = state.end,
+            dropped = size - state.end,
+            "event log journal: cutting an unfinished write at its end (a crash interrupted it \
+             before it was acknowledged)"
+        );
+        file.set_len(state.end).map_err(io("truncating"))?;
+        file.sync_all().map_err(io("syncing"))?;
+    }
+    Ok(state)
+}
+
+/// Reads exactly `buf.len()` bytes; `false` when the file ends first.
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<bool> {
+    match reader.read_exact(buf) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Adds one recovered frame to the state, checking what the writer guarantees (topics before
+/// their records, offsets without gaps), so a damaged file is reported instead of served.
+fn apply(state: &mut Recovered, frame: Frame, at: u64, path: &Path) -> Result<()> {
+    let corrupt = |what: String| {
+        LogError::Storage(format!(
+            "the journal {} is damaged at byte {at}: {what}",
+            path.display()
+        ))
+    };
+    let partitions_of = |state: &Recovered, id: u32| {
+        state
+            .topics
+            .iter()
+            .find(|t| t.id == id)
+            .map(|t| t.partitions)
+    };
+    match frame {
+        Frame::Topic {
+            id,
+            partitions,
+            name,
+        } => {
+            if state.topics.iter().any(|t| t.id == id || t.name == name) {
+                return Err(corrupt(format!("topic {name:?} (id {id}) appears twice")));
+            }
+            state.topics.push(StoredTopic {
+                id,
+                name,
+                partitions,
+            });
+        }
+        Frame::Record {
+            topic_id,
+            partition,
+            offset,
+            ..
+        } => {
+            match partitions_of(state, topic_id) {
+                Some(n) if partition < n => {}
+                _ => {
+                    return Err(corrupt(format!(
+                        "a record of unknown topic {topic_id} partition {partition}"
+                    )));
+                }
+            }
+            let positions = state
+                .index
+                .records
+                .entry((topic_id, partition))
+                .or_default();
+            if offset != positions.len() as u64 {
+                return Err(corrupt(format!(
+                    "topic {topic_id} partition {partition} expects offset {}, found {offset}",
+                    positions.len()
+                )));
+            }
+            positions.push(at);
+        }
+        Frame::Commit {
+            topic_id,
+            partition,
+            next,
+            group,
+        } => {
+            if partitions_of(state, topic_id).is_none_or(|n| partition >= n) {
+                return Err(corrupt(format!(
+                    "a commit of unknown topic {topic_id} partition {partition}"
+                )));
+            }
+            state
+                .index
+                .commits
+                .insert((group, topic_id, partition), next);
+        }
+    }
+    Ok(())
+}
+
+/// Makes a new file's directory entry durable.
+fn sync_dir(path: &Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| LogError::Storage(format!("syncing the directory {}: {e}", dir.display())))
+}
+
+fn topic_id(source: &Source) -> Result<u32> {
+    u32::try_from(source.topic_id)
+        .map_err(|_| LogError::Storage(format!("topic id {} out of range", source.topic_id)))
+}
+
+/// The read side: positional reads of the file, located through the shared index.
+#[derive(Debug)]
+pub(crate) struct JournalStorage {
+    file: File,
+    index: Arc<RwLock<Index>>,
+}
+
+impl JournalStorage {
+    fn read_frame(&self, at: u64, buf: &mut Vec<u8>) -> Result<()> {
+        let io =
+            |e: std::io::Error| LogError::Storage(format!("reading the journal at byte {at}: {e}"));
+        let mut head = [0; HEADER];
+        self.file.read_exact_at(&mut head, at).map_err(io)?;
+        let (len, crc) = frame::header(&head);
+        buf.resize(len, 0);
+        self.file
+            .read_exact_at(buf, at + HEADER as u64)
+            .map_err(io)?;
+        if !frame::checksum_ok(buf, crc) {
+            return Err(LogError::Storage(format!(
+                "the journal's frame at byte {at} fails its checksum"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Storage for JournalStorage {
+    fn read(&self, source: &Source, from: u64, max: usize) -> Result<Vec<Record>> {
+        let key = (topic_id(source)?, source.partition);
+        let positions: Vec<u64> = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            let all = index.records.get(&key).map_or(&[][..], Vec::as_slice);
+            let from = usize::try_from(from).unwrap_or(usize::MAX).min(all.len());
+            all[from..].iter().take(max).copied().collect()
+        };
+        let mut buf = Vec::new();
+        positions
+            .into_iter()
+            .map(|at| {
+                self.read_frame(at, &mut buf)?;
+                frame::decode_record(&buf, at, &source.topic)
+            })
+            .collect()
+    }
+
+    fn group_offset(&self, group: &str, source: &Source) -> Result<Option<u64>> {
+        let key = (group.to_owned(), topic_id(source)?, source.partition);
+        let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+        Ok(index.commits.get(&key).copied())
+    }
+}

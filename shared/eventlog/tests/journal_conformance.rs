@@ -1,0 +1,230 @@
+//! The port's conformance suite against `JournalLog`, plus what only the journal promises:
+//! crash durability under `kill -9`, recovery from a torn tail, exclusive ownership.
+
+use std::fs::OpenOptions;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use distorch_eventlog::conformance::{self, read_partition};
+use distorch_eventlog::journal::JournalLog;
+use distorch_eventlog::{EventLog, LogError, NewRecord};
+
+fn open(path: &Path) -> Arc<dyn EventLog> {
+    Arc::new(JournalLog::open(path).expect("open journal"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_with_a_fresh_file_per_check() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let n = AtomicUsize::new(0);
+    let make = || {
+        let path = dir
+            .path()
+            .join(format!("log-{}.journal", n.fetch_add(1, Ordering::Relaxed)));
+        async move { open(&path) }
+    };
+    conformance::run_all(make).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_with_one_shared_log() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open(&dir.path().join("log.journal"));
+    conformance::run_all(|| {
+        let log = Arc::clone(&log);
+        async move { log }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn durability_across_reopen() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    conformance::durability(|| {
+        let path = path.clone();
+        async move { open(&path) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_open_of_the_same_file_fails_until_the_first_is_dropped() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    let first = JournalLog::open(&path).expect("open");
+    match JournalLog::open(&path) {
+        Err(LogError::Storage(msg)) => assert!(msg.contains("already open"), "{msg}"),
+        other => panic!("expected a Storage error, got {other:?}"),
+    }
+    drop(first);
+    JournalLog::open(&path).expect("reopen after drop");
+}
+
+#[tokio::test]
+async fn a_file_that_is_not_a_journal_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    std::fs::write(&path, b"SQLite format 3\0 and more").expect("write");
+    match JournalLog::open(&path) {
+        Err(LogError::Storage(msg)) => assert!(msg.contains("not a DisTorch journal"), "{msg}"),
+        other => panic!("expected a Storage error, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        b"SQLite format 3\0 and more"
+    );
+}
+
+/// Writes three records to a fresh journal and returns its size after each append.
+async fn three_appends(path: &Path) -> Vec<u64> {
+    let log = open(path);
+    log.create_topic("t", 1).await.expect("create");
+    let mut sizes = Vec::new();
+    for i in 0..3u8 {
+        log.append(vec![NewRecord::new("t", "k", vec![i; 100])])
+            .await
+            .expect("append");
+        sizes.push(std::fs::metadata(path).expect("size").len());
+    }
+    sizes
+}
+
+async fn payloads(log: &dyn EventLog) -> Vec<Vec<u8>> {
+    read_partition(log, "t", 0)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect()
+}
+
+/// Damages a journal, given its size after each of [`three_appends`].
+type Damage = fn(&Path, &[u64]);
+
+/// A crash in the middle of a write leaves part of a frame (or garbage) after the last
+/// acknowledged one: reopening keeps every complete frame, cuts the rest, and appends go on
+/// at the next offset.
+#[tokio::test]
+async fn a_torn_tail_is_cut_and_the_log_goes_on() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, Damage); 3] = [
+        ("half of the last frame", |path, sizes| {
+            let cut = sizes[1] + (sizes[2] - sizes[1]) / 2;
+            OpenOptions::new()
+                .write(true)
+                .open(path)
+                .and_then(|f| f.set_len(cut))
+                .expect("cut");
+        }),
+        ("a flipped byte in the last frame", |path, sizes| {
+            let mut bytes = std::fs::read(path).expect("read");
+            let at = usize::try_from(sizes[2]).expect("size") - 1;
+            bytes[at] ^= 0xff;
+            std::fs::write(path, bytes).expect("write");
+        }),
+        ("garbage after the last frame", |path, sizes| {
+            let mut bytes = std::fs::read(path).expect("read");
+            bytes.truncate(usize::try_from(sizes[1]).expect("size"));
+            bytes.extend_from_slice(&[0xAB; 37]);
+            std::fs::write(path, bytes).expect("write");
+        }),
+    ];
+    for (i, (case, damage)) in cases.into_iter().enumerate() {
+        let path = dir.path().join(format!("torn-{i}.journal"));
+        let sizes = three_appends(&path).await;
+        damage(&path, &sizes);
+
+        let log = open(&path);
+        assert_eq!(
+            payloads(log.as_ref()).await,
+            vec![vec![0; 100], vec![1; 100]],
+            "{case}: the two complete records survive, the torn one is gone"
+        );
+        assert_eq!(
+            std::fs::metadata(&path).expect("size").len(),
+            sizes[1],
+            "{case}: the file is cut after the last complete frame"
+        );
+        let at = log
+            .append(vec![NewRecord::new("t", "k", vec![9; 10])])
+            .await
+            .expect("append after recovery");
+        assert_eq!(at[0].offset, 2, "{case}: offsets continue");
+        drop(log);
+        let log = open(&path);
+        assert_eq!(payloads(log.as_ref()).await.len(), 3, "{case}: reopened");
+    }
+}
+
+/// Damage that is not a torn write (a complete frame contradicting the ones before it) is
+/// reported with its position, not silently dropped.
+#[tokio::test]
+async fn a_damaged_journal_is_refused_with_the_position() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    let sizes = three_appends(&path).await;
+    // Append a copy of the last record frame: a valid checksum, but offset 2 again.
+    let mut bytes = std::fs::read(&path).expect("read");
+    let last = bytes[usize::try_from(sizes[1]).expect("size")..].to_vec();
+    bytes.extend_from_slice(&last);
+    std::fs::write(&path, &bytes).expect("write");
+    match JournalLog::open(&path) {
+        Err(LogError::Storage(msg)) => {
+            assert!(
+                msg.contains(&format!("byte {}", sizes[2])) && msg.contains("expects offset 3"),
+                "{msg}"
+            );
+        }
+        other => panic!("expected a Storage error, got {other:?}"),
+    }
+    assert_eq!(
+        std::fs::read(&path).expect("read").len(),
+        bytes.len(),
+        "left as it was"
+    );
+}
+
+/// Records that left the in-memory tail (the last 1,024 of a partition) are read back from
+/// the file.
+#[tokio::test]
+async fn old_records_are_read_from_the_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    let log = open(&path);
+    log.create_topic("t", 1).await.expect("create");
+    let records: Vec<NewRecord> = (0..3000u32)
+        .map(|i| NewRecord::new("t", "k", i.to_le_bytes().to_vec()))
+        .collect();
+    log.append(records).await.expect("append");
+    let read = log
+        .read("t", 0, 5, 3, std::time::Duration::ZERO)
+        .await
+        .expect("read");
+    let got: Vec<(u64, Vec<u8>)> = read.into_iter().map(|r| (r.offset, r.payload)).collect();
+    assert_eq!(
+        got,
+        (5..8u32)
+            .map(|i| (u64::from(i), i.to_le_bytes().to_vec()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// Appends and commits from many tasks until killed (a no-op in a normal test run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_child() {
+    if let Some(path) = std::env::var_os(CRASH_ENV) {
+        conformance::crash::child(open(Path::new(&path))).await;
+    }
+}
+
+#[test]
+fn acknowledged_appends_and_commits_survive_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("crash.journal");
+    let acknowledged = conformance::crash::kill_child("kill9_child", CRASH_ENV, &path);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(conformance::crash::verify(open(&path), &acknowledged));
+}
+
+const CRASH_ENV: &str = "DISTORCH_EVENTLOG_KILL9_JOURNAL";
