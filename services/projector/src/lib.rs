@@ -198,9 +198,11 @@ impl Projector {
             }
             // A failed commit keeps its offsets for the next one; at worst a restart applies
             // those events again, which `apply` and `record` make harmless.
-            if let Err(e) = commits.commit_due(&mut *consumer).await {
+            if let Some(offsets) = commits.due(Instant::now().into_std())
+                && let Err(e) = self.commit(&mut commits, &mut *consumer, offsets).await
+            {
                 if !e.is_retryable() {
-                    return Err(e.into());
+                    return Err(e);
                 }
                 tracing::warn!(error = %e, "offset commit failed; will retry");
             }
@@ -217,7 +219,8 @@ impl Projector {
                 }
             }
         }
-        if let Err(e) = commits.commit_rest(&mut *consumer).await {
+        let rest = commits.take();
+        if let Err(e) = self.commit(&mut commits, &mut *consumer, rest).await {
             tracing::warn!(error = %e, "last offset commit failed; those events will be applied again");
         }
         tracing::info!("projector stopped");
@@ -266,6 +269,32 @@ impl Projector {
             }
         }
         batch
+    }
+
+    /// Commits `offsets` (taken from `commits`) once what they cover is durable in the read
+    /// store and analytics, which may sync lazily: a commit past a write that a power loss
+    /// then takes would skip those records for good. On failure the offsets stay pending.
+    async fn commit(
+        &self,
+        commits: &mut PacedCommits,
+        consumer: &mut dyn Consumer,
+        offsets: Vec<(String, u32, u64)>,
+    ) -> Result<(), ProjectorError> {
+        if offsets.is_empty() {
+            return Ok(());
+        }
+        let analytics = async {
+            match &self.analytics {
+                Some(analytics) => analytics.flush().await.map_err(ProjectorError::Analytics),
+                None => Ok(()),
+            }
+        };
+        let (stored, recorded) = tokio::join!(self.store.flush(), analytics);
+        if let Err(e) = stored.map_err(ProjectorError::Store).and(recorded) {
+            commits.restore(&offsets);
+            return Err(e);
+        }
+        Ok(commits.commit(consumer, offsets).await?)
     }
 
     /// Folds the batch into the read store and into analytics (at the same time: they are

@@ -101,6 +101,12 @@ impl Projector {
             tracing::info!(%topic, partition, end, "partition replayed");
         }
         report.undecodable = report.records - report.events - report.definitions;
+        // The group's committed offsets may already lie past what was replayed: make the
+        // replay durable before the projector resumes from them.
+        self.store.flush().await?;
+        if let Some(analytics) = &self.analytics {
+            analytics.flush().await.map_err(ProjectorError::Analytics)?;
+        }
         Ok(report)
     }
 }

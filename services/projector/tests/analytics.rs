@@ -103,3 +103,117 @@ async fn records_facts_and_a_replay_changes_no_figure() {
     project_all(&log, &store, &analytics, "replay", n).await;
     assert_eq!(analytics.performance(w).await.expect("performance"), first);
 }
+
+/// Analytics whose `flush` fails while `failing` is set: writes that cannot be made durable.
+struct Unsyncable {
+    inner: SqliteAnalytics,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl Analytics for Unsyncable {
+    async fn record(&self, events: &[EventEnvelope]) -> distorch_store::Result<()> {
+        self.inner.record(events).await
+    }
+    async fn flush(&self) -> distorch_store::Result<()> {
+        if self.failing.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(distorch_store::StoreError::Storage("disk gone".into()));
+        }
+        self.inner.flush().await
+    }
+    async fn reset(&self) -> distorch_store::Result<()> {
+        self.inner.reset().await
+    }
+    async fn performance(
+        &self,
+        window: distorch_store::analytics::Window,
+    ) -> distorch_store::Result<distorch_store::analytics::Performance> {
+        self.inner.performance(window).await
+    }
+    async fn bottlenecks(
+        &self,
+        window: distorch_store::analytics::Window,
+    ) -> distorch_store::Result<distorch_store::analytics::Bottlenecks> {
+        self.inner.bottlenecks(window).await
+    }
+    async fn cost(
+        &self,
+        window: distorch_store::analytics::Window,
+        rates: &distorch_store::analytics::CostRates,
+    ) -> distorch_store::Result<distorch_store::analytics::Cost> {
+        self.inner.cost(window, rates).await
+    }
+}
+
+/// The read store and analytics sync lazily; the projector commits offsets only past writes
+/// their `flush` made durable, so a power loss can never leave applied-but-lost records
+/// behind a commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offsets_are_committed_only_after_the_stores_are_flushed() {
+    use std::sync::atomic::Ordering;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = Arc::new(SqliteLog::open(dir.path().join("log.db")).expect("log"));
+    let store = Arc::new(SqliteStore::open(dir.path().join("read.db")).expect("store"));
+    let analytics = Arc::new(Unsyncable {
+        inner: SqliteAnalytics::open(dir.path().join("analytics.db")).expect("analytics"),
+        failing: true.into(),
+    });
+    let topics = Topics::default();
+    log.create_topic(&topics.events(), 1).await.expect("events");
+    log.create_topic(&topics.definitions(), 1)
+        .await
+        .expect("definitions");
+    let t = fresh_window().from_ms;
+    let mut run = Run::start("orders", json!({}), t);
+    let task = run.schedule(t, "charge", "payments.charge", "payments");
+    run.begin(t + 10, &task, 1);
+    let records: Vec<NewRecord> = run
+        .events
+        .iter()
+        .map(|e| {
+            NewRecord::new(
+                topics.events(),
+                e.workflow_id.to_string(),
+                serde_json::to_vec(e).expect("encode"),
+            )
+        })
+        .collect();
+    let end = records.len() as u64;
+    log.append(records).await.expect("append");
+
+    let projector = Projector::new(
+        log.clone(),
+        store.clone(),
+        topics.clone(),
+        ProjectorConfig::default(),
+    )
+    .with_analytics(analytics.clone());
+    let stats = projector.stats();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(projector.run(async move {
+        let _ = stopped.await;
+    }));
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while stats.applied_events() < end {
+        assert!(tokio::time::Instant::now() < deadline, "events not applied");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Several commit intervals (250 ms) pass with every flush failing: nothing is committed.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let committed = || async {
+        log.committed("projector", &topics.events(), 0)
+            .await
+            .expect("committed")
+    };
+    assert_eq!(committed().await, None, "committed past an unflushed write");
+
+    // Once flushes succeed the applied records are committed, at the next interval.
+    analytics.failing.store(false, Ordering::SeqCst);
+    while committed().await != Some(end) {
+        assert!(tokio::time::Instant::now() < deadline, "never committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = stop.send(());
+    task.await.expect("join").expect("projector ran cleanly");
+}

@@ -89,7 +89,9 @@ impl PacedCommits {
         self.commit(consumer, rest).await
     }
 
-    async fn commit(
+    /// Commits offsets taken with [`due`](Self::due) or [`take`](Self::take); if the commit
+    /// fails they are pending again.
+    pub async fn commit(
         &mut self,
         consumer: &mut (dyn Consumer + '_),
         offsets: Vec<(String, u32, u64)>,
@@ -99,11 +101,17 @@ impl PacedCommits {
         }
         let result = consumer.commit(&offsets).await;
         if result.is_err() {
-            for (topic, partition, next) in &offsets {
-                self.keep(topic, *partition, *next);
-            }
+            self.restore(&offsets);
         }
         result
+    }
+
+    /// Puts offsets taken with [`due`](Self::due) or [`take`](Self::take) back, for a caller
+    /// that could not commit them (what they cover is not durable yet, say).
+    pub fn restore(&mut self, offsets: &[(String, u32, u64)]) {
+        for (topic, partition, next) in offsets {
+            self.keep(topic, *partition, *next);
+        }
     }
 
     /// Everything pending, whatever the time.

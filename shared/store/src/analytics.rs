@@ -13,7 +13,8 @@
 //!   nothing. A replayed or duplicated batch therefore changes no figure.
 //! - `record` MUST be given each run's events in log order (as the log delivers them); a batch
 //!   MAY mix runs. Events of a run whose `WorkflowStarted` was never recorded are ignored.
-//! - A successful `record` is durable; the projector commits offsets only after it.
+//! - What `record` stored is durable once `flush` returned (a backend may sync lazily); the
+//!   projector flushes before it commits offsets past the recorded events.
 //! - Reports see every batch whose `record` returned.
 //! - A report covers the facts that *ended* in its window (`from` inclusive, `to`
 //!   exclusive): attempts by their end, runs by their end. Work in flight is not in a
@@ -294,9 +295,13 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
 
 #[async_trait]
 pub trait Analytics: Send + Sync + 'static {
-    /// Folds a batch of events into facts and stores the changed ones (idempotent, durable
-    /// on return; see the module contract).
+    /// Folds a batch of events into facts and stores the changed ones (idempotent; durable
+    /// after the next [`flush`](Self::flush); see the module contract).
     async fn record(&self, events: &[EventEnvelope]) -> Result<()>;
+    /// Makes everything recorded so far survive a power loss (see [`crate::ReadStore::flush`]).
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
     /// Drops every fact; a rebuild from the log follows. Afterwards every report MUST be
     /// empty, and recording the same events again MUST give the same reports.
     async fn reset(&self) -> Result<()>;

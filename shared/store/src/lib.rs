@@ -217,6 +217,12 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn apply(&self, events: &[EventEnvelope]) -> Result<()>;
     /// Records registered definitions (idempotent by name + version).
     async fn apply_definitions(&self, defs: &[DefinitionRegistered]) -> Result<()>;
+    /// Makes everything applied so far survive a power loss. A store whose writes are
+    /// durable when they return has nothing to do; one that syncs lazily (the embedded one)
+    /// syncs here. The projector calls it before it commits log offsets past what it applied.
+    async fn flush(&self) -> Result<()> {
+        Ok(())
+    }
     /// Drops every read model (runs, histories, listings, inbox, dead letters, SLA alerts,
     /// definitions); a rebuild from the log follows. Afterwards the store MUST read as
     /// empty, and applying the same events again MUST give the same read models. Not

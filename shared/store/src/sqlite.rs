@@ -1,10 +1,10 @@
 //! The embedded read store: one SQLite file in WAL mode.
 //!
 //! Durability: `synchronous=NORMAL`. In WAL mode that keeps the file consistent across
-//! crashes but may lose the last transactions on power loss. That is acceptable here and
-//! only here: the read model is a fold of the event log, and the projector commits its log
-//! offsets after `apply`, so anything lost is re-applied from the log (and a lost tail can
-//! only be re-delivered, never skipped, because the offsets commit lives in the log).
+//! crashes (`kill -9` loses nothing) but a power loss may take the last transactions, so an
+//! `apply` is durable only after the next [`ReadStore::flush`], which syncs the WAL. The
+//! projector flushes before it commits its log offsets past what it applied: a write lost
+//! with the power is then always one whose records the log delivers again.
 //!
 //! Threads: SQLite calls block, so they run on tokio's blocking pool. One writer connection
 //! (SQLite allows one writer anyway) and a small pool of reader connections, which WAL lets
@@ -178,6 +178,28 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
+/// The row [`make_durable`] rewrites; created by every SQLite file of this crate.
+pub(crate) const DURABILITY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS durable_marker (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    at_ms INTEGER NOT NULL
+);";
+
+/// Makes every transaction committed so far on `conn`'s file durable: one tiny write
+/// committed with `synchronous=FULL`, which syncs the WAL (and with it every earlier frame),
+/// then back to `NORMAL`. Needs [`DURABILITY_SCHEMA`].
+pub(crate) fn make_durable(conn: &Connection) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let at_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let written = conn.execute(
+        "INSERT OR REPLACE INTO durable_marker (id, at_ms) VALUES (1, ?1)",
+        [at_ms],
+    );
+    let restored = conn.pragma_update(None, "synchronous", "NORMAL");
+    written.and(restored)
+}
+
 fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(storage)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
@@ -196,6 +218,7 @@ impl SqliteStore {
         let mut writer = connect(&path)?;
         migrate(&mut writer)?;
         writer.execute_batch(SCHEMA).map_err(storage)?;
+        writer.execute_batch(DURABILITY_SCHEMA).map_err(storage)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
@@ -757,6 +780,10 @@ impl ReadStore for SqliteStore {
         self.write(move |conn| apply_definitions(conn, &defs)).await
     }
 
+    async fn flush(&self) -> Result<()> {
+        self.write(|conn| make_durable(conn).map_err(storage)).await
+    }
+
     async fn reset(&self) -> Result<()> {
         self.write(|conn| {
             let tx = conn.transaction().map_err(storage)?;
@@ -957,5 +984,35 @@ impl ReadStore for SqliteStore {
                 .map_err(storage)
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `make_durable` writes its marker with a synced commit and leaves the connection on
+    /// the lazy `NORMAL` it had, so later writes stay cheap.
+    #[test]
+    fn make_durable_writes_its_marker_and_restores_lazy_syncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conn = connect(&dir.path().join("read.db")).expect("open");
+        conn.execute_batch(DURABILITY_SCHEMA).expect("schema");
+        let synchronous = |conn: &Connection| -> i64 {
+            conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                .expect("pragma")
+        };
+        assert_eq!(synchronous(&conn), 1, "NORMAL");
+        make_durable(&conn).expect("durable");
+        make_durable(&conn).expect("again");
+        assert_eq!(synchronous(&conn), 1, "back to NORMAL");
+        let rows: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM durable_marker WHERE at_ms > 0",
+                [],
+                |r| r.get(0),
+            )
+            .expect("marker");
+        assert_eq!(rows, 1);
     }
 }

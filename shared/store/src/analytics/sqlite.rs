@@ -8,8 +8,8 @@
 //! attempt), and the fold skips events at or below a run's stored `last_seq`, all in one
 //! transaction per `record`. Reports load the facts that ended in the window (indexed by
 //! end time) and aggregate them with [`report`], the reference definition of the figures.
-//! Durability is the read store's: WAL with `synchronous=NORMAL`, since the log can replay
-//! anything lost.
+//! Durability is the read store's: WAL with `synchronous=NORMAL` (a `kill -9` loses nothing),
+//! and `flush` syncs the WAL before the projector commits offsets past what was recorded.
 
 use super::facts::{self, AttemptFact, AttemptStatus, RunFact, RunState};
 use super::{Analytics, Bottlenecks, Cost, CostRates, Performance, Window, price, report};
@@ -95,6 +95,8 @@ impl SqliteAnalytics {
         conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
             .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
+        conn.execute_batch(crate::sqlite::DURABILITY_SCHEMA)
+            .map_err(storage)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
@@ -323,6 +325,11 @@ impl Analytics for SqliteAnalytics {
         }
         let events = events.to_vec();
         self.with(move |conn| record(conn, &events)).await
+    }
+
+    async fn flush(&self) -> Result<()> {
+        self.with(|conn| crate::sqlite::make_durable(conn).map_err(storage))
+            .await
     }
 
     async fn reset(&self) -> Result<()> {
