@@ -678,6 +678,34 @@ pub async fn wait_for_end_reads_what_another_writer_folded(
     assert!(!reader.wait_for_end(going.id, short).await.expect("wait"));
 }
 
+/// Two stores writing one run's events in turns (two projectors on one database, the run's
+/// partition moving between them) each fold onto what the other wrote, never onto an older
+/// view of their own.
+pub async fn writers_taking_turns_fold_onto_each_others_views(
+    first: &dyn ReadStore,
+    second: &dyn ReadStore,
+) {
+    let mut run = Run::start(&fresh_name("turns"), 8_700_000);
+    run.step("a");
+    let started = run.events.len();
+    run.step("b");
+    let middle = run.events.len();
+    run.step("c");
+    run.complete();
+    first.apply(&run.events[..started]).await.expect("apply");
+    second
+        .apply(&run.events[started..middle])
+        .await
+        .expect("apply");
+    first.apply(&run.events[middle..]).await.expect("apply");
+    for store in [first, second] {
+        assert_eq!(
+            store.workflow(run.id).await.expect("read"),
+            Some(run.fold())
+        );
+    }
+}
+
 /// `wait_for_definition` returns true once that version is registered, false on timeout.
 pub async fn wait_for_definition_sees_registrations(store: &dyn ReadStore) {
     let name = fresh_name("waitdef");

@@ -121,7 +121,15 @@ struct Inner {
     /// What this process last folded of each run it applied, so read-your-writes waits and
     /// long-polls are answered from memory instead of a query per write per waiter.
     seqs: Mutex<HashMap<WorkflowId, Folded>>,
+    /// The committed views of running runs, decoded: a batch folds its events into them
+    /// instead of reading, decompressing and parsing each touched run's view again (it
+    /// only checks the stored `last_seq`). Only written after a commit (and under the
+    /// writer's lock), so it never runs ahead of the file; an ended run leaves it.
+    views: Mutex<HashMap<WorkflowId, WorkflowView>>,
 }
+
+/// Bound of the view cache; past it the cache starts over (views are then read again).
+const MAX_CACHED_VIEWS: usize = 4_096;
 
 /// The last event of a run folded into its view.
 #[derive(Debug, Clone, Copy, Default)]
@@ -226,6 +234,7 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 changed: watch::channel(0).0,
                 seqs: Mutex::new(HashMap::new()),
+                views: Mutex::new(HashMap::new()),
             }),
         })
     }
@@ -358,11 +367,22 @@ fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(storage)
 }
 
-fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
+/// Folds `events` into the stored views in one transaction. `views` holds decoded committed
+/// views (see `Inner::views`): a run found there is not read back; the runs still running
+/// go (back) into it only once the transaction committed.
+fn apply_batch(
+    conn: &mut Connection,
+    events: &[EventEnvelope],
+    views: &mut HashMap<WorkflowId, WorkflowView>,
+) -> Result<()> {
+    let mut running: Vec<(WorkflowId, WorkflowView)> = Vec::new();
     let tx = conn.transaction().map_err(storage)?;
     {
         let mut load = tx
             .prepare_cached("SELECT view FROM workflows WHERE id = ?1")
+            .map_err(storage)?;
+        let mut last_seq = tx
+            .prepare_cached("SELECT last_seq FROM workflows WHERE id = ?1")
             .map_err(storage)?;
         let mut history = tx
             .prepare_cached(
@@ -411,11 +431,26 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
 
         for (id, run_events) in group_by_run(events) {
             let id_text = id.to_string();
-            let stored: Option<WorkflowView> = load
-                .query_row([&id_text], |r| StoredView::decode(r, 0))
-                .optional()
-                .map_err(storage)?
-                .transpose()?;
+            // A cached view is used only if the file still holds that version: another
+            // process writing the same file (a second projector) may have moved the run on.
+            let cached = match views.remove(&id) {
+                Some(view) => {
+                    let stored_seq: Option<i64> = last_seq
+                        .query_row([&id_text], |r| r.get(0))
+                        .optional()
+                        .map_err(storage)?;
+                    (stored_seq == Some(view.last_seq as i64)).then_some(view)
+                }
+                None => None,
+            };
+            let stored: Option<WorkflowView> = match cached {
+                Some(view) => Some(view),
+                None => load
+                    .query_row([&id_text], |r| StoredView::decode(r, 0))
+                    .optional()
+                    .map_err(storage)?
+                    .transpose()?,
+            };
             let stored_seq = stored.as_ref().map_or(0, |v| v.last_seq);
             let parked_before: Vec<TaskId> = parked(stored.as_ref());
             let humans_before: HashMap<TaskId, HumanTask> = stored
@@ -470,6 +505,7 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
 
             let Some(view) = view else { continue };
             if view.last_seq == stored_seq {
+                running.push((id, view));
                 continue;
             }
             upsert
@@ -536,9 +572,17 @@ fn apply_batch(conn: &mut Connection, events: &[EventEnvelope]) -> Result<()> {
                     ])
                     .map_err(storage)?;
             }
+            if !view.status.is_terminal() {
+                running.push((id, view));
+            }
         }
     }
-    tx.commit().map_err(storage)
+    tx.commit().map_err(storage)?;
+    if views.len() + running.len() > MAX_CACHED_VIEWS {
+        views.clear();
+    }
+    views.extend(running);
+    Ok(())
 }
 
 fn inbox(conn: &Connection, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>> {
@@ -756,7 +800,10 @@ impl ReadStore for SqliteStore {
         // What was folded is remembered before `write` wakes the waiters: a waiter woken
         // first would find its run not ended yet and sleep until its timeout.
         self.write(move |conn| {
-            apply_batch(conn, &events)?;
+            let mut views = inner.views.lock().unwrap_or_else(|p| p.into_inner());
+            let applied = apply_batch(conn, &events, &mut views);
+            drop(views);
+            applied?;
             let mut seqs = inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
             if seqs.len() > MAX_REMEMBERED_SEQS {
                 seqs.clear();
@@ -785,7 +832,14 @@ impl ReadStore for SqliteStore {
     }
 
     async fn reset(&self) -> Result<()> {
-        self.write(|conn| {
+        let inner = self.inner.clone();
+        self.write(move |conn| {
+            // Under the writer's lock, like every apply: no view can be folded meanwhile.
+            inner
+                .views
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clear();
             let tx = conn.transaction().map_err(storage)?;
             tx.execute_batch(
                 "DELETE FROM workflows; DELETE FROM events; DELETE FROM dead_letters;

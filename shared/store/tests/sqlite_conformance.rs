@@ -28,6 +28,15 @@ async fn a_second_store_on_the_same_file_sees_runs_end() {
     conformance::wait_for_end_reads_what_another_writer_folded(&writer, &reader).await;
 }
 
+#[tokio::test]
+async fn two_stores_on_one_file_fold_a_run_in_turns() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("read.db");
+    let first = SqliteStore::open(&path).expect("open");
+    let second = SqliteStore::open(&path).expect("open again");
+    conformance::writers_taking_turns_fold_onto_each_others_views(&first, &second).await;
+}
+
 /// A file written before `workflows` became a rowid table (layout 0), with views stored as
 /// plain JSON text, opens, keeps every run and view, and is moved to the current layout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
