@@ -17,6 +17,20 @@ use tokio::sync::oneshot;
 
 const WAIT: Duration = Duration::from_secs(20);
 
+/// The events as the engine appends them.
+fn records_of(topics: &Topics, events: &[EventEnvelope]) -> Vec<NewRecord> {
+    events
+        .iter()
+        .map(|e| {
+            NewRecord::new(
+                topics.events(),
+                e.workflow_id.to_string(),
+                serde_json::to_vec(e).expect("encode"),
+            )
+        })
+        .collect()
+}
+
 /// Projects the whole log with consumer group `group`, then stops.
 async fn project_all(
     log: &Arc<SqliteLog>,
@@ -79,16 +93,7 @@ async fn records_facts_and_a_replay_changes_no_figure() {
         run.completed(t + 1000);
         events.extend(run.events);
     }
-    let records: Vec<NewRecord> = events
-        .iter()
-        .map(|e| {
-            NewRecord::new(
-                topics.events(),
-                e.workflow_id.to_string(),
-                serde_json::to_vec(e).expect("encode"),
-            )
-        })
-        .collect();
+    let records = records_of(&topics, &events);
     log.append(records).await.expect("append");
 
     let n = events.len() as u64;
@@ -168,17 +173,7 @@ async fn offsets_are_committed_only_after_the_stores_are_flushed() {
     let mut run = Run::start("orders", json!({}), t);
     let task = run.schedule(t, "charge", "payments.charge", "payments");
     run.begin(t + 10, &task, 1);
-    let records: Vec<NewRecord> = run
-        .events
-        .iter()
-        .map(|e| {
-            NewRecord::new(
-                topics.events(),
-                e.workflow_id.to_string(),
-                serde_json::to_vec(e).expect("encode"),
-            )
-        })
-        .collect();
+    let records = records_of(&topics, &run.events);
     let end = records.len() as u64;
     log.append(records).await.expect("append");
 

@@ -600,6 +600,68 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// What every log stored in local files must do beyond [`run_all`] and [`durability`],
+/// given a function that opens (creating if missing) the log at a path; each check keeps its
+/// files in `dir`.
+pub mod embedded {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use crate::{EventLog, LogError};
+
+    /// Opens the log stored at a path.
+    pub type Open = fn(&Path) -> crate::Result<Arc<dyn EventLog>>;
+
+    fn opened(open: Open, path: &Path) -> Arc<dyn EventLog> {
+        open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    }
+
+    /// [`run_all`](super::run_all) with a fresh file per check.
+    pub async fn fresh_file_per_check(open: Open, dir: &Path) {
+        let n = AtomicUsize::new(0);
+        super::run_all(|| {
+            let path = dir.join(format!("log-{}", n.fetch_add(1, Ordering::Relaxed)));
+            async move { opened(open, &path) }
+        })
+        .await;
+    }
+
+    /// [`run_all`](super::run_all) with every check on one log.
+    pub async fn one_shared_log(open: Open, dir: &Path) {
+        let log = opened(open, &dir.join("shared"));
+        super::run_all(|| {
+            let log = Arc::clone(&log);
+            async move { log }
+        })
+        .await;
+    }
+
+    /// [`durability`](super::durability), reopening the same file.
+    pub async fn durability_across_reopen(open: Open, dir: &Path) {
+        let path = dir.join("durable");
+        super::durability(|| {
+            let path = path.clone();
+            async move { opened(open, &path) }
+        })
+        .await;
+    }
+
+    /// One process, one writer: a second open of the same file fails clearly while the
+    /// first is open, and succeeds once it was dropped.
+    pub async fn a_second_open_fails_until_the_first_is_dropped(open: Open, dir: &Path) {
+        let path = dir.join("owned");
+        let first = opened(open, &path);
+        match open(&path) {
+            Err(LogError::Storage(msg)) => assert!(msg.contains("already open"), "{msg}"),
+            Err(other) => panic!("expected a Storage error, got {other:?}"),
+            Ok(_) => panic!("a second open of {} succeeded", path.display()),
+        }
+        drop(first);
+        opened(open, &path);
+    }
+}
+
 /// `kill -9` in the middle of appends and commits, for embedded backends.
 ///
 /// A backend's test binary has a test that calls [`child`] when an environment variable names

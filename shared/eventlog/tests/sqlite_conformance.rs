@@ -3,63 +3,42 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use distorch_eventlog::conformance::{self, poll_n, read_partition};
+use distorch_eventlog::conformance::{self, embedded, poll_n, read_partition};
 use distorch_eventlog::sqlite::SqliteLog;
-use distorch_eventlog::{EventLog, LogError, NewRecord, partition_for};
+use distorch_eventlog::{EventLog, LogError, NewRecord, Result, partition_for};
+
+fn try_open(path: &Path) -> Result<Arc<dyn EventLog>> {
+    Ok(Arc::new(SqliteLog::open(path)?))
+}
 
 fn open(path: &Path) -> Arc<dyn EventLog> {
-    Arc::new(SqliteLog::open(path).expect("open sqlite log"))
+    try_open(path).expect("open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_with_a_fresh_file_per_check() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let n = AtomicUsize::new(0);
-    let make = || {
-        let path = dir
-            .path()
-            .join(format!("log-{}.db", n.fetch_add(1, Ordering::Relaxed)));
-        async move { open(&path) }
-    };
-    conformance::run_all(make).await;
+    embedded::fresh_file_per_check(try_open, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_with_one_shared_log() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let log = open(&dir.path().join("log.db"));
-    conformance::run_all(|| {
-        let log = Arc::clone(&log);
-        async move { log }
-    })
-    .await;
+    embedded::one_shared_log(try_open, dir.path()).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn durability_across_reopen() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("log.db");
-    conformance::durability(|| {
-        let path = path.clone();
-        async move { open(&path) }
-    })
-    .await;
+    embedded::durability_across_reopen(try_open, dir.path()).await;
 }
 
 #[tokio::test]
 async fn a_second_open_of_the_same_file_fails_until_the_first_is_dropped() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("log.db");
-    let first = SqliteLog::open(&path).expect("open");
-    match SqliteLog::open(&path) {
-        Err(LogError::Storage(msg)) => assert!(msg.contains("already open"), "{msg}"),
-        other => panic!("expected a Storage error, got {other:?}"),
-    }
-    drop(first);
-    SqliteLog::open(&path).expect("reopen after drop");
+    embedded::a_second_open_fails_until_the_first_is_dropped(try_open, dir.path()).await;
 }
 
 #[tokio::test]
