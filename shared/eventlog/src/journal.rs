@@ -117,7 +117,9 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         move |e: std::io::Error| LogError::Storage(format!("{what} {}: {e}", path.display()))
     };
     let size = file.metadata().map_err(io("reading the size of"))?.len();
-    if size == 0 {
+    if size <= MAGIC.len() as u64 && unfinished_header(file, size).map_err(io("reading"))? {
+        // New, or a crash interrupted its creation (nothing was ever appended): start over.
+        file.set_len(0).map_err(io("truncating"))?;
         file.write_all_at(MAGIC, 0)
             .map_err(io("writing the header of"))?;
         file.sync_all().map_err(io("syncing"))?;
@@ -180,6 +182,14 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         file.sync_all().map_err(io("syncing"))?;
     }
     Ok(state)
+}
+
+/// Whether a file of `size` bytes (at most a header) holds a header being written: nothing,
+/// a prefix of [`MAGIC`], or zeros (a size that reached the disk before its data).
+fn unfinished_header(file: &File, size: u64) -> std::io::Result<bool> {
+    let mut head = vec![0; size as usize];
+    file.read_exact_at(&mut head, 0)?;
+    Ok(MAGIC.starts_with(&head) || head.iter().all(|&b| b == 0))
 }
 
 /// Reads exactly `buf.len()` bytes; `false` when the file ends first.

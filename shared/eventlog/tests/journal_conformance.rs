@@ -56,6 +56,33 @@ async fn a_file_that_is_not_a_journal_is_refused_and_left_alone() {
     );
 }
 
+/// A crash while a new journal's header was being written leaves at most the header, or a
+/// prefix of it, or zeros: the journal starts over instead of refusing to open.
+#[tokio::test]
+async fn a_journal_whose_creation_was_interrupted_starts_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for (i, bytes) in [&b""[..], b"DTJR", b"\0\0\0\0\0\0\0\0", b"DTJRNL01"]
+        .into_iter()
+        .enumerate()
+    {
+        let path = dir.path().join(format!("new-{i}.journal"));
+        std::fs::write(&path, bytes).expect("write");
+        let log = open(&path);
+        log.create_topic("t", 1).await.expect("create");
+        let at = log
+            .append(vec![NewRecord::new("t", "k", b"v".to_vec())])
+            .await
+            .expect("append");
+        assert_eq!(at[0].offset, 0, "{bytes:?}");
+    }
+    let path = dir.path().join("short.journal");
+    std::fs::write(&path, b"DTJX").expect("write");
+    assert!(
+        matches!(JournalLog::open(&path), Err(LogError::Storage(m)) if m.contains("not a DisTorch journal")),
+        "a short file that is not a header being written is refused"
+    );
+}
+
 /// Writes three records to a fresh journal and returns its size after each append.
 async fn three_appends(path: &Path) -> Vec<u64> {
     let log = open(path);
