@@ -58,16 +58,16 @@ impl JournalLog {
             .map_err(io("opening the journal"))?;
         let recovered = recover(&file, path)?;
         let reader = file.try_clone().map_err(io("opening the journal"))?;
+        let topics = recovered
+            .topics
+            .iter()
+            .map(|t| t.to_topic(&recovered.index))
+            .collect();
         let index = Arc::new(RwLock::new(recovered.index));
         let storage = Arc::new(JournalStorage {
             file: reader,
             index: Arc::clone(&index),
         });
-        let topics = recovered
-            .topics
-            .iter()
-            .map(|t| t.to_topic(&index.read().unwrap_or_else(PoisonError::into_inner)))
-            .collect();
         let writer = JournalWriter::new(file, recovered.end, index, recovered.topics);
         Self::start(lock, storage, writer, topics)
     }
