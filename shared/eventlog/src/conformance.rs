@@ -614,7 +614,24 @@ pub mod embedded {
     pub type Open = fn(&Path) -> crate::Result<Arc<dyn EventLog>>;
 
     fn opened(open: Open, path: &Path) -> Arc<dyn EventLog> {
-        open(path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+        open_when_released(open, path).unwrap_or_else(|e| panic!("opening {}: {e}", path.display()))
+    }
+
+    /// Opens the log at `path`, retrying for up to two seconds while its lock is held. A
+    /// process that a parallel test spawns holds copies of every descriptor, the lock
+    /// file's included, until it `exec`s; a lock never released still fails.
+    pub fn open_when_released(open: Open, path: &Path) -> crate::Result<Arc<dyn EventLog>> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        loop {
+            match open(path) {
+                Err(LogError::Storage(msg))
+                    if msg.contains("already open") && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// [`run_all`](super::run_all) with a fresh file per check.

@@ -14,7 +14,7 @@ fn try_open(path: &Path) -> Result<Arc<dyn EventLog>> {
 }
 
 fn open(path: &Path) -> Arc<dyn EventLog> {
-    try_open(path).expect("open")
+    embedded::open_when_released(try_open, path).expect("open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
