@@ -9,15 +9,17 @@
 //!
 //! In memory: the file position of every record (8 bytes a record) and every group's
 //! committed offsets; both are rebuilt by one sequential scan when the file is opened. The
-//! scan stops at the first frame that runs past the end of the file or fails its checksum,
-//! which is where a crash interrupted a write that was never acknowledged, and cuts the file
-//! there.
+//! scan stops at the first frame that runs past the end of the file, fails its checksum or
+//! is zeros. Zeros to the end of the file are space preallocated ahead of the end (see
+//! `prealloc`) and are kept; anything else is where a crash interrupted a write that was
+//! never acknowledged, and the file is cut there.
 //!
 //! After a failed `fdatasync` the kernel may have dropped the unwritten pages while marking
 //! them clean, so nothing written since the last good sync can be trusted: the journal then
 //! refuses every further write until the process restarts and recovers from what is on disk.
 
 mod frame;
+mod prealloc;
 mod writer;
 
 use std::collections::HashMap;
@@ -39,11 +41,30 @@ pub type JournalLog = LocalLog<Journal>;
 #[derive(Debug)]
 pub enum Journal {}
 
+/// How a journal is opened.
+#[derive(Debug, Clone, Copy)]
+pub struct JournalOptions {
+    /// Keep a few MB of synced zeros ahead of the end (see `prealloc`), so that group
+    /// commits overwrite allocated space and their syncs flush only data. Default: on.
+    pub preallocate: bool,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self { preallocate: true }
+    }
+}
+
 impl JournalLog {
     /// Opens (creating if missing) the journal at `path`, recovering it after a crash.
     ///
     /// Blocking: it reads the whole file once. Call it at startup, or from `spawn_blocking`.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        Self::open_with(path, JournalOptions::default())
+    }
+
+    /// [`JournalLog::open`] with options.
+    pub fn open_with(path: impl AsRef<Path>, options: JournalOptions) -> Result<Self> {
         let path = path.as_ref();
         let lock = lock_file(path)?;
         let io = |what: &'static str| {
@@ -68,7 +89,13 @@ impl JournalLog {
             file: reader,
             index: Arc::clone(&index),
         });
-        let writer = JournalWriter::new(file, recovered.end, index, recovered.topics);
+        let writer = JournalWriter::new(
+            file,
+            (recovered.end, recovered.allocated),
+            options.preallocate,
+            index,
+            recovered.topics,
+        );
         Self::start(lock, storage, writer, topics)
     }
 }
@@ -109,6 +136,8 @@ struct Recovered {
     topics: Vec<StoredTopic>,
     /// Where the next frame goes.
     end: u64,
+    /// The file's length: `end`, or more when zeros (preallocated space) follow.
+    allocated: u64,
 }
 
 /// Rebuilds the index from the file and cuts a torn tail; writes the header of a new file.
@@ -128,6 +157,7 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
             index: Index::default(),
             topics: Vec::new(),
             end: MAGIC.len() as u64,
+            allocated: MAGIC.len() as u64,
         });
     }
     let mut reader = BufReader::with_capacity(1 << 20, file);
@@ -143,6 +173,7 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         index: Index::default(),
         topics: Vec::new(),
         end: MAGIC.len() as u64,
+        allocated: size,
     };
     let mut body = Vec::new();
     loop {
@@ -170,7 +201,7 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         apply(&mut state, frame::decode(&body, at)?, at, path)?;
         state.end = at + (HEADER + len) as u64;
     }
-    if state.end < size {
+    if state.end < size && !zeros(file, state.end, size).map_err(io("reading"))? {
         tracing::warn!(
             journal = %path.display(),
             kept = state.end,
@@ -180,8 +211,25 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         );
         file.set_len(state.end).map_err(io("truncating"))?;
         file.sync_all().map_err(io("syncing"))?;
+        state.allocated = state.end;
     }
     Ok(state)
+}
+
+/// Whether the file holds only zeros from `from` to `to`: space preallocated and never
+/// written (see `prealloc`), as opposed to an interrupted write.
+fn zeros(file: &File, from: u64, to: u64) -> std::io::Result<bool> {
+    let mut buf = vec![0; 1 << 20];
+    let mut at = from;
+    while at < to {
+        let n = usize::try_from(to - at).map_or(buf.len(), |left| left.min(buf.len()));
+        file.read_exact_at(&mut buf[..n], at)?;
+        if buf[..n].iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n as u64;
+    }
+    Ok(true)
 }
 
 /// Whether a file of `size` bytes (at most a header) holds a header being written: nothing,

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use distorch_eventlog::conformance::{self, embedded, read_partition};
-use distorch_eventlog::journal::JournalLog;
+use distorch_eventlog::journal::{JournalLog, JournalOptions};
 use distorch_eventlog::{EventLog, LogError, NewRecord, Result};
 
 fn try_open(path: &Path) -> Result<Arc<dyn EventLog>> {
@@ -15,6 +15,15 @@ fn try_open(path: &Path) -> Result<Arc<dyn EventLog>> {
 
 fn open(path: &Path) -> Arc<dyn EventLog> {
     embedded::open_when_released(try_open, path).expect("open")
+}
+
+/// Without preallocation, so the file ends where the frames do.
+fn open_plain(path: &Path) -> Arc<dyn EventLog> {
+    let plain = |path: &Path| -> Result<Arc<dyn EventLog>> {
+        let options = JournalOptions { preallocate: false };
+        Ok(Arc::new(JournalLog::open_with(path, options)?))
+    };
+    embedded::open_when_released(plain, path).expect("open")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -83,9 +92,10 @@ async fn a_journal_whose_creation_was_interrupted_starts_over() {
     );
 }
 
-/// Writes three records to a fresh journal and returns its size after each append.
+/// Writes three records to a fresh journal (without preallocation) and returns its size
+/// after each append.
 async fn three_appends(path: &Path) -> Vec<u64> {
-    let log = open(path);
+    let log = open_plain(path);
     log.create_topic("t", 1).await.expect("create");
     let mut sizes = Vec::new();
     for i in 0..3u8 {
@@ -141,7 +151,7 @@ async fn a_torn_tail_is_cut_and_the_log_goes_on() {
         let sizes = three_appends(&path).await;
         damage(&path, &sizes);
 
-        let log = open(&path);
+        let log = open_plain(&path);
         assert_eq!(
             payloads(log.as_ref()).await,
             vec![vec![0; 100], vec![1; 100]],
@@ -161,6 +171,101 @@ async fn a_torn_tail_is_cut_and_the_log_goes_on() {
         let log = open(&path);
         assert_eq!(payloads(log.as_ref()).await.len(), 3, "{case}: reopened");
     }
+}
+
+/// The size of the journal at `path` once its preallocated space has been added.
+async fn preallocated_size(path: &Path, data: u64) -> u64 {
+    for _ in 0..200 {
+        let size = std::fs::metadata(path).expect("size").len();
+        if size > data {
+            return size;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no space was preallocated past the {data} bytes of frames");
+}
+
+/// Where the frames of a preallocated journal end: after its last non-zero byte (the
+/// records below end with non-zero payloads).
+fn frames_end(path: &Path) -> u64 {
+    let bytes = std::fs::read(path).expect("read");
+    bytes
+        .iter()
+        .rposition(|&b| b != 0)
+        .map_or(0, |i| i as u64 + 1)
+}
+
+/// Zeros ahead of the end are written in advance, kept across a reopen (no cut, no
+/// warning: they are not a torn write), and written over by later appends.
+#[tokio::test]
+async fn preallocated_space_is_kept_and_written_over() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    let log = open(&path);
+    log.create_topic("t", 1).await.expect("create");
+    for i in 1..=3u8 {
+        log.append(vec![NewRecord::new("t", "k", vec![i; 100])])
+            .await
+            .expect("append");
+    }
+    let data = frames_end(&path);
+    let size = preallocated_size(&path, data).await;
+    drop(log);
+
+    let log = open_plain(&path);
+    assert_eq!(payloads(log.as_ref()).await.len(), 3);
+    assert_eq!(
+        std::fs::metadata(&path).expect("size").len(),
+        size,
+        "the zeros are kept"
+    );
+    let at = log
+        .append(vec![NewRecord::new("t", "k", vec![4; 100])])
+        .await
+        .expect("append");
+    assert_eq!(at[0].offset, 3);
+    assert!(frames_end(&path) > data, "written over the zeros");
+    assert_eq!(std::fs::metadata(&path).expect("size").len(), size);
+    drop(log);
+
+    let log = open(&path);
+    assert_eq!(
+        payloads(log.as_ref()).await,
+        (1..=4u8).map(|i| vec![i; 100]).collect::<Vec<_>>()
+    );
+}
+
+/// A crash can persist the later sectors of a write and not the first: bytes after zeros
+/// in the preallocated space. The journal ends at the zeros and the rest is cut, so no
+/// stale frame can ever follow the next append.
+#[tokio::test]
+async fn a_torn_write_in_preallocated_space_is_cut() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    let log = open(&path);
+    log.create_topic("t", 1).await.expect("create");
+    for i in 1..=2u8 {
+        log.append(vec![NewRecord::new("t", "k", vec![i; 100])])
+            .await
+            .expect("append");
+    }
+    let data = frames_end(&path);
+    preallocated_size(&path, data).await;
+    drop(log);
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| std::os::unix::fs::FileExt::write_all_at(&f, &[0xAB; 300], data + 40))
+        .expect("damage");
+
+    let log = open_plain(&path);
+    assert_eq!(payloads(log.as_ref()).await.len(), 2);
+    assert_eq!(std::fs::metadata(&path).expect("size").len(), data, "cut");
+    let at = log
+        .append(vec![NewRecord::new("t", "k", vec![3; 100])])
+        .await
+        .expect("append");
+    assert_eq!(at[0].offset, 2);
 }
 
 /// Damage that is not a torn write (a complete frame contradicting the ones before it) is

@@ -6,6 +6,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use super::frame;
+use super::prealloc::Preallocator;
 use super::{Index, StoredTopic};
 use crate::local::{StorageWriter, Topic};
 use crate::{LogError, NewRecord, Result};
@@ -14,6 +15,8 @@ pub(crate) struct JournalWriter {
     file: File,
     /// Where the next group goes: the end of the last durable frame.
     end: u64,
+    /// Zeros ahead of `end`, so that most groups overwrite allocated space.
+    space: Preallocator,
     index: Arc<RwLock<Index>>,
     /// Every durable topic.
     topics: Vec<StoredTopic>,
@@ -47,13 +50,17 @@ fn id(topic_id: i64) -> Result<u32> {
 }
 
 impl JournalWriter {
+    /// A writer appending at `end` to `file`, which is `allocated` bytes long (zeros past
+    /// `end`); `preallocate` keeps zeros ahead of the end.
     pub(crate) fn new(
         file: File,
-        end: u64,
+        (end, allocated): (u64, u64),
+        preallocate: bool,
         index: Arc<RwLock<Index>>,
         topics: Vec<StoredTopic>,
     ) -> Self {
         Self {
+            space: Preallocator::start(&file, end, allocated, preallocate),
             file,
             end,
             index,
@@ -135,10 +142,12 @@ impl StorageWriter for JournalWriter {
         if self.group.frames.is_empty() {
             return Ok(());
         }
+        let end = self.end + self.group.frames.len() as u64;
+        self.space.reserve(end);
         if let Err(e) = self.file.write_all_at(&self.group.frames, self.end) {
             // Nothing was acknowledged: cut what part of the group reached the file, so the
             // next group starts at a clean end. If even that fails, stop writing.
-            if let Err(cut) = self.file.set_len(self.end) {
+            if let Err(cut) = self.space.cut(self.end, || self.file.set_len(self.end)) {
                 self.poisoned = Some(format!("write: {e}; truncate: {cut}"));
             }
             return Err(LogError::Storage(format!("writing to the journal: {e}")));
@@ -147,7 +156,8 @@ impl StorageWriter for JournalWriter {
             self.poisoned = Some(e.to_string());
             return Err(LogError::Storage(format!("syncing the journal: {e}")));
         }
-        self.end += self.group.frames.len() as u64;
+        self.end = end;
+        self.space.written(end);
         let group = std::mem::take(&mut self.group);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (key, at) in group.records {
