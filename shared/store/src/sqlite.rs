@@ -186,6 +186,15 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
+/// How every SQLite file of this crate journals: WAL, synced lazily (at checkpoints and by
+/// [`make_durable`]), and checkpointed once the WAL holds 10,000 pages (~40 MB) rather than
+/// SQLite's default 1,000. Every batch rewrites the same hot pages (the views and history
+/// leaves of the runs in flight), and a checkpoint copies each page once however often the
+/// WAL holds it, so the bigger WAL writes less in all and syncs the file less often: measured
+/// at 3,000 runs × 10 steps, faster in 5 of 6 interleaved pairs (+6% steps/s on average).
+pub(crate) const LAZY_WAL: &str =
+    "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;";
+
 /// The row [`make_durable`] rewrites; created by every SQLite file of this crate.
 pub(crate) const DURABILITY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS durable_marker (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
@@ -212,10 +221,9 @@ fn connect(path: &Path) -> Result<Connection> {
     let conn = Connection::open(path).map_err(storage)?;
     conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
     // mmap: reads of hot pages skip a read() syscall and a copy each.
-    conn.execute_batch(
-        "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA mmap_size=268435456;",
-    )
-    .map_err(storage)?;
+    conn.execute_batch(LAZY_WAL).map_err(storage)?;
+    conn.execute_batch("PRAGMA mmap_size=268435456;")
+        .map_err(storage)?;
     Ok(conn)
 }
 

@@ -92,7 +92,7 @@ impl SqliteAnalytics {
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let conn = Connection::open(path.as_ref()).map_err(storage)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
+        conn.execute_batch(crate::sqlite::LAZY_WAL)
             .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
         conn.execute_batch(crate::sqlite::DURABILITY_SCHEMA)
