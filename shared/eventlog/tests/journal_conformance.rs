@@ -195,22 +195,27 @@ fn frames_end(path: &Path) -> u64 {
         .map_or(0, |i| i as u64 + 1)
 }
 
+/// Appends records `[1; 100]`, `[2; 100]`... `[n; 100]` to a fresh journal with
+/// preallocation, and returns where its frames end and its size once space was added.
+async fn preallocated_journal(path: &Path, n: u8) -> (u64, u64) {
+    let log = open(path);
+    log.create_topic("t", 1).await.expect("create");
+    for i in 1..=n {
+        log.append(vec![NewRecord::new("t", "k", vec![i; 100])])
+            .await
+            .expect("append");
+    }
+    let data = frames_end(path);
+    (data, preallocated_size(path, data).await)
+}
+
 /// Zeros ahead of the end are written in advance, kept across a reopen (no cut, no
 /// warning: they are not a torn write), and written over by later appends.
 #[tokio::test]
 async fn preallocated_space_is_kept_and_written_over() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("log.journal");
-    let log = open(&path);
-    log.create_topic("t", 1).await.expect("create");
-    for i in 1..=3u8 {
-        log.append(vec![NewRecord::new("t", "k", vec![i; 100])])
-            .await
-            .expect("append");
-    }
-    let data = frames_end(&path);
-    let size = preallocated_size(&path, data).await;
-    drop(log);
+    let (data, size) = preallocated_journal(&path, 3).await;
 
     let log = open_plain(&path);
     assert_eq!(payloads(log.as_ref()).await.len(), 3);
@@ -242,16 +247,7 @@ async fn preallocated_space_is_kept_and_written_over() {
 async fn a_torn_write_in_preallocated_space_is_cut() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("log.journal");
-    let log = open(&path);
-    log.create_topic("t", 1).await.expect("create");
-    for i in 1..=2u8 {
-        log.append(vec![NewRecord::new("t", "k", vec![i; 100])])
-            .await
-            .expect("append");
-    }
-    let data = frames_end(&path);
-    preallocated_size(&path, data).await;
-    drop(log);
+    let (data, _) = preallocated_journal(&path, 2).await;
     OpenOptions::new()
         .write(true)
         .open(&path)
