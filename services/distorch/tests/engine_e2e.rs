@@ -445,7 +445,9 @@ async fn a_heartbeat_timeout_reassigns_the_task_with_its_checkpoint() {
     let dir = tempdir();
     let server = Server::start(dir.path());
     let api = server.api();
-    let yaml = "name: long\nsteps:\n  - {id: crunch, task: crunch, heartbeat_timeout: 300ms, retry: {max_attempts: 3, initial_interval: 10ms}}\n";
+    // 2 s, not less: a loaded CI machine once took over 300 ms from the start to the
+    // heartbeat below, so the first attempt timed out before it was meant to.
+    let yaml = "name: long\nsteps:\n  - {id: crunch, task: crunch, heartbeat_timeout: 2s, retry: {max_attempts: 3, initial_interval: 10ms}}\n";
     assert_eq!(api.register_yaml(yaml).await.0, 201);
     let id = api.start("long", json!({})).await;
     let first = api.take("crunch").await;
