@@ -47,6 +47,14 @@ fn lock(shared: &Shared) -> MutexGuard<'_, Space> {
     shared.0.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// The space, once `waiting` no longer holds of it.
+fn wait_while(shared: &Shared, waiting: impl FnMut(&mut Space) -> bool) -> MutexGuard<'_, Space> {
+    shared
+        .1
+        .wait_while(lock(shared), waiting)
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
 /// The writer's handle on the preallocated space; stops the helper when dropped.
 #[derive(Debug)]
 pub(crate) struct Preallocator {
@@ -83,14 +91,7 @@ impl Preallocator {
     /// Called before the writer writes `end..need`: waits for a chunk in progress that the
     /// write would run into. Past the preallocated space the write extends the file itself.
     pub(crate) fn reserve(&self, need: u64) {
-        let mut space = lock(&self.shared);
-        while space.extending && need > space.allocated {
-            space = self
-                .shared
-                .1
-                .wait(space)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        let mut space = wait_while(&self.shared, |s| s.extending && need > s.allocated);
         space.allocated = space.allocated.max(need);
     }
 
@@ -110,14 +111,7 @@ impl Preallocator {
         end: u64,
         cut: impl FnOnce() -> std::io::Result<()>,
     ) -> std::io::Result<()> {
-        let mut space = lock(&self.shared);
-        while space.extending {
-            space = self
-                .shared
-                .1
-                .wait(space)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
+        let mut space = wait_while(&self.shared, |s| s.extending);
         let result = cut();
         space.end = end;
         space.allocated = end;
@@ -142,10 +136,7 @@ fn extend_while_needed(file: &File, shared: &Shared) {
     let zeros = vec![0; ZEROS];
     loop {
         let from = {
-            let mut space = lock(shared);
-            while !space.stop && space.allocated - space.end >= LOW_WATER {
-                space = shared.1.wait(space).unwrap_or_else(PoisonError::into_inner);
-            }
+            let mut space = wait_while(shared, |s| !s.stop && s.allocated - s.end >= LOW_WATER);
             if space.stop {
                 return;
             }
