@@ -30,11 +30,11 @@ pub async fn run(mut cfg: Config) -> anyhow::Result<()> {
     (parts.commands, parts.events, parts.tasks, parts.replies) = (p, p, p, p);
     let dir = &cfg.standalone.data_dir;
     let store: Arc<dyn ReadStore> = Arc::new(
-        SqliteStore::open(dir.join("read.db"))
+        SqliteStore::open_exclusive(dir.join("read.db"))
             .with_context(|| format!("cannot open the read store in {}", dir.display()))?,
     );
     let analytics: Arc<dyn Analytics> = Arc::new(
-        SqliteAnalytics::open(dir.join("analytics.db"))
+        SqliteAnalytics::open_exclusive(dir.join("analytics.db"))
             .with_context(|| format!("cannot open the analytics store in {}", dir.display()))?,
     );
     let ctx = Context::new(log, &cfg);

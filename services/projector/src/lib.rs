@@ -46,13 +46,14 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 /// End offsets cost a round trip per partition on a broker, so lag is refreshed at most
 /// this often rather than after every batch.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
-/// Batches smaller than this wait up to [`LINGER`] for more records. Every batch rewrites
-/// each of its runs' views once, so the linger trades a run's end reaching the read store
-/// against CPU: measured at 3,000 runs × 10 steps, 25 ms answered runs' long-polls 7–10 ms
-/// sooner than 40 ms at the same CPU, while 15 ms and 5 ms cost 2–7 s more CPU per 30,000
-/// steps and slowed everything else.
+/// Batches smaller than this wait up to [`LINGER`] for more records, so a busy log is
+/// applied in fewer, fuller batches. With a store that writes every batch (each rewriting its
+/// runs' views) a longer linger saved CPU, and 25 ms was best; with the embedded store's
+/// write-behind a batch costs a fold in memory, and 5 ms answered runs' long-polls sooner
+/// (p50 run latency 79–91 ms against 93–103 at 25 ms, 3,000 runs × 10 steps, four runs
+/// each) at the same CPU and throughput.
 const LINGER_BELOW: usize = 200;
-const LINGER: Duration = Duration::from_millis(25);
+const LINGER: Duration = Duration::from_millis(5);
 /// How often applied offsets are committed: a commit per batch would be one more log write
 /// (often a group commit of its own) per batch.
 const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
@@ -171,24 +172,71 @@ impl Projector {
         let mut commits = PacedCommits::new(COMMIT_INTERVAL);
         let mut polled: Vec<Record> = Vec::new();
         loop {
-            // Batch N is written while batch N+1 is polled (and lingers): a cycle takes the
+            // Batch N is folded while batch N+1 is polled (and lingers): a cycle takes the
             // longer of the two instead of their sum, so a run's last event reaches the read
-            // store sooner. Only this batch's offsets are committed, once it is applied.
+            // store sooner. When a commit is due, the flush that must precede it (the
+            // stores' lazy writes and syncs) runs after the fold in the same overlap; it
+            // covers every batch applied so far, and the offsets taken here cover only
+            // batches applied before this one.
             let batch = self.decode(std::mem::take(&mut polled));
-            let (applied, next) = tokio::select! {
+            let due = commits.due(Instant::now().into_std());
+            let step = tokio::select! {
                 biased;
-                () = &mut shutdown => break,
+                () = &mut shutdown => None,
                 step = async {
-                    tokio::join!(self.apply(&batch), self.next_records(&mut *consumer))
-                } => step,
+                    tokio::join!(
+                        async {
+                            self.apply(&batch).await?;
+                            Ok::<_, ProjectorError>(match &due {
+                                Some(_) => Some(self.flush().await),
+                                None => None,
+                            })
+                        },
+                        self.next_records(&mut *consumer)
+                    )
+                } => Some(step),
             };
-            applied?;
+            let Some((applied, next)) = step else {
+                if let Some(offsets) = &due {
+                    commits.restore(offsets);
+                }
+                break;
+            };
+            let flushed = match applied {
+                Ok(flushed) => flushed,
+                Err(e) => {
+                    if let Some(offsets) = &due {
+                        commits.restore(offsets);
+                    }
+                    return Err(e);
+                }
+            };
             if !batch.offsets.is_empty() {
                 for ((topic, partition), next) in &batch.offsets {
                     commits.handled_before(topic, *partition, *next);
                 }
                 lag.positions.extend(batch.offsets);
                 lag.last_applied_ms = batch.newest_timestamp_ms.or(lag.last_applied_ms);
+            }
+            // A failed flush or commit keeps its offsets for the next one; at worst a
+            // restart applies those events again, which `apply` and `record` make harmless.
+            if let (Some(offsets), Some(flushed)) = (due, flushed) {
+                let committed = match flushed {
+                    Ok(()) => commits
+                        .commit(&mut *consumer, offsets)
+                        .await
+                        .map_err(ProjectorError::from),
+                    Err(e) => {
+                        commits.restore(&offsets);
+                        Err(e)
+                    }
+                };
+                if let Err(e) = committed {
+                    if !e.is_retryable() {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, "offset commit failed; will retry");
+                }
             }
             match next {
                 Ok(records) => polled = records,
@@ -199,16 +247,6 @@ impl Projector {
                     }
                 }
                 Err(e) => return Err(e.into()),
-            }
-            // A failed commit keeps its offsets for the next one; at worst a restart applies
-            // those events again, which `apply` and `record` make harmless.
-            if let Some(offsets) = commits.due(Instant::now().into_std())
-                && let Err(e) = self.commit(&mut commits, &mut *consumer, offsets).await
-            {
-                if !e.is_retryable() {
-                    return Err(e);
-                }
-                tracing::warn!(error = %e, "offset commit failed; will retry");
             }
             if lag
                 .refreshed
@@ -276,8 +314,7 @@ impl Projector {
     }
 
     /// Commits `offsets` (taken from `commits`) once what they cover is durable in the read
-    /// store and analytics, which may sync lazily: a commit past a write that a power loss
-    /// then takes would skip those records for good. On failure the offsets stay pending.
+    /// store and analytics (see [`Self::flush`]). On failure the offsets stay pending.
     async fn commit(
         &self,
         commits: &mut PacedCommits,
@@ -287,6 +324,17 @@ impl Projector {
         if offsets.is_empty() {
             return Ok(());
         }
+        if let Err(e) = self.flush().await {
+            commits.restore(&offsets);
+            return Err(e);
+        }
+        Ok(commits.commit(consumer, offsets).await?)
+    }
+
+    /// Makes everything applied so far durable in the read store and analytics, which may
+    /// write and sync lazily: a commit past a write that a crash or power loss then takes
+    /// would skip those records for good.
+    async fn flush(&self) -> Result<(), ProjectorError> {
         let analytics = async {
             match &self.analytics {
                 Some(analytics) => analytics.flush().await.map_err(ProjectorError::Analytics),
@@ -294,11 +342,7 @@ impl Projector {
             }
         };
         let (stored, recorded) = tokio::join!(self.store.flush(), analytics);
-        if let Err(e) = stored.map_err(ProjectorError::Store).and(recorded) {
-            commits.restore(&offsets);
-            return Err(e);
-        }
-        Ok(commits.commit(consumer, offsets).await?)
+        stored.map_err(ProjectorError::Store).and(recorded)
     }
 
     /// Folds the batch into the read store and into analytics (at the same time: they are

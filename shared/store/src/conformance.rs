@@ -36,7 +36,7 @@ pub async fn run_all(store: &dyn ReadStore) {
     reset_empties_and_replay_rebuilds(store).await;
 }
 
-fn fresh_run() -> WorkflowId {
+pub(crate) fn fresh_run() -> WorkflowId {
     WorkflowId(Uuid::new_v4())
 }
 
@@ -45,15 +45,15 @@ fn fresh_name(prefix: &str) -> String {
 }
 
 /// Builds a run's events with consecutive sequence numbers, one second apart.
-struct Run {
-    id: WorkflowId,
+pub(crate) struct Run {
+    pub(crate) id: WorkflowId,
     at_ms: i64,
-    events: Vec<EventEnvelope>,
+    pub(crate) events: Vec<EventEnvelope>,
     tasks: u32,
 }
 
 impl Run {
-    fn start(definition: &str, at_ms: i64) -> Self {
+    pub(crate) fn start(definition: &str, at_ms: i64) -> Self {
         let mut run = Self {
             id: fresh_run(),
             at_ms,
@@ -84,7 +84,7 @@ impl Run {
     }
 
     /// Schedules a new step task and returns its id.
-    fn schedule(&mut self, step: &str) -> TaskId {
+    pub(crate) fn schedule(&mut self, step: &str) -> TaskId {
         self.tasks += 1;
         let task_id = TaskId::new(self.id, self.tasks);
         self.push(Event::StepStarted {
@@ -112,7 +112,7 @@ impl Run {
     }
 
     /// A step whose task fails once, is retried, and completes.
-    fn step(&mut self, step: &str) -> TaskId {
+    pub(crate) fn step(&mut self, step: &str) -> TaskId {
         let task_id = self.schedule(step);
         let mut again = self.events.last().expect("just scheduled").event.clone();
         if let Event::TaskScheduled { attempt, .. } = &mut again {
@@ -173,7 +173,7 @@ impl Run {
         task_id
     }
 
-    fn park(&mut self, task_id: &TaskId) {
+    pub(crate) fn park(&mut self, task_id: &TaskId) {
         self.push(Event::TaskFailed {
             task_id: task_id.clone(),
             attempt: 1,
@@ -187,14 +187,14 @@ impl Run {
         });
     }
 
-    fn complete(&mut self) -> &mut Self {
+    pub(crate) fn complete(&mut self) -> &mut Self {
         self.push(Event::WorkflowCompleted {
             output: json!({"ok": true}),
             parent: None,
         })
     }
 
-    fn fold(&self) -> WorkflowView {
+    pub(crate) fn fold(&self) -> WorkflowView {
         let mut view = WorkflowView::start(&self.events[0]).expect("runs begin with a start");
         for e in &self.events[1..] {
             view.apply(e);
@@ -577,6 +577,23 @@ pub async fn wait_for_seq_sees_applies(store: &dyn ReadStore) {
     );
     applied.expect("apply");
     assert!(waited.expect("wait"));
+
+    // A wait that began before the store had seen anything of the run (a command answered
+    // before the projector got to it) ends when the run is folded, with no flush between.
+    let mut unseen = Run::start(&fresh_name("unseen"), 8_100_000);
+    unseen.step("a");
+    let (waited, applied) = tokio::join!(
+        store.wait_for_seq(unseen.id, 2, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.apply(&unseen.events).await
+        }
+    );
+    applied.expect("apply");
+    assert!(
+        waited.expect("wait"),
+        "a wait for an unseen run missed its fold"
+    );
 }
 
 /// `wait_for_end` returns false while the run goes on, even as its events are applied, and
@@ -605,6 +622,23 @@ pub async fn wait_for_end_sees_the_last_event(store: &dyn ReadStore) {
     applied.expect("apply");
     assert!(waited.expect("wait"));
     assert!(store.wait_for_end(run.id, short).await.expect("wait"));
+
+    // Also when the store had seen nothing of the run when the wait began.
+    let mut unseen = Run::start(&fresh_name("unseen-end"), 8_600_000);
+    unseen.step("a");
+    unseen.complete();
+    let (waited, applied) = tokio::join!(
+        store.wait_for_end(unseen.id, Duration::from_secs(10)),
+        async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            store.apply(&unseen.events).await
+        }
+    );
+    applied.expect("apply");
+    assert!(
+        waited.expect("wait"),
+        "a wait for an unseen run missed its end"
+    );
 }
 
 /// Waiters on other threads wake when the batch that ends their runs is applied, even when
@@ -1000,28 +1034,7 @@ async fn snapshot(store: &dyn ReadStore, runs: &[WorkflowId], names: &[String]) 
 /// store while it runs.
 pub async fn reset_empties_and_replay_rebuilds(store: &dyn ReadStore) {
     let definition = fresh_name("reset");
-    let defs: Vec<DefinitionRegistered> = (1..=2)
-        .map(|version| DefinitionRegistered {
-            name: definition.clone(),
-            command_id: None,
-            version,
-            at_ms: 9_000_000 + i64::from(version),
-            source: json!({"name": definition, "description": "reset", "steps": []}),
-            v: 1,
-        })
-        .collect();
-    let mut done = Run::start(&definition, 9_000_000);
-    done.step("a");
-    done.complete();
-    let mut parked = Run::start(&definition, 9_001_000);
-    let t = parked.schedule("b");
-    parked.park(&t);
-    let mut human = Run::start(&definition, 9_002_000);
-    human.human("approve", Some("ann"), Some("ops"));
-    human.push(Event::SlaBreached {
-        step_key: None,
-        sla_ms: 500,
-    });
+    let (defs, [done, parked, human]) = mixed_runs(&definition);
     let runs = [done.id, parked.id, human.id];
     let events: Vec<EventEnvelope> = [&done, &parked, &human]
         .into_iter()
@@ -1071,4 +1084,82 @@ pub async fn reset_empties_and_replay_rebuilds(store: &dyn ReadStore) {
     store.apply_definitions(&defs).await.expect("definitions");
     apply_in_batches(store, &events, 7).await;
     assert_eq!(snapshot(store, &runs, &names).await, before);
+}
+
+/// Two versions of `definition` and three runs of it: one completed after a retried step,
+/// one with a parked task, one waiting on a human task with an SLA breach: between them
+/// they touch every read model.
+fn mixed_runs(definition: &str) -> (Vec<DefinitionRegistered>, [Run; 3]) {
+    let defs: Vec<DefinitionRegistered> = (1..=2)
+        .map(|version| DefinitionRegistered {
+            name: definition.to_owned(),
+            command_id: None,
+            version,
+            at_ms: 9_000_000 + i64::from(version),
+            source: json!({"name": definition, "description": "reset", "steps": []}),
+            v: 1,
+        })
+        .collect();
+    let mut done = Run::start(definition, 9_000_000);
+    done.step("a");
+    done.complete();
+    let mut parked = Run::start(definition, 9_001_000);
+    let t = parked.schedule("b");
+    parked.park(&t);
+    let mut human = Run::start(definition, 9_002_000);
+    human.human("approve", Some("ann"), Some("ops"));
+    human.push(Event::SlaBreached {
+        step_key: None,
+        sla_ms: 500,
+    });
+    (defs, [done, parked, human])
+}
+
+/// A crash loses at most what the last `flush` did not cover, and the projector's replay
+/// (every batch since the offsets it committed after that flush) makes up for it: a store
+/// dropped without a flush, opened again by `open` and given those batches again, reads
+/// exactly like one that applied everything once. `open` opens the same store each time.
+/// Wipes the store, like [`reset_empties_and_replay_rebuilds`].
+pub async fn replay_after_a_crash_completes_the_store<S: ReadStore>(open: impl Fn() -> S) {
+    let definition = fresh_name("crash");
+    let (defs, [done, parked, human]) = mixed_runs(&definition);
+    let runs = [done.id, parked.id, human.id];
+    // Interleaved as a log delivers them, so every run is cut by the crash.
+    let mut events: Vec<EventEnvelope> = Vec::new();
+    for i in 0..done.events.len().max(human.events.len()) {
+        for run in [&done, &parked, &human] {
+            events.extend(run.events.get(i).cloned());
+        }
+    }
+    let (flushed, lost) = events.split_at(events.len() / 2);
+
+    let store = open();
+    store.reset().await.expect("reset");
+    store.apply_definitions(&defs).await.expect("definitions");
+    apply_in_batches(&store, flushed, 4).await;
+    store.flush().await.expect("flush");
+    apply_in_batches(&store, lost, 3).await;
+    assert_eq!(
+        store.workflow(done.id).await.expect("read"),
+        Some(done.fold()),
+        "an applied batch is readable before any flush"
+    );
+    drop(store);
+
+    let store = open();
+    apply_in_batches(&store, lost, 5).await;
+    let names = [definition];
+    let replayed = snapshot(&store, &runs, &names).await;
+    assert_eq!(replayed.views[0], Some(done.fold()));
+    assert_eq!(replayed.views[1], Some(parked.fold()));
+    assert_eq!(replayed.views[2], Some(human.fold()));
+    assert_eq!(replayed.histories[0], done.events);
+    assert_eq!(replayed.dead_letters.len(), 1);
+    assert_eq!(replayed.inbox.len(), 1);
+    assert_eq!(replayed.sla.len(), 1);
+
+    store.reset().await.expect("reset");
+    store.apply_definitions(&defs).await.expect("definitions");
+    apply_in_batches(&store, &events, 7).await;
+    assert_eq!(snapshot(&store, &runs, &names).await, replayed);
 }

@@ -7,7 +7,8 @@
 //! Contract (every backend MUST honour it):
 //! - `apply` is idempotent: events are keyed by (workflow id, seq); an event already folded
 //!   in changes nothing, so a replay or a redelivered batch is harmless.
-//! - A successful `apply` is durable; the projector commits its log offsets only after it.
+//! - What `apply` folded is durable once a later `flush` returned (a backend may write or
+//!   sync lazily); the projector commits its log offsets only after that flush.
 //! - Reads see every batch whose `apply` returned.
 //! - A view is exactly [`WorkflowView::start`] + [`WorkflowView::apply`] over the run's events.
 //!   Dead letters are exactly the parked tasks of the stored views. The inbox is exactly the

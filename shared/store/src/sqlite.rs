@@ -6,19 +6,30 @@
 //! projector flushes before it commits its log offsets past what it applied: a write lost
 //! with the power is then always one whose records the log delivers again.
 //!
+//! Write-behind ([`SqliteStore::open_exclusive`], what `standalone` uses): `apply` only
+//! folds the batch into decoded views in memory ([`pending`]); the file is written at the
+//! next `flush`, before a query that memory cannot answer (listings, histories, the inbox,
+//! dead letters, SLA alerts), or when thousands of runs wait. A run's view, rewritten in
+//! full by every write, is then written a few times a second instead of at every batch
+//! that touches it, and the projector's batches cost a fold each. The same flush rule
+//! covers a crash: what was folded but not written is what the log delivers again. With
+//! [`SqliteStore::open`] each `apply` writes before it returns, and several processes may
+//! share the file.
+//!
 //! Threads: SQLite calls block, so they run on tokio's blocking pool. One writer connection
 //! (SQLite allows one writer anyway) and a small pool of reader connections, which WAL lets
 //! read while the writer writes.
 //!
-//! Waiting: `apply` bumps a watch channel after each commit, so `wait_for_*` re-check as soon
-//! as something changed, plus a slow poll in case another process writes the same file.
+//! Waiting: `apply` bumps a watch channel once what it folded is readable, so `wait_for_*`
+//! re-check as soon as something changed, plus a slow poll in case another process writes
+//! the same file.
 
 use crate::{
     DefinitionSummary, HumanTask, HumanTaskFilter, InboxStatus, MAX_LIMIT, Page, ReadStore, Result,
     SlaRecord, StoreError, WorkflowFilter, WorkflowSummary,
 };
 use async_trait::async_trait;
-use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope};
+use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
 use distorch_domain::view::{DeadLetter, TaskView, WorkflowView, rfc3339};
 use distorch_domain::workflow::Status;
 use distorch_domain::{TaskId, WorkflowId};
@@ -29,6 +40,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+mod pending;
+use pending::Memory;
 
 /// Readers kept open between calls; more are opened under load and closed afterwards.
 const IDLE_READERS: usize = 64;
@@ -116,20 +130,23 @@ struct Inner {
     path: PathBuf,
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
-    /// Bumped after every committed write.
+    /// Bumped whenever what reads see changed: after every fold and every write.
     changed: watch::Sender<u64>,
     /// What this process last folded of each run it applied, so read-your-writes waits and
     /// long-polls are answered from memory instead of a query per write per waiter.
     seqs: Mutex<HashMap<WorkflowId, Folded>>,
-    /// The committed views of running runs, decoded: a batch folds its events into them
-    /// instead of reading, decompressing and parsing each touched run's view again (it
-    /// only checks the stored `last_seq`). Only written after a commit (and under the
-    /// writer's lock), so it never runs ahead of the file; an ended run leaves it.
-    views: Mutex<HashMap<WorkflowId, WorkflowView>>,
+    /// Decoded views and the changes the file lacks (see [`pending`]).
+    memory: Mutex<Memory>,
+    /// Write-behind (see [`SqliteStore::open_exclusive`]): `apply` folds into memory only,
+    /// and the file is written at `flush`, before a query memory cannot answer, or when too
+    /// much waits. Otherwise every `apply` writes its batch before it returns.
+    exclusive: Option<std::fs::File>,
 }
 
-/// Bound of the view cache; past it the cache starts over (views are then read again).
-const MAX_CACHED_VIEWS: usize = 4_096;
+/// Pending changes beyond which `apply` writes them out even with write-behind, bounding
+/// memory and the work a `flush` finds waiting.
+const MAX_DIRTY_RUNS: usize = 4_096;
+const MAX_DIRTY_EVENTS: usize = 50_000;
 
 /// The last event of a run folded into its view.
 #[derive(Debug, Clone, Copy, Default)]
@@ -195,6 +212,27 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
 pub(crate) const LAZY_WAL: &str =
     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;";
 
+/// Takes an advisory lock on `<path>.lock` for as long as the returned file is open, so
+/// that a file written behind (see [`SqliteStore::open_exclusive`]) has one writer.
+/// `what` names the file in the error.
+pub(crate) fn lock_exclusively(path: &Path, what: &str) -> Result<std::fs::File> {
+    let mut lock_path = path.as_os_str().to_owned();
+    lock_path.push(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StoreError::Setup(format!("cannot open {lock_path:?}: {e}")))?;
+    lock.try_lock().map_err(|e| {
+        StoreError::Setup(format!(
+            "the {what} {} is in use by another process ({e})",
+            path.display()
+        ))
+    })?;
+    Ok(lock)
+}
+
 /// The row [`make_durable`] rewrites; created by every SQLite file of this crate.
 pub(crate) const DURABILITY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS durable_marker (
     id    INTEGER PRIMARY KEY CHECK (id = 1),
@@ -228,9 +266,27 @@ fn connect(path: &Path) -> Result<Connection> {
 }
 
 impl SqliteStore {
-    /// Opens (creating if needed) the store at `path`. Blocks briefly: call it at startup.
+    /// Opens (creating if needed) the store at `path`, writing every `apply` before it
+    /// returns, so several processes may share the file. Blocks briefly: call it at startup.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let path = path.as_ref().to_path_buf();
+        Self::open_with(path.as_ref(), None)
+    }
+
+    /// Opens the store at `path` for this process alone, with write-behind: `apply` folds
+    /// the batch into the views in memory, which answer reads of single runs and waits at
+    /// once, and the file is written at the next `flush` (the projector's, before each
+    /// offset commit), before any query memory cannot answer, and when more than a few
+    /// thousand runs wait. Each run's view is then written once per write-out instead of
+    /// once per batch. A crash loses only what no offset commit covered, which the log
+    /// delivers again. Fails if another store holds the file (a lock on `<path>.lock`).
+    pub fn open_exclusive(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let lock = lock_exclusively(path, "read store")?;
+        Self::open_with(path, Some(lock))
+    }
+
+    fn open_with(path: &Path, exclusive: Option<std::fs::File>) -> Result<Self> {
+        let path = path.to_path_buf();
         let mut writer = connect(&path)?;
         migrate(&mut writer)?;
         writer.execute_batch(SCHEMA).map_err(storage)?;
@@ -242,7 +298,8 @@ impl SqliteStore {
                 readers: Mutex::new(Vec::new()),
                 changed: watch::channel(0).0,
                 seqs: Mutex::new(HashMap::new()),
-                views: Mutex::new(HashMap::new()),
+                memory: Mutex::new(Memory::default()),
+                exclusive,
             }),
         })
     }
@@ -253,22 +310,24 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || inner.with_reader(f))
+            .await
+            .map_err(storage)?
+    }
+
+    /// Like [`Self::read`], after writing out what is pending: for queries that memory
+    /// cannot answer (listings, histories, the inbox, dead letters, alerts).
+    async fn read_settled<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let pooled = inner
-                .readers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .pop();
-            let conn = match pooled {
-                Some(c) => c,
-                None => connect(&inner.path)?,
-            };
-            let out = f(&conn);
-            let mut idle = inner.readers.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < IDLE_READERS {
-                idle.push(conn);
+            if !inner.memory().dirty.is_empty() {
+                inner.write_out()?;
             }
-            out
+            inner.with_reader(f)
         })
         .await
         .map_err(storage)?
@@ -318,33 +377,103 @@ impl SqliteStore {
     }
 }
 
+impl Inner {
+    /// Runs `f` on a pooled reader connection. Blocks: call it on the blocking pool.
+    fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let conn = match pooled {
+            Some(c) => c,
+            None => connect(&self.path)?,
+        };
+        let out = f(&conn);
+        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < IDLE_READERS {
+            idle.push(conn);
+        }
+        out
+    }
+
+    /// Writes every pending change to the file. Blocks: call it on the blocking pool.
+    fn write_out(&self) -> Result<()> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        self.write_out_locked(&mut conn)
+    }
+
+    /// [`Self::write_out`] with the writer's connection already held, so that nothing
+    /// pending is taken by two write-outs and a caller can sync right after.
+    fn write_out_locked(&self, conn: &mut Connection) -> Result<()> {
+        let taken = self.memory().take();
+        if taken.is_empty() {
+            return Ok(());
+        }
+        match pending::write_changes(conn, &taken) {
+            Ok(()) => {
+                self.memory().written(&taken);
+                self.changed.send_modify(|n| *n = n.wrapping_add(1));
+                Ok(())
+            }
+            Err(e) => {
+                self.memory().unwritten(taken);
+                Err(e)
+            }
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write_behind(&self) -> bool {
+        self.exclusive.is_some()
+    }
+}
+
 impl SqliteStore {
-    /// Waits for `done` to hold of what this process folded of run `id`, waking on every
-    /// write without a query. `None` when the run is not in memory (folded before a restart,
-    /// or by another process): the caller asks the database instead.
-    async fn wait_in_memory(
+    /// Waits for `done` to hold of run `id`: of what this process folded of it, if it
+    /// folded any (no query per wake-up; with write-behind the file lags behind it), else of
+    /// the file (`stored`: runs folded before a restart or by another process). Re-checks
+    /// after every fold and write here, and every [`WAIT_POLL`] while asking the file.
+    async fn wait_for_run<S>(
         &self,
         id: WorkflowId,
         timeout: Duration,
         done: impl Fn(Folded) -> bool,
-    ) -> Option<bool> {
-        let remembered = || {
-            let seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
-            seqs.get(&id).copied()
-        };
-        remembered()?;
+        stored: S,
+    ) -> Result<bool>
+    where
+        S: Fn(&Connection) -> Result<bool> + Send + Sync + 'static,
+    {
+        let stored = Arc::new(stored);
         let deadline = Instant::now() + timeout;
         let mut changed = self.inner.changed.subscribe();
         loop {
+            // Mark the current version seen before checking, so a fold that lands between
+            // the check and the wait still wakes us.
             changed.borrow_and_update();
-            if remembered().is_some_and(&done) {
-                return Some(true);
+            let remembered = {
+                let seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+                seqs.get(&id).copied()
+            };
+            let holds = match remembered {
+                Some(folded) => done(folded),
+                None => {
+                    let stored = stored.clone();
+                    self.read(move |conn| stored(conn)).await?
+                }
+            };
+            if holds {
+                return Ok(true);
             }
             let now = Instant::now();
             if now >= deadline {
-                return Some(false);
+                return Ok(false);
             }
-            let _ = tokio::time::timeout(deadline - now, changed.changed()).await;
+            let nap = match remembered {
+                Some(_) => deadline - now,
+                None => (deadline - now).min(WAIT_POLL),
+            };
+            // An error means the sender is gone, which cannot happen while `self` lives.
+            let _ = tokio::time::timeout(nap, changed.changed()).await;
         }
     }
 }
@@ -353,244 +482,12 @@ impl SqliteStore {
 /// to a query until runs are seen again).
 const MAX_REMEMBERED_SEQS: usize = 1_000_000;
 
-/// The runs of a batch in first-seen order, each with its events in batch order.
-fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
-    let mut index = HashMap::new();
-    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
-    for e in events {
-        let i = *index.entry(e.workflow_id).or_insert_with(|| {
-            groups.push((e.workflow_id, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(e);
-    }
-    groups
-}
-
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(storage)
 }
 
 fn from_json<T: serde::de::DeserializeOwned>(text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(storage)
-}
-
-/// Folds `events` into the stored views in one transaction. `views` holds decoded committed
-/// views (see `Inner::views`): a run found there is not read back; the runs still running
-/// go (back) into it only once the transaction committed.
-fn apply_batch(
-    conn: &mut Connection,
-    events: &[EventEnvelope],
-    views: &mut HashMap<WorkflowId, WorkflowView>,
-) -> Result<()> {
-    let mut running: Vec<(WorkflowId, WorkflowView)> = Vec::new();
-    let tx = conn.transaction().map_err(storage)?;
-    {
-        let mut load = tx
-            .prepare_cached("SELECT view FROM workflows WHERE id = ?1")
-            .map_err(storage)?;
-        let mut last_seq = tx
-            .prepare_cached("SELECT last_seq FROM workflows WHERE id = ?1")
-            .map_err(storage)?;
-        let mut history = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO events (workflow_id, seq, event) VALUES (?1, ?2, ?3)",
-            )
-            .map_err(storage)?;
-        let mut upsert = tx
-            .prepare_cached(
-                "INSERT INTO workflows
-                    (id, definition, version, status, created_at_ms, updated_at_ms, last_seq, view)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT (id) DO UPDATE SET
-                    status = excluded.status,
-                    updated_at_ms = excluded.updated_at_ms,
-                    last_seq = excluded.last_seq,
-                    view = excluded.view",
-            )
-            .map_err(storage)?;
-        let mut park = tx
-            .prepare_cached(
-                "INSERT OR REPLACE INTO dead_letters (task_id, workflow_id, item)
-                 VALUES (?1, ?2, ?3)",
-            )
-            .map_err(storage)?;
-        let mut unpark = tx
-            .prepare_cached("DELETE FROM dead_letters WHERE task_id = ?1")
-            .map_err(storage)?;
-        let mut inbox = tx
-            .prepare_cached(
-                "INSERT INTO human_tasks
-                    (task_id, workflow_id, created_at_ms, status, assignee, grp, item)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-                 ON CONFLICT (task_id) DO UPDATE SET
-                    status = excluded.status,
-                    assignee = excluded.assignee,
-                    grp = excluded.grp,
-                    item = excluded.item",
-            )
-            .map_err(storage)?;
-        let mut alert = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO sla_alerts (workflow_id, seq, at_ms, item)
-                 VALUES (?1, ?2, ?3, ?4)",
-            )
-            .map_err(storage)?;
-
-        for (id, run_events) in group_by_run(events) {
-            let id_text = id.to_string();
-            // A cached view is used only if the file still holds that version: another
-            // process writing the same file (a second projector) may have moved the run on.
-            let cached = match views.remove(&id) {
-                Some(view) => {
-                    let stored_seq: Option<i64> = last_seq
-                        .query_row([&id_text], |r| r.get(0))
-                        .optional()
-                        .map_err(storage)?;
-                    (stored_seq == Some(view.last_seq as i64)).then_some(view)
-                }
-                None => None,
-            };
-            let stored: Option<WorkflowView> = match cached {
-                Some(view) => Some(view),
-                None => load
-                    .query_row([&id_text], |r| StoredView::decode(r, 0))
-                    .optional()
-                    .map_err(storage)?
-                    .transpose()?,
-            };
-            let stored_seq = stored.as_ref().map_or(0, |v| v.last_seq);
-            let parked_before: Vec<TaskId> = parked(stored.as_ref());
-            let humans_before: HashMap<TaskId, HumanTask> = stored
-                .as_ref()
-                .map(|v| {
-                    HumanTask::all_of(v)
-                        .map(|h| (h.task_id.clone(), h))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let alerts_before = stored.as_ref().map_or(0, |v| v.sla.len());
-            let mut view = stored;
-            let mut created_at_ms = 0;
-            let mut updated_at_ms = 0;
-            // Folded in this batch: when each human task was created, and the SLA events.
-            let mut humans_created: HashMap<TaskId, i64> = HashMap::new();
-            let mut alert_events: Vec<(u64, i64)> = Vec::new();
-
-            for e in run_events {
-                // Already folded in, so already in the history (same transaction back then).
-                if e.seq <= stored_seq {
-                    continue;
-                }
-                history
-                    .execute(params![id_text, e.seq as i64, to_json(e)?])
-                    .map_err(storage)?;
-                match view.as_mut() {
-                    Some(v) => v.apply(e),
-                    None => {
-                        view = WorkflowView::start(e);
-                        if view.is_none() {
-                            tracing::warn!(
-                                workflow_id = %id, seq = e.seq, event = e.event.name(),
-                                "event for a run whose start was never seen; history only"
-                            );
-                            continue;
-                        }
-                        created_at_ms = e.at_ms;
-                    }
-                }
-                match &e.event {
-                    Event::HumanTaskCreated { task_id, .. } => {
-                        humans_created.insert(task_id.clone(), e.at_ms);
-                    }
-                    Event::SlaWarned { .. } | Event::SlaBreached { .. } => {
-                        alert_events.push((e.seq, e.at_ms));
-                    }
-                    _ => {}
-                }
-                updated_at_ms = e.at_ms;
-            }
-
-            let Some(view) = view else { continue };
-            if view.last_seq == stored_seq {
-                running.push((id, view));
-                continue;
-            }
-            upsert
-                .execute(params![
-                    id_text,
-                    view.definition,
-                    view.version,
-                    view.status.as_str(),
-                    created_at_ms,
-                    updated_at_ms,
-                    view.last_seq as i64,
-                    StoredView::encode(&view)?,
-                ])
-                .map_err(storage)?;
-
-            let parked_after = parked(Some(&view));
-            for t in parked_before.iter().filter(|t| !parked_after.contains(t)) {
-                unpark.execute([&t.0]).map_err(storage)?;
-            }
-            for t in view
-                .tasks
-                .iter()
-                .filter(|t| t.parked && !parked_before.contains(&t.task_id))
-            {
-                park.execute(params![
-                    t.task_id.0,
-                    id_text,
-                    to_json(&DeadLetter::from(t))?
-                ])
-                .map_err(storage)?;
-            }
-
-            for h in HumanTask::all_of(&view) {
-                if humans_before.get(&h.task_id) == Some(&h) {
-                    continue;
-                }
-                // An existing row keeps its creation time (the upsert leaves it alone).
-                let created = humans_created
-                    .get(&h.task_id)
-                    .copied()
-                    .unwrap_or(updated_at_ms);
-                inbox
-                    .execute(params![
-                        h.task_id.0,
-                        id_text,
-                        created,
-                        h.status.as_str(),
-                        h.assignee,
-                        h.group,
-                        to_json(&h)?,
-                    ])
-                    .map_err(storage)?;
-            }
-
-            // The fold adds exactly one alert per SLA event, in order.
-            let new_alerts = view.sla.get(alerts_before..).unwrap_or_default();
-            for ((seq, at_ms), a) in alert_events.iter().zip(new_alerts) {
-                alert
-                    .execute(params![
-                        id_text,
-                        *seq as i64,
-                        at_ms,
-                        to_json(&SlaRecord::new(&view, a))?
-                    ])
-                    .map_err(storage)?;
-            }
-            if !view.status.is_terminal() {
-                running.push((id, view));
-            }
-        }
-    }
-    tx.commit().map_err(storage)?;
-    if views.len() + running.len() > MAX_CACHED_VIEWS {
-        views.clear();
-    }
-    views.extend(running);
-    Ok(())
 }
 
 fn inbox(conn: &Connection, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>> {
@@ -620,17 +517,6 @@ fn inbox(conn: &Connection, filter: &HumanTaskFilter, limit: usize) -> Result<Ve
         .query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(0))
         .map_err(storage)?;
     rows.map(|row| from_json(&row.map_err(storage)?)).collect()
-}
-
-fn parked(view: Option<&WorkflowView>) -> Vec<TaskId> {
-    view.map(|v| {
-        v.tasks
-            .iter()
-            .filter(|t| t.parked)
-            .map(|t| t.task_id.clone())
-            .collect()
-    })
-    .unwrap_or_default()
 }
 
 fn apply_definitions(conn: &mut Connection, defs: &[DefinitionRegistered]) -> Result<()> {
@@ -805,13 +691,22 @@ impl ReadStore for SqliteStore {
             }
         }
         let inner = self.inner.clone();
-        // What was folded is remembered before `write` wakes the waiters: a waiter woken
-        // first would find its run not ended yet and sleep until its timeout.
-        self.write(move |conn| {
-            let mut views = inner.views.lock().unwrap_or_else(|p| p.into_inner());
-            let applied = apply_batch(conn, &events, &mut views);
-            drop(views);
-            applied?;
+        tokio::task::spawn_blocking(move || {
+            let write_now = {
+                let mut memory = inner.memory();
+                // With write-behind nothing else writes the file, so a view in memory is
+                // the file's or newer; a shared file may have moved on under it.
+                let verify = !inner.write_behind();
+                inner.with_reader(|conn| memory.fold_batch(conn, &events, verify))?;
+                !inner.write_behind()
+                    || memory.dirty.len() > MAX_DIRTY_RUNS
+                    || memory.dirty_events > MAX_DIRTY_EVENTS
+            };
+            if write_now {
+                inner.write_out()?;
+            }
+            // What was folded is remembered before the waiters wake: a waiter woken first
+            // would find its run not ended yet and sleep until its timeout.
             let mut seqs = inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
             if seqs.len() > MAX_REMEMBERED_SEQS {
                 seqs.clear();
@@ -822,9 +717,12 @@ impl ReadStore for SqliteStore {
                     *known = folded;
                 }
             }
+            drop(seqs);
+            inner.changed.send_modify(|n| *n = n.wrapping_add(1));
             Ok(())
         })
         .await
+        .map_err(storage)?
     }
 
     async fn apply_definitions(&self, defs: &[DefinitionRegistered]) -> Result<()> {
@@ -836,18 +734,20 @@ impl ReadStore for SqliteStore {
     }
 
     async fn flush(&self) -> Result<()> {
-        self.write(|conn| make_durable(conn).map_err(storage)).await
+        let inner = self.inner.clone();
+        self.write(move |conn| {
+            inner.write_out_locked(conn)?;
+            make_durable(conn).map_err(storage)
+        })
+        .await
     }
 
     async fn reset(&self) -> Result<()> {
         let inner = self.inner.clone();
         self.write(move |conn| {
-            // Under the writer's lock, like every apply: no view can be folded meanwhile.
-            inner
-                .views
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clear();
+            // Under the writer's lock, so no write-out is half done; folds that pend are
+            // dropped with the rows (the caller stopped the projector first).
+            inner.memory().clear();
             let tx = conn.transaction().map_err(storage)?;
             tx.execute_batch(
                 "DELETE FROM workflows; DELETE FROM events; DELETE FROM dead_letters;
@@ -867,6 +767,12 @@ impl ReadStore for SqliteStore {
     }
 
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowView>> {
+        if self.inner.write_behind() {
+            let view = self.inner.memory().views.get(&id).cloned();
+            if let Some(view) = view {
+                return Ok(Some(Arc::unwrap_or_clone(view)));
+            }
+        }
         self.read(move |conn| load_view(conn, id)).await
     }
 
@@ -878,12 +784,12 @@ impl ReadStore for SqliteStore {
     ) -> Result<Page<WorkflowSummary>> {
         let after = cursor.map(parse_cursor).transpose()?;
         let filter = filter.clone();
-        self.read(move |conn| list(conn, &filter, limit, after))
+        self.read_settled(move |conn| list(conn, &filter, limit, after))
             .await
     }
 
     async fn history(&self, id: WorkflowId) -> Result<Vec<EventEnvelope>> {
-        self.read(move |conn| {
+        self.read_settled(move |conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT event FROM events WHERE workflow_id = ?1 ORDER BY seq")
                 .map_err(storage)?;
@@ -900,12 +806,12 @@ impl ReadStore for SqliteStore {
             return Ok(None);
         };
         let id = id.clone();
-        let view = self.read(move |conn| load_view(conn, workflow_id)).await?;
+        let view = self.workflow(workflow_id).await?;
         Ok(view.and_then(|v| v.tasks.into_iter().find(|t| t.task_id == id)))
     }
 
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>> {
-        self.read(|conn| {
+        self.read_settled(|conn| {
             let mut stmt = conn
                 .prepare_cached("SELECT item FROM dead_letters ORDER BY rowid")
                 .map_err(storage)?;
@@ -919,11 +825,12 @@ impl ReadStore for SqliteStore {
 
     async fn human_tasks(&self, filter: &HumanTaskFilter, limit: usize) -> Result<Vec<HumanTask>> {
         let filter = filter.clone();
-        self.read(move |conn| inbox(conn, &filter, limit)).await
+        self.read_settled(move |conn| inbox(conn, &filter, limit))
+            .await
     }
 
     async fn sla_breaches(&self, limit: usize) -> Result<Vec<SlaRecord>> {
-        self.read(move |conn| {
+        self.read_settled(move |conn| {
             let mut stmt = conn
                 .prepare_cached(
                     "SELECT item FROM sla_alerts
@@ -1002,34 +909,38 @@ impl ReadStore for SqliteStore {
     }
 
     async fn wait_for_seq(&self, id: WorkflowId, seq: u64, timeout: Duration) -> Result<bool> {
-        if let Some(answer) = self.wait_in_memory(id, timeout, |f| f.seq >= seq).await {
-            return Ok(answer);
-        }
-        let id = id.to_string();
-        self.wait_until(timeout, move |conn| {
-            let last: Option<i64> = conn
-                .prepare_cached("SELECT last_seq FROM workflows WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
-                .map_err(storage)?;
-            Ok(last.is_some_and(|last| last as u64 >= seq))
-        })
+        let key = id.to_string();
+        self.wait_for_run(
+            id,
+            timeout,
+            |f| f.seq >= seq,
+            move |conn| {
+                let last: Option<i64> = conn
+                    .prepare_cached("SELECT last_seq FROM workflows WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+                    .map_err(storage)?;
+                Ok(last.is_some_and(|last| last as u64 >= seq))
+            },
+        )
         .await
     }
 
     async fn wait_for_end(&self, id: WorkflowId, timeout: Duration) -> Result<bool> {
-        if let Some(answer) = self.wait_in_memory(id, timeout, |f| f.ended).await {
-            return Ok(answer);
-        }
-        let id = id.to_string();
-        self.wait_until(timeout, move |conn| {
-            let status: Option<String> = conn
-                .prepare_cached("SELECT status FROM workflows WHERE id = ?1")
-                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
-                .map_err(storage)?;
-            Ok(status
-                .and_then(|s| status_from_str(&s))
-                .is_some_and(|s| s.is_terminal()))
-        })
+        let key = id.to_string();
+        self.wait_for_run(
+            id,
+            timeout,
+            |f| f.ended,
+            move |conn| {
+                let status: Option<String> = conn
+                    .prepare_cached("SELECT status FROM workflows WHERE id = ?1")
+                    .and_then(|mut s| s.query_row([&key], |r| r.get(0)).optional())
+                    .map_err(storage)?;
+                Ok(status
+                    .and_then(|s| status_from_str(&s))
+                    .is_some_and(|s| s.is_terminal()))
+            },
+        )
         .await
     }
 
@@ -1076,5 +987,126 @@ mod tests {
             )
             .expect("marker");
         assert_eq!(rows, 1);
+    }
+
+    use crate::conformance::Run;
+
+    /// Rows a raw connection finds for run `id`: (history rows, view rows).
+    fn rows_in_file(path: &Path, id: WorkflowId) -> (i64, i64) {
+        let conn = Connection::open(path).expect("raw open");
+        let count = |sql: &str| -> i64 {
+            conn.query_row(sql, [id.to_string()], |r| r.get(0))
+                .expect("count")
+        };
+        (
+            count("SELECT COUNT(*) FROM events WHERE workflow_id = ?1"),
+            count("SELECT COUNT(*) FROM workflows WHERE id = ?1"),
+        )
+    }
+
+    fn finished_run() -> Run {
+        let mut run = Run::start("write-behind", 1_000_000);
+        run.step("a");
+        run.step("b");
+        run.complete();
+        run
+    }
+
+    /// With write-behind an applied batch is read from memory at once and reaches the file
+    /// at the next flush, or before a query memory cannot answer.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn write_behind_writes_the_file_at_flush_or_before_a_query() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read.db");
+        let store = SqliteStore::open_exclusive(&path).expect("open");
+        let run = finished_run();
+        store.apply(&run.events).await.expect("apply");
+        assert_eq!(rows_in_file(&path, run.id), (0, 0), "nothing written yet");
+        assert_eq!(
+            store.workflow(run.id).await.expect("read"),
+            Some(run.fold())
+        );
+        let short = Duration::from_millis(10);
+        assert!(store.wait_for_end(run.id, short).await.expect("wait"));
+        store.flush().await.expect("flush");
+        let all = run.events.len() as i64;
+        assert_eq!(rows_in_file(&path, run.id), (all, 1));
+        // The ended run left memory once written; the file answers now.
+        assert_eq!(
+            store.workflow(run.id).await.expect("read"),
+            Some(run.fold())
+        );
+
+        let other = finished_run();
+        store.apply(&other.events).await.expect("apply");
+        assert_eq!(rows_in_file(&path, other.id), (0, 0));
+        let listed = store
+            .workflows(&WorkflowFilter::default(), 10, None)
+            .await
+            .expect("list");
+        assert_eq!(listed.items.len(), 2, "a listing sees every applied run");
+        assert_eq!(
+            rows_in_file(&path, other.id),
+            (other.events.len() as i64, 1)
+        );
+    }
+
+    /// A write-out that fails keeps its changes in memory, in front of what is folded
+    /// after it: reads still see everything, and the next write-out writes it all.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_write_out_keeps_its_changes_for_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read.db");
+        let store = SqliteStore::open_exclusive(&path).expect("open");
+        let raw = Connection::open(&path).expect("raw open");
+        raw.execute_batch(
+            "CREATE TABLE refuse (on_ INTEGER NOT NULL);
+             INSERT INTO refuse VALUES (1);
+             CREATE TRIGGER refuse_history BEFORE INSERT ON events
+             WHEN (SELECT on_ FROM refuse) BEGIN SELECT RAISE(ABORT, 'refused by the test'); END;",
+        )
+        .expect("trigger");
+        let run = finished_run();
+        let (first, rest) = run.events.split_at(5);
+        store.apply(first).await.expect("apply");
+        let refused = store.flush().await.expect_err("the write-out is refused");
+        assert!(
+            refused.to_string().contains("refused by the test"),
+            "{refused}"
+        );
+        store.apply(rest).await.expect("apply after the failure");
+        assert_eq!(
+            store.workflow(run.id).await.expect("read"),
+            Some(run.fold())
+        );
+        assert_eq!(rows_in_file(&path, run.id), (0, 0));
+
+        raw.execute("UPDATE refuse SET on_ = 0", []).expect("allow");
+        store.flush().await.expect("flush");
+        drop(store);
+        let reopened = SqliteStore::open(&path).expect("reopen");
+        assert_eq!(reopened.history(run.id).await.expect("history"), run.events);
+        assert_eq!(
+            reopened.workflow(run.id).await.expect("read"),
+            Some(run.fold())
+        );
+    }
+
+    /// Write-behind needs the file to itself: a second store is refused while the first
+    /// lives, and opens once it is gone.
+    #[test]
+    fn a_second_exclusive_store_on_one_file_is_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("read.db");
+        let first = SqliteStore::open_exclusive(&path).expect("open");
+        let Err(refused) = SqliteStore::open_exclusive(&path) else {
+            panic!("a second exclusive store opened");
+        };
+        assert!(
+            refused.to_string().contains("in use by another process"),
+            "{refused}"
+        );
+        drop(first);
+        SqliteStore::open_exclusive(&path).expect("open after the first closed");
     }
 }

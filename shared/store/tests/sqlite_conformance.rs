@@ -11,6 +11,33 @@ async fn sqlite_store_conforms() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_store_conforms() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_exclusive(dir.path().join("read.db")).expect("open");
+    conformance::run_all(&store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn write_behind_store_is_completed_by_replay_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("read.db");
+    conformance::replay_after_a_crash_completes_the_store(|| {
+        SqliteStore::open_exclusive(&path).expect("open")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_is_completed_by_replay_after_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("read.db");
+    conformance::replay_after_a_crash_completes_the_store(|| {
+        SqliteStore::open(&path).expect("open")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reopened_store_keeps_its_views() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("read.db");

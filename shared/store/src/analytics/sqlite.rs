@@ -80,42 +80,91 @@ const ATTEMPT_COLUMNS: &str = "workflow_id, task_id, attempt, definition, versio
 #[derive(Clone)]
 pub struct SqliteAnalytics {
     conn: Arc<Mutex<Connection>>,
+    /// With write-behind (see [`SqliteAnalytics::open_exclusive`]): what `record` was given
+    /// and the file does not hold yet, in the order given.
+    pending: Option<Arc<Mutex<Vec<EventEnvelope>>>>,
+    /// The lock that gives this process the file to itself, while any clone lives.
+    _exclusive: Option<Arc<std::fs::File>>,
 }
+
+/// Events waiting with write-behind beyond which `record` writes them at once.
+const MAX_PENDING_EVENTS: usize = 50_000;
 
 fn storage(e: impl std::fmt::Display) -> StoreError {
     StoreError::Storage(e.to_string())
 }
 
 impl SqliteAnalytics {
-    /// Opens (creating if needed) the analytics file at `path`. Blocks briefly: call it at
-    /// startup.
+    /// Opens (creating if needed) the analytics file at `path`, writing every `record`
+    /// before it returns. Blocks briefly: call it at startup.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        let conn = Connection::open(path.as_ref()).map_err(storage)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(Self::connect(path.as_ref())?)),
+            pending: None,
+            _exclusive: None,
+        })
+    }
+
+    /// Opens the analytics file at `path` for this process alone, with write-behind:
+    /// `record` keeps the events in memory, and they are folded into the file (each run's
+    /// facts read and written once for all of them) at the next `flush`, before a report,
+    /// or once tens of thousands wait. Like the read store's write-behind, a crash loses
+    /// only what no offset commit covered. Fails if another process holds the file.
+    pub fn open_exclusive(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let lock = crate::sqlite::lock_exclusively(path, "analytics file")?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(Self::connect(path)?)),
+            pending: Some(Arc::default()),
+            _exclusive: Some(Arc::new(lock)),
+        })
+    }
+
+    fn connect(path: &Path) -> Result<Connection> {
+        let conn = Connection::open(path).map_err(storage)?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
         conn.execute_batch(crate::sqlite::LAZY_WAL)
             .map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
         conn.execute_batch(crate::sqlite::DURABILITY_SCHEMA)
             .map_err(storage)?;
-        Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
-        })
+        Ok(conn)
     }
 
-    /// Runs `f` on the connection on tokio's blocking pool (SQLite calls block).
+    /// Runs `f` on the connection on tokio's blocking pool (SQLite calls block), after
+    /// writing what waits in memory, so `f` sees every recorded event.
     async fn with<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
     {
         let conn = self.conn.clone();
+        let pending = self.pending.clone();
         tokio::task::spawn_blocking(move || {
             let mut conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(pending) = pending {
+                write_out(&mut conn, &pending)?;
+            }
             f(&mut conn)
         })
         .await
         .map_err(storage)?
     }
+}
+
+/// Folds what waits in `pending` into the file, in one transaction; on failure it waits
+/// again, in front of whatever was recorded meanwhile.
+fn write_out(conn: &mut Connection, pending: &Mutex<Vec<EventEnvelope>>) -> Result<()> {
+    let lock = || pending.lock().unwrap_or_else(|p| p.into_inner());
+    let events = std::mem::take(&mut *lock());
+    if events.is_empty() {
+        return Ok(());
+    }
+    record(conn, &events).inspect_err(|_| {
+        let mut waiting = lock();
+        let later = std::mem::replace(&mut *waiting, events);
+        waiting.extend(later);
+    })
 }
 
 fn bad_row(what: &str, value: &str) -> StoreError {
@@ -323,6 +372,18 @@ impl Analytics for SqliteAnalytics {
         if events.is_empty() {
             return Ok(());
         }
+        if let Some(pending) = &self.pending {
+            let waiting = {
+                let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+                pending.extend_from_slice(events);
+                pending.len()
+            };
+            if waiting > MAX_PENDING_EVENTS {
+                // `with` writes them out first.
+                self.with(|_| Ok(())).await?;
+            }
+            return Ok(());
+        }
         let events = events.to_vec();
         self.with(move |conn| record(conn, &events)).await
     }
@@ -333,6 +394,9 @@ impl Analytics for SqliteAnalytics {
     }
 
     async fn reset(&self) -> Result<()> {
+        if let Some(pending) = &self.pending {
+            pending.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
         self.with(|conn| {
             let tx = conn.transaction().map_err(storage)?;
             tx.execute_batch("DELETE FROM runs; DELETE FROM attempts;")

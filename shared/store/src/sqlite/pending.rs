@@ -1,0 +1,385 @@
+//! The read store's fold and its write, kept apart so the file can be written later than
+//! the fold ran ("write-behind", see [`super::SqliteStore::open_exclusive`]).
+//!
+//! [`fold_batch`] folds a batch into the decoded views in [`Memory`] and records, per run,
+//! what the file must be told ([`RunChanges`]): the new history rows, and what the view
+//! looked like in the file before, so that dead letters, inbox rows and SLA alerts are
+//! written as differences. [`write_changes`] writes a set of runs' changes in one
+//! transaction. Between the two, the views in memory are the truth; the file catches up
+//! at the next write-out.
+
+use super::{StoredView, load_view, storage, to_json};
+use crate::{HumanTask, Result, SlaRecord};
+use distorch_domain::event::{Event, EventEnvelope};
+use distorch_domain::view::{DeadLetter, WorkflowView};
+use distorch_domain::{TaskId, WorkflowId};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Views in memory beyond which the clean ones (what the file holds already) are dropped;
+/// they are read back from the file when their runs move again.
+const MAX_CACHED_VIEWS: usize = 4_096;
+
+/// What the store holds in memory: decoded views, and the changes the file lacks.
+#[derive(Default)]
+pub(super) struct Memory {
+    /// The current view of every run with changes not written yet, and of the running runs
+    /// folded lately (those equal to the file's copy), so a batch folds its events into them
+    /// instead of reading, decompressing and parsing each touched view again. An ended run
+    /// leaves once its last changes are written. Shared, so that a write-out takes them
+    /// without copying; a fold copies a view a write-out still holds.
+    pub views: HashMap<WorkflowId, Arc<WorkflowView>>,
+    /// Runs folded since their last write-out.
+    pub dirty: HashMap<WorkflowId, RunChanges>,
+    /// History rows in `dirty`, to bound what waits in memory.
+    pub dirty_events: usize,
+}
+
+/// What the file must learn of one run at the next write-out.
+pub(super) struct RunChanges {
+    /// The run's view as the file holds it (or will, once the write-out in flight commits),
+    /// reduced to what the rows beside the view are diffed against.
+    parked_before: Vec<TaskId>,
+    humans_before: HashMap<TaskId, HumanTask>,
+    alerts_before: usize,
+    /// Set when the run started since the last write-out: its row is new.
+    created_at_ms: i64,
+    /// The time of the newest event folded.
+    updated_at_ms: i64,
+    /// When each human task created since the last write-out was created.
+    humans_created: HashMap<TaskId, i64>,
+    /// Sequence number and time of each SLA event folded since, in order.
+    alert_events: Vec<(u64, i64)>,
+    /// Every event folded since, in order: the history rows to insert.
+    history: Vec<EventEnvelope>,
+}
+
+impl RunChanges {
+    fn since(view: Option<&WorkflowView>) -> Self {
+        Self {
+            parked_before: parked(view),
+            humans_before: view
+                .map(|v| {
+                    HumanTask::all_of(v)
+                        .map(|h| (h.task_id.clone(), h))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            alerts_before: view.map_or(0, |v| v.sla.len()),
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            humans_created: HashMap::new(),
+            alert_events: Vec::new(),
+            history: Vec::new(),
+        }
+    }
+
+    /// Puts `later` (folded after `self`) behind `self`, as if both were one span of folds:
+    /// a write-out that failed hands its changes back this way.
+    fn absorb(&mut self, later: RunChanges) {
+        if self.created_at_ms == 0 {
+            self.created_at_ms = later.created_at_ms;
+        }
+        self.updated_at_ms = later.updated_at_ms.max(self.updated_at_ms);
+        for (task, at) in later.humans_created {
+            self.humans_created.entry(task).or_insert(at);
+        }
+        self.alert_events.extend(later.alert_events);
+        self.history.extend(later.history);
+    }
+}
+
+/// The changes of one run taken for a write-out, with its view at that moment (`None` for
+/// a run whose start was never seen: its events go to the history only).
+pub(super) struct Taken {
+    id: WorkflowId,
+    changes: RunChanges,
+    view: Option<Arc<WorkflowView>>,
+}
+
+impl Memory {
+    /// Folds `events` (any runs, log order per run) into the views, recording what the file
+    /// must be told. `conn` reads the views of runs not in memory. With `verify`, a view in
+    /// memory that has nothing pending is used only if the file still holds that version:
+    /// another process writing the same file (a second projector) may have moved the run on.
+    pub fn fold_batch(
+        &mut self,
+        conn: &Connection,
+        events: &[EventEnvelope],
+        verify: bool,
+    ) -> Result<()> {
+        for (id, run_events) in group_by_run(events) {
+            let dirty = self.dirty.contains_key(&id);
+            let view = match self.views.remove(&id) {
+                Some(view) if dirty || !verify || stored_seq(conn, id)? == Some(view.last_seq) => {
+                    Some(view)
+                }
+                // A run with pending changes but no view has only history: nothing to read.
+                None if dirty => None,
+                _ => load_view(conn, id)?.map(Arc::new),
+            };
+            let folded_seq = view.as_ref().map_or(0, |v| v.last_seq);
+            let mut view = view;
+            for e in run_events {
+                // Already folded in, so already in the history.
+                if e.seq <= folded_seq {
+                    continue;
+                }
+                let changes = match self.dirty.get_mut(&id) {
+                    Some(changes) => changes,
+                    None => self
+                        .dirty
+                        .entry(id)
+                        .or_insert(RunChanges::since(view.as_deref())),
+                };
+                changes.history.push(e.clone());
+                self.dirty_events += 1;
+                match view.as_mut() {
+                    Some(v) => Arc::make_mut(v).apply(e),
+                    None => {
+                        view = WorkflowView::start(e).map(Arc::new);
+                        if view.is_none() {
+                            tracing::warn!(
+                                workflow_id = %id, seq = e.seq, event = e.event.name(),
+                                "event for a run whose start was never seen; history only"
+                            );
+                            continue;
+                        }
+                        changes.created_at_ms = e.at_ms;
+                    }
+                }
+                match &e.event {
+                    Event::HumanTaskCreated { task_id, .. } => {
+                        changes.humans_created.insert(task_id.clone(), e.at_ms);
+                    }
+                    Event::SlaWarned { .. } | Event::SlaBreached { .. } => {
+                        changes.alert_events.push((e.seq, e.at_ms));
+                    }
+                    _ => {}
+                }
+                changes.updated_at_ms = e.at_ms;
+            }
+            if let Some(view) = view {
+                self.views.insert(id, view);
+            }
+        }
+        self.forget_clean_views_over(MAX_CACHED_VIEWS);
+        Ok(())
+    }
+
+    /// Takes every pending change, with the current view of each run, for a write-out.
+    pub fn take(&mut self) -> Vec<Taken> {
+        self.dirty_events = 0;
+        self.dirty
+            .drain()
+            .map(|(id, changes)| Taken {
+                id,
+                changes,
+                view: self.views.get(&id).cloned(),
+            })
+            .collect()
+    }
+
+    /// After `taken` committed: ended runs with nothing newer pending leave memory.
+    pub fn written(&mut self, taken: &[Taken]) {
+        for t in taken {
+            let ended = t.view.as_ref().is_some_and(|v| v.status.is_terminal());
+            if ended && !self.dirty.contains_key(&t.id) {
+                self.views.remove(&t.id);
+            }
+        }
+    }
+
+    /// After writing `taken` failed: its changes go back in front of whatever was folded
+    /// since, so the next write-out writes both.
+    pub fn unwritten(&mut self, taken: Vec<Taken>) {
+        for t in taken {
+            let mut changes = t.changes;
+            self.dirty_events += changes.history.len();
+            if let Some(later) = self.dirty.remove(&t.id) {
+                changes.absorb(later);
+            }
+            self.dirty.insert(t.id, changes);
+        }
+    }
+
+    /// Forgets every view and every pending change (the file is being emptied).
+    pub fn clear(&mut self) {
+        *self = Memory::default();
+    }
+
+    fn forget_clean_views_over(&mut self, max: usize) {
+        if self.views.len() > max {
+            let dirty = &self.dirty;
+            self.views.retain(|id, _| dirty.contains_key(id));
+        }
+    }
+}
+
+fn stored_seq(conn: &Connection, id: WorkflowId) -> Result<Option<u64>> {
+    conn.prepare_cached("SELECT last_seq FROM workflows WHERE id = ?1")
+        .and_then(|mut s| {
+            s.query_row([id.to_string()], |r| r.get::<_, i64>(0))
+                .optional()
+        })
+        .map(|seq| seq.map(|s| s as u64))
+        .map_err(storage)
+}
+
+/// The runs of a batch in first-seen order, each with its events in batch order.
+fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
+    let mut index = HashMap::new();
+    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
+    for e in events {
+        let i = *index.entry(e.workflow_id).or_insert_with(|| {
+            groups.push((e.workflow_id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(e);
+    }
+    groups
+}
+
+fn parked(view: Option<&WorkflowView>) -> Vec<TaskId> {
+    view.map(|v| {
+        v.tasks
+            .iter()
+            .filter(|t| t.parked)
+            .map(|t| t.task_id.clone())
+            .collect()
+    })
+    .unwrap_or_default()
+}
+
+/// Writes the runs' changes in one transaction: history rows, each view once, and the
+/// dead-letter, inbox and SLA rows that changed with it.
+pub(super) fn write_changes(conn: &mut Connection, taken: &[Taken]) -> Result<()> {
+    let tx = conn.transaction().map_err(storage)?;
+    {
+        let mut history = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO events (workflow_id, seq, event) VALUES (?1, ?2, ?3)",
+            )
+            .map_err(storage)?;
+        let mut upsert = tx
+            .prepare_cached(
+                "INSERT INTO workflows
+                    (id, definition, version, status, created_at_ms, updated_at_ms, last_seq, view)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT (id) DO UPDATE SET
+                    status = excluded.status,
+                    updated_at_ms = excluded.updated_at_ms,
+                    last_seq = excluded.last_seq,
+                    view = excluded.view",
+            )
+            .map_err(storage)?;
+        let mut park = tx
+            .prepare_cached(
+                "INSERT OR REPLACE INTO dead_letters (task_id, workflow_id, item)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .map_err(storage)?;
+        let mut unpark = tx
+            .prepare_cached("DELETE FROM dead_letters WHERE task_id = ?1")
+            .map_err(storage)?;
+        let mut inbox = tx
+            .prepare_cached(
+                "INSERT INTO human_tasks
+                    (task_id, workflow_id, created_at_ms, status, assignee, grp, item)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                 ON CONFLICT (task_id) DO UPDATE SET
+                    status = excluded.status,
+                    assignee = excluded.assignee,
+                    grp = excluded.grp,
+                    item = excluded.item",
+            )
+            .map_err(storage)?;
+        let mut alert = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO sla_alerts (workflow_id, seq, at_ms, item)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(storage)?;
+
+        for Taken { id, changes, view } in taken {
+            let id_text = id.to_string();
+            for e in &changes.history {
+                history
+                    .execute(params![id_text, e.seq as i64, to_json(e)?])
+                    .map_err(storage)?;
+            }
+            let Some(view) = view else { continue };
+            upsert
+                .execute(params![
+                    id_text,
+                    view.definition,
+                    view.version,
+                    view.status.as_str(),
+                    changes.created_at_ms,
+                    changes.updated_at_ms,
+                    view.last_seq as i64,
+                    StoredView::encode(view)?,
+                ])
+                .map_err(storage)?;
+
+            let parked_after = parked(Some(view));
+            for t in changes
+                .parked_before
+                .iter()
+                .filter(|t| !parked_after.contains(t))
+            {
+                unpark.execute([&t.0]).map_err(storage)?;
+            }
+            for t in view
+                .tasks
+                .iter()
+                .filter(|t| t.parked && !changes.parked_before.contains(&t.task_id))
+            {
+                park.execute(params![
+                    t.task_id.0,
+                    id_text,
+                    to_json(&DeadLetter::from(t))?
+                ])
+                .map_err(storage)?;
+            }
+
+            for h in HumanTask::all_of(view) {
+                if changes.humans_before.get(&h.task_id) == Some(&h) {
+                    continue;
+                }
+                // An existing row keeps its creation time (the upsert leaves it alone).
+                let created = changes
+                    .humans_created
+                    .get(&h.task_id)
+                    .copied()
+                    .unwrap_or(changes.updated_at_ms);
+                inbox
+                    .execute(params![
+                        h.task_id.0,
+                        id_text,
+                        created,
+                        h.status.as_str(),
+                        h.assignee,
+                        h.group,
+                        to_json(&h)?,
+                    ])
+                    .map_err(storage)?;
+            }
+
+            // The fold adds exactly one alert per SLA event, in order.
+            let new_alerts = view.sla.get(changes.alerts_before..).unwrap_or_default();
+            for ((seq, at_ms), a) in changes.alert_events.iter().zip(new_alerts) {
+                alert
+                    .execute(params![
+                        id_text,
+                        *seq as i64,
+                        at_ms,
+                        to_json(&SlaRecord::new(view, a))?
+                    ])
+                    .map_err(storage)?;
+            }
+        }
+    }
+    tx.commit().map_err(storage)
+}
