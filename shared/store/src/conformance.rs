@@ -582,18 +582,25 @@ pub async fn wait_for_seq_sees_applies(store: &dyn ReadStore) {
     // before the projector got to it) ends when the run is folded, with no flush between.
     let mut unseen = Run::start(&fresh_name("unseen"), 8_100_000);
     unseen.step("a");
-    let (waited, applied) = tokio::join!(
-        store.wait_for_seq(unseen.id, 2, Duration::from_secs(10)),
-        async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            store.apply(&unseen.events).await
-        }
-    );
-    applied.expect("apply");
+    let wait = store.wait_for_seq(unseen.id, 2, Duration::from_secs(10));
     assert!(
-        waited.expect("wait"),
+        applied_while_waiting(store, &unseen.events, wait).await,
         "a wait for an unseen run missed its fold"
     );
+}
+
+/// Applies `events` while `wait` (a wait of `store`'s) runs; what the wait returned.
+async fn applied_while_waiting(
+    store: &dyn ReadStore,
+    events: &[EventEnvelope],
+    wait: impl std::future::Future<Output = Result<bool, StoreError>>,
+) -> bool {
+    let (waited, applied) = tokio::join!(wait, async {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        store.apply(events).await
+    });
+    applied.expect("apply");
+    waited.expect("wait")
 }
 
 /// `wait_for_end` returns false while the run goes on, even as its events are applied, and
@@ -627,16 +634,9 @@ pub async fn wait_for_end_sees_the_last_event(store: &dyn ReadStore) {
     let mut unseen = Run::start(&fresh_name("unseen-end"), 8_600_000);
     unseen.step("a");
     unseen.complete();
-    let (waited, applied) = tokio::join!(
-        store.wait_for_end(unseen.id, Duration::from_secs(10)),
-        async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            store.apply(&unseen.events).await
-        }
-    );
-    applied.expect("apply");
+    let wait = store.wait_for_end(unseen.id, Duration::from_secs(10));
     assert!(
-        waited.expect("wait"),
+        applied_while_waiting(store, &unseen.events, wait).await,
         "a wait for an unseen run missed its end"
     );
 }

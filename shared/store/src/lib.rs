@@ -212,6 +212,21 @@ impl SlaRecord {
     }
 }
 
+/// The runs of a batch in first-seen order, each with its events in batch order: how every
+/// backend folds a batch run by run.
+pub(crate) fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
+    let mut index = std::collections::HashMap::new();
+    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
+    for e in events {
+        let i = *index.entry(e.workflow_id).or_insert_with(|| {
+            groups.push((e.workflow_id, Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push(e);
+    }
+    groups
+}
+
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
     /// Folds a batch of events (any runs, in log order per run) into the read models.

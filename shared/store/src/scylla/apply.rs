@@ -3,7 +3,7 @@
 
 use super::keys::{self, ANY};
 use super::{BucketKey, MAX_KNOWN_BUCKETS, ScyllaStore, cql_error, storage};
-use crate::{HumanTask, Result, SlaRecord};
+use crate::{HumanTask, Result, SlaRecord, group_by_run};
 use distorch_domain::WorkflowId;
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope};
 use distorch_domain::view::{DeadLetter, WorkflowView};
@@ -41,20 +41,6 @@ struct RunRow {
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(storage)
-}
-
-/// The runs of a batch in first-seen order, each with its events in batch order.
-fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
-    let mut index = HashMap::new();
-    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
-    for e in events {
-        let i = *index.entry(e.workflow_id).or_insert_with(|| {
-            groups.push((e.workflow_id, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(e);
-    }
-    groups
 }
 
 /// What folding a run's new events produced, besides the view.

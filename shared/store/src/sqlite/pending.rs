@@ -9,7 +9,7 @@
 //! at the next write-out.
 
 use super::{StoredView, load_view, storage, to_json};
-use crate::{HumanTask, Result, SlaRecord};
+use crate::{HumanTask, Result, SlaRecord, group_by_run};
 use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::view::{DeadLetter, WorkflowView};
 use distorch_domain::{TaskId, WorkflowId};
@@ -225,20 +225,6 @@ fn stored_seq(conn: &Connection, id: WorkflowId) -> Result<Option<u64>> {
         })
         .map(|seq| seq.map(|s| s as u64))
         .map_err(storage)
-}
-
-/// The runs of a batch in first-seen order, each with its events in batch order.
-fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
-    let mut index = HashMap::new();
-    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
-    for e in events {
-        let i = *index.entry(e.workflow_id).or_insert_with(|| {
-            groups.push((e.workflow_id, Vec::new()));
-            groups.len() - 1
-        });
-        groups[i].1.push(e);
-    }
-    groups
 }
 
 fn parked(view: Option<&WorkflowView>) -> Vec<TaskId> {
