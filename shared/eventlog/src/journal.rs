@@ -10,9 +10,10 @@
 //! In memory: the file position of every record (8 bytes a record) and every group's
 //! committed offsets; both are rebuilt by one sequential scan when the file is opened. The
 //! scan stops at the first frame that runs past the end of the file, fails its checksum or
-//! is zeros. Zeros to the end of the file are space preallocated ahead of the end (see
-//! `prealloc`) and are kept; anything else is where a crash interrupted a write that was
-//! never acknowledged, and the file is cut there.
+//! is zeros, and keeps only whole groups (each ends with an end frame, see `frame`). Zeros to
+//! the end of the file are space preallocated ahead of the end (see `prealloc`) and are
+//! kept; anything else after the last whole group is where a crash interrupted a write that
+//! was never acknowledged, and the file is cut there.
 //!
 //! After a failed `fdatasync` the kernel may have dropped the unwritten pages while marking
 //! them clean, so nothing written since the last good sync can be trusted: the journal then
@@ -31,7 +32,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 
 use crate::local::{LocalLog, Source, Storage, Topic, lock_file};
 use crate::{LogError, Record, Result};
-use frame::{Frame, HEADER, MAGIC};
+use frame::{Frame, HEADER, MAGIC, MAGIC_V1};
 use writer::JournalWriter;
 
 /// The embedded, durable [`crate::EventLog`] backed by one append-only journal file.
@@ -162,13 +163,18 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
     }
     let mut reader = BufReader::with_capacity(1 << 20, file);
     let mut magic = [0; MAGIC.len()];
-    if reader.read_exact(&mut magic).is_err() || &magic != MAGIC {
-        return Err(LogError::Storage(format!(
-            "{} is not a DisTorch journal (or of another version): its first bytes are not {:?}",
-            path.display(),
-            String::from_utf8_lossy(MAGIC)
-        )));
-    }
+    let first_version = match reader.read_exact(&mut magic) {
+        Ok(()) if &magic == MAGIC => false,
+        Ok(()) if &magic == MAGIC_V1 => true,
+        _ => {
+            return Err(LogError::Storage(format!(
+                "{} is not a DisTorch journal (or of another version): its first bytes are not \
+                 {:?}",
+                path.display(),
+                String::from_utf8_lossy(MAGIC)
+            )));
+        }
+    };
     let mut state = Recovered {
         index: Index::default(),
         topics: Vec::new(),
@@ -176,8 +182,12 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         allocated: size,
     };
     let mut body = Vec::new();
+    // The frames of the group being read: they count once its end frame is read.
+    let mut group: Vec<(Frame, u64)> = Vec::new();
+    // First version: frames applied since the last end frame (an interrupted upgrade's).
+    let mut standalone = 0usize;
+    let mut at = state.end;
     loop {
-        let at = state.end;
         let mut head = [0; HEADER];
         match read_full(&mut reader, &mut head) {
             Ok(true) => {}
@@ -198,8 +208,37 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         if !frame::checksum_ok(&body, crc) {
             break;
         }
-        apply(&mut state, frame::decode(&body, at)?, at, path)?;
-        state.end = at + (HEADER + len) as u64;
+        let next = at + (HEADER + len) as u64;
+        match frame::decode(&body, at)? {
+            Frame::End { frames } => {
+                let seen = if first_version {
+                    standalone
+                } else {
+                    group.len()
+                };
+                if frames as usize != seen {
+                    return Err(LogError::Storage(format!(
+                        "the journal {} is damaged at byte {at}: the end of a group of {frames} \
+                         frames follows {} frames",
+                        path.display(),
+                        seen
+                    )));
+                }
+                for (frame, at) in group.drain(..) {
+                    apply(&mut state, frame, at, path)?;
+                }
+                standalone = 0;
+                state.end = next;
+            }
+            // The first version's frames stand alone.
+            frame if first_version => {
+                apply(&mut state, frame, at, path)?;
+                standalone += 1;
+                state.end = next;
+            }
+            frame => group.push((frame, at)),
+        }
+        at = next;
     }
     if state.end < size && !zeros(file, state.end, size).map_err(io("reading"))? {
         tracing::warn!(
@@ -213,7 +252,28 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         file.sync_all().map_err(io("syncing"))?;
         state.allocated = state.end;
     }
+    if first_version {
+        upgrade(file, &mut state, standalone).map_err(io("upgrading"))?;
+        tracing::info!(journal = %path.display(), "event log journal: moved to format version 2 (groups end with an end frame)");
+    }
     Ok(state)
+}
+
+/// Moves a first-version file to the current one: an end frame after its last frame,
+/// closing the `standalone` frames since the previous end (so every frame so far counts as
+/// ended), synced, then the current [`MAGIC`]. A crash between the two leaves a
+/// first-version file whose extra end frame is read as such.
+fn upgrade(file: &File, state: &mut Recovered, standalone: usize) -> std::io::Result<()> {
+    let mut end = Vec::new();
+    let frames = u32::try_from(standalone).map_err(std::io::Error::other)?;
+    frame::encode_end(&mut end, frames);
+    file.write_all_at(&end, state.end)?;
+    file.sync_data()?;
+    file.write_all_at(MAGIC, 0)?;
+    file.sync_data()?;
+    state.end += end.len() as u64;
+    state.allocated = state.allocated.max(state.end);
+    Ok(())
 }
 
 /// Whether the file holds only zeros from `from` to `to`: space preallocated and never
@@ -323,6 +383,8 @@ fn apply(state: &mut Recovered, frame: Frame, at: u64, path: &Path) -> Result<()
                 .commits
                 .insert((group, topic_id, partition), next);
         }
+        // A group's end is handled by the scan; the first version's may end with one.
+        Frame::End { .. } => {}
     }
     Ok(())
 }
@@ -393,5 +455,64 @@ impl Storage for JournalStorage {
         let key = (group.to_owned(), topic_id(source)?, source.partition);
         let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
         Ok(index.commits.get(&key).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::{embedded, read_partition};
+    use crate::{EventLog, NewRecord};
+
+    fn open_plain(path: &Path) -> Arc<dyn EventLog> {
+        let open = |path: &Path| -> Result<Arc<dyn EventLog>> {
+            let options = JournalOptions { preallocate: false };
+            Ok(Arc::new(JournalLog::open_with(path, options)?))
+        };
+        embedded::open_when_released(open, path).expect("open")
+    }
+
+    async fn payloads(log: &dyn EventLog) -> Vec<Vec<u8>> {
+        read_partition(log, "t", 0)
+            .await
+            .into_iter()
+            .map(|r| r.payload)
+            .collect()
+    }
+
+    /// A file of the first format version (frames without end frames, each standing alone)
+    /// opens with all its frames, is marked as the current version, and goes on.
+    #[tokio::test]
+    async fn a_first_version_file_keeps_its_frames_and_is_upgraded() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.journal");
+        let mut bytes = MAGIC_V1.to_vec();
+        frame::encode_topic(&mut bytes, 1, 1, "t");
+        for offset in 0..2u8 {
+            let record = NewRecord::new("t", "k", vec![offset; 10]);
+            frame::encode_record(&mut bytes, 1, 0, u64::from(offset), &record, 1_000);
+        }
+        std::fs::write(&path, &bytes).expect("write");
+
+        let log = open_plain(&path);
+        assert_eq!(payloads(log.as_ref()).await, vec![vec![0; 10], vec![1; 10]]);
+        let upgraded = std::fs::read(&path).expect("read");
+        assert_eq!(
+            &upgraded[..MAGIC.len()],
+            MAGIC,
+            "marked as the current version"
+        );
+        let at = log
+            .append(vec![NewRecord::new("t", "k", vec![2; 10])])
+            .await
+            .expect("append");
+        assert_eq!(at[0].offset, 2);
+        drop(log);
+
+        let log = open_plain(&path);
+        assert_eq!(
+            payloads(log.as_ref()).await,
+            vec![vec![0; 10], vec![1; 10], vec![2; 10]]
+        );
     }
 }

@@ -70,7 +70,7 @@ async fn a_file_that_is_not_a_journal_is_refused_and_left_alone() {
 #[tokio::test]
 async fn a_journal_whose_creation_was_interrupted_starts_over() {
     let dir = tempfile::tempdir().expect("tempdir");
-    for (i, bytes) in [&b""[..], b"DTJR", b"\0\0\0\0\0\0\0\0", b"DTJRNL01"]
+    for (i, bytes) in [&b""[..], b"DTJR", b"\0\0\0\0\0\0\0\0", b"DTJRNL02"]
         .into_iter()
         .enumerate()
     {
@@ -173,6 +173,46 @@ async fn a_torn_tail_is_cut_and_the_log_goes_on() {
     }
 }
 
+/// A group commit is atomic: a crash that loses any part of it (here the last byte, in its
+/// end frame) loses all of it, though its first records' frames are whole. The records of
+/// one append (a command's events, say) are thus all in the log or none are.
+#[tokio::test]
+async fn a_group_missing_its_end_is_cut_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("log.journal");
+    let log = open_plain(&path);
+    log.create_topic("t", 1).await.expect("create");
+    log.append(vec![NewRecord::new("t", "k", vec![0; 100])])
+        .await
+        .expect("append");
+    let before = std::fs::metadata(&path).expect("size").len();
+    let group: Vec<NewRecord> = (1..=3u8)
+        .map(|i| NewRecord::new("t", "k", vec![i; 100]))
+        .collect();
+    log.append(group).await.expect("append a group");
+    drop(log);
+    let after = std::fs::metadata(&path).expect("size").len();
+    assert!(after > before + 300, "three records were written");
+    OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .and_then(|f| f.set_len(after - 1))
+        .expect("cut the last byte");
+
+    let log = open_plain(&path);
+    assert_eq!(
+        payloads(log.as_ref()).await,
+        vec![vec![0; 100]],
+        "none of the group's records survive"
+    );
+    assert_eq!(std::fs::metadata(&path).expect("size").len(), before, "cut");
+    let at = log
+        .append(vec![NewRecord::new("t", "k", vec![9; 100])])
+        .await
+        .expect("append after recovery");
+    assert_eq!(at[0].offset, 1);
+}
+
 /// The size of the journal at `path` once its preallocated space has been added.
 async fn preallocated_size(path: &Path, data: u64) -> u64 {
     for _ in 0..200 {
@@ -185,14 +225,19 @@ async fn preallocated_size(path: &Path, data: u64) -> u64 {
     panic!("no space was preallocated past the {data} bytes of frames");
 }
 
-/// Where the frames of a preallocated journal end: after its last non-zero byte (the
-/// records below end with non-zero payloads).
+/// Where the frames of a preallocated journal end: walks the frames' length fields from
+/// the 8-byte header to the first zero length (the preallocated zeros).
 fn frames_end(path: &Path) -> u64 {
     let bytes = std::fs::read(path).expect("read");
-    bytes
-        .iter()
-        .rposition(|&b| b != 0)
-        .map_or(0, |i| i as u64 + 1)
+    let mut at = 8;
+    while let Some(len) = bytes.get(at..at + 4) {
+        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        if len == 0 {
+            break;
+        }
+        at += 8 + len;
+    }
+    at as u64
 }
 
 /// Appends records `[1; 100]`, `[2; 100]`... `[n; 100]` to a fresh journal with

@@ -9,22 +9,31 @@
 //! record = 2 | topic id (u32) | partition (u32) | offset (u64) | timestamp ms (i64)
 //!            | key length (u32) | key (UTF-8) | headers length (u32) | headers | payload (rest)
 //! commit = 3 | topic id (u32) | partition (u32) | next offset (u64) | group (rest, UTF-8)
+//! end    = 4 | frames of the group before it (u32)
 //! ```
-//! All integers are little-endian; headers use [`crate::local::headers`]'s encoding. A frame
-//! whose length runs past the end of the file or whose checksum does not match is where a
-//! crash interrupted a write: recovery cuts the file there.
+//! All integers are little-endian; headers use [`crate::local::headers`]'s encoding. Every
+//! group commit ends with an `end` frame, and only whole groups count: a frame whose length
+//! runs past the end of the file or whose checksum does not match, and every frame of a
+//! group whose `end` is missing, is where a crash interrupted a write (one that was never
+//! acknowledged): recovery cuts the file after the last `end`. So a group is atomic: a
+//! command's events are all in the log or none are. Files of the first version
+//! ([`MAGIC_V1`]) have no `end` frames, each frame stood alone; recovery reads them so and
+//! marks them as the current version.
 
 use crate::local::headers;
 use crate::{LogError, NewRecord, Record, Result};
 
 /// First bytes of every journal file: format name and version.
-pub(crate) const MAGIC: &[u8; 8] = b"DTJRNL01";
+pub(crate) const MAGIC: &[u8; 8] = b"DTJRNL02";
+/// The first version, without `end` frames.
+pub(crate) const MAGIC_V1: &[u8; 8] = b"DTJRNL01";
 /// Length and checksum in front of every body.
 pub(crate) const HEADER: usize = 8;
 
 const TOPIC: u8 = 1;
 const RECORD: u8 = 2;
 const COMMIT: u8 = 3;
+const END: u8 = 4;
 
 /// A decoded body.
 #[derive(Debug, PartialEq, Eq)]
@@ -49,6 +58,8 @@ pub(crate) enum Frame {
         next: u64,
         group: String,
     },
+    /// The end of a group of `frames` frames.
+    End { frames: u32 },
 }
 
 /// Appends one frame (header and body) to `out`.
@@ -112,6 +123,14 @@ pub(crate) fn encode_commit(
     });
 }
 
+/// Ends a group of `frames` frames.
+pub(crate) fn encode_end(out: &mut Vec<u8>, frames: u32) {
+    frame(out, |b| {
+        b.push(END);
+        b.extend_from_slice(&frames.to_le_bytes());
+    });
+}
+
 /// Splits a frame header into (body length, checksum).
 pub(crate) fn header(bytes: &[u8; HEADER]) -> (usize, u32) {
     let (len, crc) = bytes.split_at(4);
@@ -166,6 +185,9 @@ pub(crate) fn decode(body: &[u8], at: u64) -> Result<Frame> {
             partition: r.u32().ok_or_else(|| corrupt("short commit"))?,
             next: r.u64().ok_or_else(|| corrupt("short commit"))?,
             group: r.rest_str().ok_or_else(|| corrupt("group is not UTF-8"))?,
+        },
+        END => Frame::End {
+            frames: r.u32().ok_or_else(|| corrupt("short end"))?,
         },
         other => return Err(corrupt(&format!("unknown frame kind {other}"))),
     };
@@ -290,6 +312,11 @@ mod tests {
                     b
                 },
             ),
+            (Frame::End { frames: 3 }, {
+                let mut b = Vec::new();
+                encode_end(&mut b, 3);
+                b
+            }),
         ];
         for (expected, bytes) in cases {
             let (body, crc) = body(&bytes);

@@ -142,9 +142,17 @@ impl StorageWriter for JournalWriter {
         if self.group.frames.is_empty() {
             return Ok(());
         }
+        // Recovery keeps a group only with its end frame: all of it or none.
+        let body = self.group.frames.len();
+        let frames = self.group.topics.len() + self.group.records.len() + self.group.commits.len();
+        frame::encode_end(
+            &mut self.group.frames,
+            u32::try_from(frames).expect("a group holds fewer than 2^32 frames"),
+        );
         let end = self.end + self.group.frames.len() as u64;
         self.space.reserve(end);
         if let Err(e) = self.file.write_all_at(&self.group.frames, self.end) {
+            self.group.frames.truncate(body);
             // Nothing was acknowledged: cut what part of the group reached the file, so the
             // next group starts at a clean end. If even that fails, stop writing.
             if let Err(cut) = self.space.cut(self.end, || self.file.set_len(self.end)) {
@@ -153,6 +161,7 @@ impl StorageWriter for JournalWriter {
             return Err(LogError::Storage(format!("writing to the journal: {e}")));
         }
         if let Err(e) = self.file.sync_data() {
+            self.group.frames.truncate(body);
             self.poisoned = Some(e.to_string());
             return Err(LogError::Storage(format!("syncing the journal: {e}")));
         }
