@@ -14,7 +14,7 @@ use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::view::{DeadLetter, WorkflowView};
 use distorch_domain::{TaskId, WorkflowId};
 use rusqlite::{Connection, OptionalExtension, params};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 /// Views in memory beyond which the clean ones (what the file holds already) are dropped;
@@ -32,6 +32,9 @@ pub(super) struct Memory {
     pub views: HashMap<WorkflowId, Arc<WorkflowView>>,
     /// Runs folded since their last write-out.
     pub dirty: HashMap<WorkflowId, RunChanges>,
+    /// Runs whose changes a write-out took and has not committed yet: until it has, the
+    /// file holds an older view than memory, so their views must stay.
+    writing: HashSet<WorkflowId>,
     /// History rows in `dirty`, to bound what waits in memory.
     pub dirty_events: usize,
 }
@@ -110,13 +113,14 @@ impl Memory {
         verify: bool,
     ) -> Result<()> {
         for (id, run_events) in group_by_run(events) {
-            let dirty = self.dirty.contains_key(&id);
+            // Ahead of the file: changes pending or being written.
+            let ahead = self.dirty.contains_key(&id) || self.writing.contains(&id);
             let view = match self.views.remove(&id) {
-                Some(view) if dirty || !verify || stored_seq(conn, id)? == Some(view.last_seq) => {
+                Some(view) if ahead || !verify || stored_seq(conn, id)? == Some(view.last_seq) => {
                     Some(view)
                 }
                 // A run with pending changes but no view has only history: nothing to read.
-                None if dirty => None,
+                None if ahead => None,
                 _ => load_view(conn, id)?.map(Arc::new),
             };
             let folded_seq = view.as_ref().map_or(0, |v| v.last_seq);
@@ -171,18 +175,22 @@ impl Memory {
     /// Takes every pending change, with the current view of each run, for a write-out.
     pub fn take(&mut self) -> Vec<Taken> {
         self.dirty_events = 0;
-        self.dirty
+        let taken: Vec<Taken> = self
+            .dirty
             .drain()
             .map(|(id, changes)| Taken {
                 id,
                 changes,
                 view: self.views.get(&id).cloned(),
             })
-            .collect()
+            .collect();
+        self.writing = taken.iter().map(|t| t.id).collect();
+        taken
     }
 
     /// After `taken` committed: ended runs with nothing newer pending leave memory.
     pub fn written(&mut self, taken: &[Taken]) {
+        self.writing.clear();
         for t in taken {
             let ended = t.view.as_ref().is_some_and(|v| v.status.is_terminal());
             if ended && !self.dirty.contains_key(&t.id) {
@@ -194,6 +202,7 @@ impl Memory {
     /// After writing `taken` failed: its changes go back in front of whatever was folded
     /// since, so the next write-out writes both.
     pub fn unwritten(&mut self, taken: Vec<Taken>) {
+        self.writing.clear();
         for t in taken {
             let mut changes = t.changes;
             self.dirty_events += changes.history.len();
@@ -209,10 +218,13 @@ impl Memory {
         *self = Memory::default();
     }
 
+    /// Drops the views that equal the file's copy once more than `max` are held; those
+    /// with changes pending or being written stay.
     fn forget_clean_views_over(&mut self, max: usize) {
         if self.views.len() > max {
-            let dirty = &self.dirty;
-            self.views.retain(|id, _| dirty.contains_key(id));
+            let (dirty, writing) = (&self.dirty, &self.writing);
+            self.views
+                .retain(|id, _| dirty.contains_key(id) || writing.contains(id));
         }
     }
 }
@@ -368,4 +380,45 @@ pub(super) fn write_changes(conn: &mut Connection, taken: &[Taken]) -> Result<()
         }
     }
     tx.commit().map_err(storage)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conformance::Run;
+
+    fn file() -> Connection {
+        let conn = Connection::open_in_memory().expect("open");
+        conn.execute_batch(super::super::SCHEMA).expect("schema");
+        conn
+    }
+
+    /// While a write-out is in flight the file holds older views than memory: dropping
+    /// clean views then must keep those, or the next batch of such a run would be folded
+    /// onto the file's older view and lose the events in between.
+    #[test]
+    fn views_being_written_are_never_dropped() {
+        let conn = file();
+        let mut memory = Memory::default();
+        let mut run = Run::start("pinned", 1_000);
+        run.step("a");
+        let (first, rest) = run.events.split_at(3);
+        memory.fold_batch(&conn, first, false).expect("fold");
+        let taken = memory.take();
+        memory.forget_clean_views_over(0);
+        assert!(
+            memory.views.contains_key(&run.id),
+            "kept while being written"
+        );
+
+        // A batch folded meanwhile continues from memory, not from the (empty) file.
+        memory.fold_batch(&conn, rest, false).expect("fold");
+        assert_eq!(*memory.views[&run.id], run.fold());
+
+        memory.written(&taken);
+        memory.take();
+        memory.written(&[]);
+        memory.forget_clean_views_over(0);
+        assert!(memory.views.is_empty(), "clean views go once written");
+    }
 }
