@@ -324,7 +324,9 @@ impl SqliteStore {
     {
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            if !inner.memory().dirty.is_empty() {
+            // A write-out in flight counts too: waiting for the writer's lock waits for it.
+            let settled = inner.memory().settled();
+            if !settled {
                 inner.write_out()?;
             }
             inner.with_reader(f)

@@ -213,6 +213,11 @@ impl Memory {
         }
     }
 
+    /// Whether the file holds everything folded: nothing pending, no write-out in flight.
+    pub fn settled(&self) -> bool {
+        self.dirty.is_empty() && self.writing.is_empty()
+    }
+
     /// Forgets every view and every pending change (the file is being emptied).
     pub fn clear(&mut self) {
         *self = Memory::default();
