@@ -1,10 +1,11 @@
 //! The projector: keeps the read models (what the API queries) up to date with the log.
 //!
 //! It consumes `distorch.events` and `distorch.definitions` as consumer group `projector`,
-//! folds each polled batch into the [`ReadStore`] in one write while it polls the next one,
-//! and commits the offsets of applied batches every 250 ms and at shutdown. Delivery is
-//! at-least-once and the store's `apply` is idempotent, so a crash between the write and the
-//! commit just re-applies those batches harmlessly. A record that
+//! applies each polled batch to the [`ReadStore`] while it polls the next one, and commits
+//! the offsets of applied batches every 250 ms and at shutdown, each time after a flush of
+//! the stores (which may write and sync lazily). Delivery is at-least-once and the store's
+//! `apply` is idempotent, so a crash between an apply and the commit just re-applies those
+//! batches harmlessly. A record that
 //! does not decode is logged and skipped (counted in [`ProjectorStats`]) so it cannot stall
 //! its partition.
 //!
@@ -270,8 +271,8 @@ impl Projector {
     }
 
     /// The next records to apply: what one poll returns, a small batch topped up for a
-    /// moment. Every batch rewrites each run's view once, so fewer, fuller batches cost far
-    /// less than many tiny ones.
+    /// moment: fewer, fuller batches cost less than many tiny ones, above all with a store
+    /// that writes every batch (each rewriting its runs' views).
     async fn next_records(&self, consumer: &mut dyn Consumer) -> Result<Vec<Record>, LogError> {
         let max = self.config.batch.max(1);
         let mut records = consumer.poll(max, POLL_WAIT).await?;

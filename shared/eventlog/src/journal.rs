@@ -236,7 +236,7 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
                 standalone += 1;
                 state.end = next;
             }
-            frame => group.push((frame, at)),
+            frame => group.push((without_contents(frame), at)),
         }
         at = next;
     }
@@ -257,6 +257,30 @@ fn recover(file: &File, path: &Path) -> Result<Recovered> {
         tracing::info!(journal = %path.display(), "event log journal: moved to format version 2 (groups end with an end frame)");
     }
     Ok(state)
+}
+
+/// What recovery keeps of a frame until its group's end: all [`apply`] reads, without a
+/// record's key, headers and payload. A group is usually small, but the one an upgrade from
+/// the first version closes holds every frame written before it.
+fn without_contents(frame: Frame) -> Frame {
+    match frame {
+        Frame::Record {
+            topic_id,
+            partition,
+            offset,
+            timestamp_ms,
+            ..
+        } => Frame::Record {
+            topic_id,
+            partition,
+            offset,
+            timestamp_ms,
+            key: String::new(),
+            headers: Vec::new(),
+            payload: Vec::new(),
+        },
+        other => other,
+    }
 }
 
 /// Moves a first-version file to the current one: an end frame after its last frame,

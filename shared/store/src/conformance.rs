@@ -507,6 +507,31 @@ pub async fn dead_letters_follow_parking(store: &dyn ReadStore) {
     let view = store.workflow(run.id).await.expect("read").expect("view");
     assert_eq!(view.status, Status::Running);
     assert_eq!(Some(view), Some(run.fold()));
+
+    // Across runs too, the queue follows the parking order, not the order the runs first
+    // appear in a batch: `late` is seen first but parks after `early`.
+    let definition = fresh_name("dlq-order");
+    let mut late = Run::start(&definition, 6_100_000);
+    let mut early = Run::start(&definition, 6_099_000);
+    let late_task = late.schedule("a");
+    let early_task = early.schedule("a");
+    let (late_started, _) = late.events.split_at(3);
+    let mut batch = late_started.to_vec();
+    batch.extend(early.events.iter().cloned());
+    early.park(&early_task);
+    late.park(&late_task);
+    batch.extend(early.events[3..].iter().cloned());
+    batch.extend(late.events[3..].iter().cloned());
+    store.apply(&batch).await.expect("apply");
+    let order: Vec<_> = store
+        .dead_letters()
+        .await
+        .expect("dlq")
+        .into_iter()
+        .filter(|d| [late.id, early.id].contains(&d.workflow_id))
+        .map(|d| d.task_id)
+        .collect();
+    assert_eq!(order, [early_task, late_task], "oldest parking first");
 }
 
 /// Definitions are listed with all versions and found by name, latest or versioned;

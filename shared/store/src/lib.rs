@@ -233,9 +233,10 @@ pub trait ReadStore: Send + Sync + 'static {
     async fn apply(&self, events: &[EventEnvelope]) -> Result<()>;
     /// Records registered definitions (idempotent by name + version).
     async fn apply_definitions(&self, defs: &[DefinitionRegistered]) -> Result<()>;
-    /// Makes everything applied so far survive a power loss. A store whose writes are
-    /// durable when they return has nothing to do; one that syncs lazily (the embedded one)
-    /// syncs here. The projector calls it before it commits log offsets past what it applied.
+    /// Makes everything applied so far survive a crash or power loss. A store whose writes
+    /// are durable when they return has nothing to do; one that writes or syncs lazily (the
+    /// embedded one) writes what it holds back and syncs here. The projector calls it before
+    /// it commits log offsets past what it applied.
     async fn flush(&self) -> Result<()> {
         Ok(())
     }

@@ -1,10 +1,11 @@
 //! The embedded read store: one SQLite file in WAL mode.
 //!
 //! Durability: `synchronous=NORMAL`. In WAL mode that keeps the file consistent across
-//! crashes (`kill -9` loses nothing) but a power loss may take the last transactions, so an
-//! `apply` is durable only after the next [`ReadStore::flush`], which syncs the WAL. The
-//! projector flushes before it commits its log offsets past what it applied: a write lost
-//! with the power is then always one whose records the log delivers again.
+//! crashes (`kill -9` loses no committed transaction) but a power loss may take the last
+//! ones, so an `apply` is durable only after the next [`ReadStore::flush`], which writes what
+//! is held back (with write-behind, below) and syncs the WAL. The projector flushes before
+//! it commits its log offsets past what it applied: whatever a crash or power loss takes is
+//! then always something whose records the log delivers again.
 //!
 //! Write-behind ([`SqliteStore::open_exclusive`], what `standalone` uses): `apply` only
 //! folds the batch into decoded views in memory ([`pending`]); the file is written at the
@@ -140,7 +141,9 @@ struct Inner {
     /// Write-behind (see [`SqliteStore::open_exclusive`]): `apply` folds into memory only,
     /// and the file is written at `flush`, before a query memory cannot answer, or when too
     /// much waits. Otherwise every `apply` writes its batch before it returns.
-    exclusive: Option<std::fs::File>,
+    write_behind: bool,
+    /// Held while the store is open: exclusive with write-behind, else shared.
+    _lock: std::fs::File,
 }
 
 /// Pending changes beyond which `apply` writes them out even with write-behind, bounding
@@ -205,17 +208,18 @@ fn storage(e: impl std::fmt::Display) -> StoreError {
 
 /// How every SQLite file of this crate journals: WAL, synced lazily (at checkpoints and by
 /// [`make_durable`]), and checkpointed once the WAL holds 10,000 pages (~40 MB) rather than
-/// SQLite's default 1,000. Every batch rewrites the same hot pages (the views and history
+/// SQLite's default 1,000. Every write-out rewrites the same hot pages (the views and history
 /// leaves of the runs in flight), and a checkpoint copies each page once however often the
 /// WAL holds it, so the bigger WAL writes less in all and syncs the file less often: measured
 /// at 3,000 runs × 10 steps, faster in 5 of 6 interleaved pairs (+6% steps/s on average).
 pub(crate) const LAZY_WAL: &str =
     "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA wal_autocheckpoint=10000;";
 
-/// Takes an advisory lock on `<path>.lock` for as long as the returned file is open, so
-/// that a file written behind (see [`SqliteStore::open_exclusive`]) has one writer.
-/// `what` names the file in the error.
-pub(crate) fn lock_exclusively(path: &Path, what: &str) -> Result<std::fs::File> {
+/// Takes an advisory lock on `<path>.lock` for as long as the returned file is open:
+/// `exclusive` for a file written behind (see [`SqliteStore::open_exclusive`]), which needs
+/// one writer, else shared, so that such a writer and the stores that share a file
+/// (several projectors, a rebuild) refuse each other. `what` names the file in the error.
+pub(crate) fn lock_file(path: &Path, what: &str, exclusive: bool) -> Result<std::fs::File> {
     let mut lock_path = path.as_os_str().to_owned();
     lock_path.push(".lock");
     let lock = std::fs::OpenOptions::new()
@@ -224,7 +228,12 @@ pub(crate) fn lock_exclusively(path: &Path, what: &str) -> Result<std::fs::File>
         .write(true)
         .open(&lock_path)
         .map_err(|e| StoreError::Setup(format!("cannot open {lock_path:?}: {e}")))?;
-    lock.try_lock().map_err(|e| {
+    let locked = if exclusive {
+        lock.try_lock()
+    } else {
+        lock.try_lock_shared()
+    };
+    locked.map_err(|e| {
         StoreError::Setup(format!(
             "the {what} {} is in use by another process ({e})",
             path.display()
@@ -269,7 +278,9 @@ impl SqliteStore {
     /// Opens (creating if needed) the store at `path`, writing every `apply` before it
     /// returns, so several processes may share the file. Blocks briefly: call it at startup.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
-        Self::open_with(path.as_ref(), None)
+        let path = path.as_ref();
+        let lock = lock_file(path, "read store", false)?;
+        Self::open_with(path, lock, false)
     }
 
     /// Opens the store at `path` for this process alone, with write-behind: `apply` folds
@@ -281,11 +292,11 @@ impl SqliteStore {
     /// delivers again. Fails if another store holds the file (a lock on `<path>.lock`).
     pub fn open_exclusive(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let lock = lock_exclusively(path, "read store")?;
-        Self::open_with(path, Some(lock))
+        let lock = lock_file(path, "read store", true)?;
+        Self::open_with(path, lock, true)
     }
 
-    fn open_with(path: &Path, exclusive: Option<std::fs::File>) -> Result<Self> {
+    fn open_with(path: &Path, lock: std::fs::File, write_behind: bool) -> Result<Self> {
         let path = path.to_path_buf();
         let mut writer = connect(&path)?;
         migrate(&mut writer)?;
@@ -299,7 +310,8 @@ impl SqliteStore {
                 changed: watch::channel(0).0,
                 seqs: Mutex::new(HashMap::new()),
                 memory: Mutex::new(Memory::default()),
-                exclusive,
+                write_behind,
+                _lock: lock,
             }),
         })
     }
@@ -408,7 +420,40 @@ impl Inner {
         if taken.is_empty() {
             return Ok(());
         }
-        match pending::write_changes(conn, &taken) {
+        let tx = match conn.transaction() {
+            Ok(tx) => tx,
+            Err(e) => {
+                self.memory().unwritten(taken);
+                return Err(storage(e));
+            }
+        };
+        self.commit_taken(tx, taken)
+    }
+
+    /// Without write-behind: folds `events` and writes them in one transaction that holds
+    /// the file's write lock from its first read (`BEGIN IMMEDIATE`), so a view read for
+    /// the fold cannot be moved on by another process before it is written back.
+    fn fold_and_write(&self, events: &[EventEnvelope]) -> Result<()> {
+        let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let tx = conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(storage)?;
+        let taken = {
+            let mut memory = self.memory();
+            memory.fold_batch(&tx, events, true)?;
+            memory.take()
+        };
+        self.commit_taken(tx, taken)
+    }
+
+    /// Writes `taken` in `tx` and commits; on failure the changes wait for the next
+    /// write-out.
+    fn commit_taken(
+        &self,
+        tx: rusqlite::Transaction<'_>,
+        taken: Vec<pending::Taken>,
+    ) -> Result<()> {
+        match pending::write_changes(&tx, &taken).and_then(|()| tx.commit().map_err(storage)) {
             Ok(()) => {
                 self.memory().written(&taken);
                 self.changed.send_modify(|n| *n = n.wrapping_add(1));
@@ -426,7 +471,7 @@ impl Inner {
     }
 
     fn write_behind(&self) -> bool {
-        self.exclusive.is_some()
+        self.write_behind
     }
 }
 
@@ -542,7 +587,7 @@ fn apply_definitions(conn: &mut Connection, defs: &[DefinitionRegistered]) -> Re
 
 /// A run's view as stored in `workflows.view`: LZ4-compressed JSON (a BLOB), or plain JSON
 /// text as files written before compression hold it. A 10-step run's view is about 5.6 KB of
-/// JSON and ~1 KB compressed; it is rewritten on every batch that touches the run, so its
+/// JSON and ~1 KB compressed; it is rewritten at every write-out that touches the run, so its
 /// size is most of what the read store writes.
 struct StoredView;
 
@@ -694,33 +739,38 @@ impl ReadStore for SqliteStore {
         }
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            let write_now = {
-                let mut memory = inner.memory();
-                // With write-behind nothing else writes the file, so a view in memory is
-                // the file's or newer; a shared file may have moved on under it.
-                let verify = !inner.write_behind();
-                inner.with_reader(|conn| memory.fold_batch(conn, &events, verify))?;
-                !inner.write_behind()
-                    || memory.dirty.len() > MAX_DIRTY_RUNS
-                    || memory.dirty_events > MAX_DIRTY_EVENTS
+            let remember = || {
+                // What was folded is remembered before the waiters wake: a waiter woken
+                // first would find its run not ended yet and sleep until its timeout.
+                let mut seqs = inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+                if seqs.len() > MAX_REMEMBERED_SEQS {
+                    seqs.clear();
+                }
+                for (id, folded) in &latest {
+                    let known = seqs.entry(*id).or_default();
+                    if folded.seq >= known.seq {
+                        *known = *folded;
+                    }
+                }
+                drop(seqs);
+                inner.changed.send_modify(|n| *n = n.wrapping_add(1));
             };
-            if write_now {
+            if !inner.write_behind() {
+                inner.fold_and_write(&events)?;
+                remember();
+                return Ok(());
+            }
+            let too_much = {
+                let mut memory = inner.memory();
+                // Nothing else writes the file, so a view in memory is the file's or newer.
+                inner.with_reader(|conn| memory.fold_batch(conn, &events, false))?;
+                memory.dirty.len() > MAX_DIRTY_RUNS || memory.dirty_events > MAX_DIRTY_EVENTS
+            };
+            // Readable now, whatever the write-out below does.
+            remember();
+            if too_much {
                 inner.write_out()?;
             }
-            // What was folded is remembered before the waiters wake: a waiter woken first
-            // would find its run not ended yet and sleep until its timeout.
-            let mut seqs = inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
-            if seqs.len() > MAX_REMEMBERED_SEQS {
-                seqs.clear();
-            }
-            for (id, folded) in latest {
-                let known = seqs.entry(id).or_default();
-                if folded.seq >= known.seq {
-                    *known = folded;
-                }
-            }
-            drop(seqs);
-            inner.changed.send_modify(|n| *n = n.wrapping_add(1));
             Ok(())
         })
         .await
@@ -1094,8 +1144,8 @@ mod tests {
         );
     }
 
-    /// Write-behind needs the file to itself: a second store is refused while the first
-    /// lives, and opens once it is gone.
+    /// Write-behind needs the file to itself: any other store is refused while it lives
+    /// (stores that write at once may share a file among themselves).
     #[test]
     fn a_second_exclusive_store_on_one_file_is_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -1108,7 +1158,16 @@ mod tests {
             refused.to_string().contains("in use by another process"),
             "{refused}"
         );
+        // Nor may a store that writes at once (a rebuild, a second projector) share it.
+        assert!(SqliteStore::open(&path).is_err(), "a shared open beside it");
         drop(first);
-        SqliteStore::open_exclusive(&path).expect("open after the first closed");
+        let shared = SqliteStore::open(&path).expect("open shared");
+        let also = SqliteStore::open(&path).expect("stores that write at once share");
+        assert!(
+            SqliteStore::open_exclusive(&path).is_err(),
+            "exclusive beside shared"
+        );
+        drop((shared, also));
+        SqliteStore::open_exclusive(&path).expect("open after the others closed");
     }
 }

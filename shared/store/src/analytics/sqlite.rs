@@ -83,8 +83,9 @@ pub struct SqliteAnalytics {
     /// With write-behind (see [`SqliteAnalytics::open_exclusive`]): what `record` was given
     /// and the file does not hold yet, in the order given.
     pending: Option<Arc<Mutex<Vec<EventEnvelope>>>>,
-    /// The lock that gives this process the file to itself, while any clone lives.
-    _exclusive: Option<Arc<std::fs::File>>,
+    /// Held while any clone lives: exclusive with write-behind, else shared (see
+    /// [`crate::sqlite::lock_file`]).
+    _lock: Arc<std::fs::File>,
 }
 
 /// Events waiting with write-behind beyond which `record` writes them at once.
@@ -98,10 +99,12 @@ impl SqliteAnalytics {
     /// Opens (creating if needed) the analytics file at `path`, writing every `record`
     /// before it returns. Blocks briefly: call it at startup.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        let lock = crate::sqlite::lock_file(path, "analytics file", false)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(Self::connect(path.as_ref())?)),
+            conn: Arc::new(Mutex::new(Self::connect(path)?)),
             pending: None,
-            _exclusive: None,
+            _lock: Arc::new(lock),
         })
     }
 
@@ -112,11 +115,11 @@ impl SqliteAnalytics {
     /// only what no offset commit covered. Fails if another process holds the file.
     pub fn open_exclusive(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
-        let lock = crate::sqlite::lock_exclusively(path, "analytics file")?;
+        let lock = crate::sqlite::lock_file(path, "analytics file", true)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(Self::connect(path)?)),
             pending: Some(Arc::default()),
-            _exclusive: Some(Arc::new(lock)),
+            _lock: Arc::new(lock),
         })
     }
 
@@ -373,15 +376,14 @@ impl Analytics for SqliteAnalytics {
             return Ok(());
         }
         if let Some(pending) = &self.pending {
-            let waiting = {
-                let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
-                pending.extend_from_slice(events);
-                pending.len()
-            };
-            if waiting > MAX_PENDING_EVENTS {
-                // `with` writes them out first.
+            let lock = || pending.lock().unwrap_or_else(|p| p.into_inner());
+            let waiting = lock().len();
+            if waiting + events.len() > MAX_PENDING_EVENTS {
+                // `with` writes them out first. If that fails, this batch is not queued:
+                // the caller's retry must not queue it twice.
                 self.with(|_| Ok(())).await?;
             }
+            lock().extend_from_slice(events);
             return Ok(());
         }
         let events = events.to_vec();

@@ -37,6 +37,9 @@ pub(super) struct Memory {
     writing: HashSet<WorkflowId>,
     /// History rows in `dirty`, to bound what waits in memory.
     pub dirty_events: usize,
+    /// Events given to [`Memory::fold_batch`] so far: a position in the log's order across
+    /// batches (a batch is folded run by run), so dead letters go in parking order.
+    events_seen: u64,
 }
 
 /// What the file must learn of one run at the next write-out.
@@ -54,6 +57,9 @@ pub(super) struct RunChanges {
     humans_created: HashMap<TaskId, i64>,
     /// Sequence number and time of each SLA event folded since, in order.
     alert_events: Vec<(u64, i64)>,
+    /// Where in the log's order (see `Memory::events_seen`) each task parked since was
+    /// parked.
+    parked_order: HashMap<TaskId, u64>,
     /// Every event folded since, in order: the history rows to insert.
     history: Vec<EventEnvelope>,
 }
@@ -74,6 +80,7 @@ impl RunChanges {
             updated_at_ms: 0,
             humans_created: HashMap::new(),
             alert_events: Vec::new(),
+            parked_order: HashMap::new(),
             history: Vec::new(),
         }
     }
@@ -89,6 +96,7 @@ impl RunChanges {
             self.humans_created.entry(task).or_insert(at);
         }
         self.alert_events.extend(later.alert_events);
+        self.parked_order.extend(later.parked_order);
         self.history.extend(later.history);
     }
 }
@@ -112,6 +120,14 @@ impl Memory {
         events: &[EventEnvelope],
         verify: bool,
     ) -> Result<()> {
+        // Where each `TaskParked` of the batch stands in log order.
+        let parked_at: HashMap<(WorkflowId, u64), u64> = events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e.event, Event::TaskParked { .. }))
+            .map(|(i, e)| ((e.workflow_id, e.seq), self.events_seen + i as u64))
+            .collect();
+        self.events_seen += events.len() as u64;
         for (id, run_events) in group_by_run(events) {
             // Ahead of the file: changes pending or being written.
             let ahead = self.dirty.contains_key(&id) || self.writing.contains(&id);
@@ -159,6 +175,10 @@ impl Memory {
                     }
                     Event::SlaWarned { .. } | Event::SlaBreached { .. } => {
                         changes.alert_events.push((e.seq, e.at_ms));
+                    }
+                    Event::TaskParked { task_id, .. } => {
+                        let at = parked_at.get(&(id, e.seq)).copied().unwrap_or(u64::MAX);
+                        changes.parked_order.insert(task_id.clone(), at);
                     }
                     _ => {}
                 }
@@ -255,10 +275,12 @@ fn parked(view: Option<&WorkflowView>) -> Vec<TaskId> {
     .unwrap_or_default()
 }
 
-/// Writes the runs' changes in one transaction: history rows, each view once, and the
-/// dead-letter, inbox and SLA rows that changed with it.
-pub(super) fn write_changes(conn: &mut Connection, taken: &[Taken]) -> Result<()> {
-    let tx = conn.transaction().map_err(storage)?;
+/// Writes the runs' changes in `tx` (the caller commits): history rows, each view once,
+/// and the dead-letter, inbox and SLA rows that changed with it. New dead letters go in the
+/// order their tasks were parked, across runs, as the queue is served in row order.
+pub(super) fn write_changes(tx: &rusqlite::Transaction<'_>, taken: &[Taken]) -> Result<()> {
+    // (order parked, task id, run id, item) of every task parked since the last write-out.
+    let mut parks: Vec<(u64, &str, String, String)> = Vec::new();
     {
         let mut history = tx
             .prepare_cached(
@@ -339,12 +361,17 @@ pub(super) fn write_changes(conn: &mut Connection, taken: &[Taken]) -> Result<()
                 .iter()
                 .filter(|t| t.parked && !changes.parked_before.contains(&t.task_id))
             {
-                park.execute(params![
-                    t.task_id.0,
-                    id_text,
-                    to_json(&DeadLetter::from(t))?
-                ])
-                .map_err(storage)?;
+                let order = changes
+                    .parked_order
+                    .get(&t.task_id)
+                    .copied()
+                    .unwrap_or(u64::MAX);
+                parks.push((
+                    order,
+                    &t.task_id.0,
+                    id_text.clone(),
+                    to_json(&DeadLetter::from(t))?,
+                ));
             }
 
             for h in HumanTask::all_of(view) {
@@ -383,8 +410,13 @@ pub(super) fn write_changes(conn: &mut Connection, taken: &[Taken]) -> Result<()
                     .map_err(storage)?;
             }
         }
+        parks.sort_by_key(|(order, ..)| *order);
+        for (_, task_id, id_text, item) in &parks {
+            park.execute(params![task_id, id_text, item])
+                .map_err(storage)?;
+        }
     }
-    tx.commit().map_err(storage)
+    Ok(())
 }
 
 #[cfg(test)]
