@@ -47,12 +47,12 @@ const POLL_WAIT: Duration = Duration::from_millis(200);
 /// End offsets cost a round trip per partition on a broker, so lag is refreshed at most
 /// this often rather than after every batch.
 const LAG_REFRESH: Duration = Duration::from_secs(1);
-/// Batches smaller than this wait up to [`LINGER`] for more records, so a busy log is
-/// applied in fewer, fuller batches. With a store that writes every batch (each rewriting its
-/// runs' views) a longer linger saved CPU, and 25 ms was best; with the embedded store's
-/// write-behind a batch costs a fold in memory, and 5 ms answered runs' long-polls sooner
-/// (p50 run latency 79–91 ms against 93–103 at 25 ms, 3,000 runs × 10 steps, four runs
-/// each) at the same CPU and throughput.
+/// Batches smaller than this wait up to `linger_ms` ([`LINGER`] by default) for more
+/// records, so a busy log is applied in fewer, fuller batches. With a store that writes
+/// every batch (each rewriting its runs' views) a longer linger saved CPU, and 25 ms was
+/// best; with the embedded store's write-behind a batch costs a fold in memory, and 5 ms
+/// answered runs' long-polls sooner (p50 run latency 79–91 ms against 93–103 at 25 ms,
+/// 3,000 runs × 10 steps, four runs each) at the same CPU and throughput.
 const LINGER_BELOW: usize = 200;
 const LINGER: Duration = Duration::from_millis(5);
 /// How often applied offsets are committed: a commit per batch would be one more log write
@@ -69,6 +69,10 @@ pub struct ProjectorConfig {
     pub group: String,
     /// Most records applied in one store write.
     pub batch: usize,
+    /// How long a small batch waits for more records (see [`LINGER`], the default). A store
+    /// that writes every batch at once (ScyllaDB, or SQLite shared by several projectors)
+    /// does better with about 25.
+    pub linger_ms: u64,
 }
 
 impl Default for ProjectorConfig {
@@ -76,6 +80,7 @@ impl Default for ProjectorConfig {
         Self {
             group: "projector".into(),
             batch: 2000,
+            linger_ms: LINGER.as_millis() as u64,
         }
     }
 }
@@ -277,7 +282,7 @@ impl Projector {
         let max = self.config.batch.max(1);
         let mut records = consumer.poll(max, POLL_WAIT).await?;
         if !records.is_empty() && records.len() < LINGER_BELOW {
-            tokio::time::sleep(LINGER).await;
+            tokio::time::sleep(Duration::from_millis(self.config.linger_ms)).await;
             if let Ok(more) = consumer
                 .poll(max.saturating_sub(records.len()), Duration::ZERO)
                 .await

@@ -46,6 +46,7 @@ async fn project_all(
         ProjectorConfig {
             group: group.into(),
             batch: 3,
+            ..ProjectorConfig::default()
         },
     )
     .with_analytics(analytics.clone());
