@@ -23,10 +23,19 @@ LOAD=target/release/distorch-load
 
 WORK=$(mktemp -d)
 PIDS=()
+# Services whose broker is gone (tansu 0.6.0 has panicked at shutdown) may retry for good:
+# each gets 10 s after SIGTERM, then SIGKILL.
 cleanup() {
-  local pid
+  local pid i
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for pid in "${PIDS[@]}"; do
+    for i in $(seq 100); do
+      [[ "$(ps -o stat= -p "$pid" 2>/dev/null)" == Z* || -z "$(ps -o pid= -p "$pid")" ]] && break
+      sleep 0.1
+    done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
