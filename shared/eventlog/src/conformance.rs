@@ -76,6 +76,15 @@ fn record(topic: &str, key: &str, payload: impl Into<Vec<u8>>) -> NewRecord {
     NewRecord::new(topic, key, payload.into())
 }
 
+/// The payloads of every record of a partition, in offset order.
+pub async fn payloads(log: &dyn EventLog, topic: &str, partition: u32) -> Vec<Vec<u8>> {
+    read_partition(log, topic, partition)
+        .await
+        .into_iter()
+        .map(|r| r.payload)
+        .collect()
+}
+
 /// Every record of a partition, from offset 0 to its end offset.
 pub async fn read_partition(log: &dyn EventLog, topic: &str, partition: u32) -> Vec<Record> {
     let end = log.end_offset(topic, partition).await.expect("end_offset");

@@ -485,7 +485,7 @@ impl Storage for JournalStorage {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conformance::{embedded, read_partition};
+    use crate::conformance::{embedded, payloads};
     use crate::{EventLog, NewRecord};
 
     fn open_plain(path: &Path) -> Arc<dyn EventLog> {
@@ -494,14 +494,6 @@ mod tests {
             Ok(Arc::new(JournalLog::open_with(path, options)?))
         };
         embedded::open_when_released(open, path).expect("open")
-    }
-
-    async fn payloads(log: &dyn EventLog) -> Vec<Vec<u8>> {
-        read_partition(log, "t", 0)
-            .await
-            .into_iter()
-            .map(|r| r.payload)
-            .collect()
     }
 
     /// A file of the first format version (frames without end frames, each standing alone)
@@ -519,7 +511,10 @@ mod tests {
         std::fs::write(&path, &bytes).expect("write");
 
         let log = open_plain(&path);
-        assert_eq!(payloads(log.as_ref()).await, vec![vec![0; 10], vec![1; 10]]);
+        assert_eq!(
+            payloads(log.as_ref(), "t", 0).await,
+            vec![vec![0; 10], vec![1; 10]]
+        );
         let upgraded = std::fs::read(&path).expect("read");
         assert_eq!(
             &upgraded[..MAGIC.len()],
@@ -535,7 +530,7 @@ mod tests {
 
         let log = open_plain(&path);
         assert_eq!(
-            payloads(log.as_ref()).await,
+            payloads(log.as_ref(), "t", 0).await,
             vec![vec![0; 10], vec![1; 10], vec![2; 10]]
         );
     }

@@ -5,7 +5,7 @@ use std::fs::OpenOptions;
 use std::path::Path;
 use std::sync::Arc;
 
-use distorch_eventlog::conformance::{self, embedded, read_partition};
+use distorch_eventlog::conformance::{self, embedded, payloads};
 use distorch_eventlog::journal::{JournalLog, JournalOptions};
 use distorch_eventlog::{EventLog, LogError, NewRecord, Result};
 
@@ -107,14 +107,6 @@ async fn three_appends(path: &Path) -> Vec<u64> {
     sizes
 }
 
-async fn payloads(log: &dyn EventLog) -> Vec<Vec<u8>> {
-    read_partition(log, "t", 0)
-        .await
-        .into_iter()
-        .map(|r| r.payload)
-        .collect()
-}
-
 /// Damages a journal, given its size after each of [`three_appends`].
 type Damage = fn(&Path, &[u64]);
 
@@ -153,7 +145,7 @@ async fn a_torn_tail_is_cut_and_the_log_goes_on() {
 
         let log = open_plain(&path);
         assert_eq!(
-            payloads(log.as_ref()).await,
+            payloads(log.as_ref(), "t", 0).await,
             vec![vec![0; 100], vec![1; 100]],
             "{case}: the two complete records survive, the torn one is gone"
         );
@@ -169,7 +161,11 @@ async fn a_torn_tail_is_cut_and_the_log_goes_on() {
         assert_eq!(at[0].offset, 2, "{case}: offsets continue");
         drop(log);
         let log = open(&path);
-        assert_eq!(payloads(log.as_ref()).await.len(), 3, "{case}: reopened");
+        assert_eq!(
+            payloads(log.as_ref(), "t", 0).await.len(),
+            3,
+            "{case}: reopened"
+        );
     }
 }
 
@@ -201,7 +197,7 @@ async fn a_group_missing_its_end_is_cut_whole() {
 
     let log = open_plain(&path);
     assert_eq!(
-        payloads(log.as_ref()).await,
+        payloads(log.as_ref(), "t", 0).await,
         vec![vec![0; 100]],
         "none of the group's records survive"
     );
@@ -263,7 +259,7 @@ async fn preallocated_space_is_kept_and_written_over() {
     let (data, size) = preallocated_journal(&path, 3).await;
 
     let log = open_plain(&path);
-    assert_eq!(payloads(log.as_ref()).await.len(), 3);
+    assert_eq!(payloads(log.as_ref(), "t", 0).await.len(), 3);
     assert_eq!(
         std::fs::metadata(&path).expect("size").len(),
         size,
@@ -280,7 +276,7 @@ async fn preallocated_space_is_kept_and_written_over() {
 
     let log = open(&path);
     assert_eq!(
-        payloads(log.as_ref()).await,
+        payloads(log.as_ref(), "t", 0).await,
         (1..=4u8).map(|i| vec![i; 100]).collect::<Vec<_>>()
     );
 }
@@ -300,7 +296,7 @@ async fn a_torn_write_in_preallocated_space_is_cut() {
         .expect("damage");
 
     let log = open_plain(&path);
-    assert_eq!(payloads(log.as_ref()).await.len(), 2);
+    assert_eq!(payloads(log.as_ref(), "t", 0).await.len(), 2);
     assert_eq!(std::fs::metadata(&path).expect("size").len(), data, "cut");
     let at = log
         .append(vec![NewRecord::new("t", "k", vec![3; 100])])

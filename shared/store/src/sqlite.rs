@@ -363,28 +363,46 @@ impl SqliteStore {
         Ok(out)
     }
 
-    /// Re-runs `check` after every local write (and every [`WAIT_POLL`]) until it holds or
-    /// `timeout` passes.
-    async fn wait_until<F>(&self, timeout: Duration, check: F) -> Result<bool>
+    /// Waits until the condition holds or `timeout` passes. `remembered` answers it from
+    /// memory when it can (no query per wake-up; with write-behind the file lags behind
+    /// memory); when it returns `None`, `stored` asks the file. Re-checks after every fold
+    /// and write here, and every [`WAIT_POLL`] while asking the file (another process may
+    /// write it).
+    async fn wait_until<S>(
+        &self,
+        timeout: Duration,
+        remembered: impl Fn() -> Option<bool>,
+        stored: S,
+    ) -> Result<bool>
     where
-        F: Fn(&Connection) -> Result<bool> + Send + Sync + 'static,
+        S: Fn(&Connection) -> Result<bool> + Send + Sync + 'static,
     {
         let deadline = Instant::now() + timeout;
-        let check = Arc::new(check);
+        let stored = Arc::new(stored);
         let mut changed = self.inner.changed.subscribe();
         loop {
-            // Mark the current version seen before checking, so a write that lands between
+            // Mark the current version seen before checking, so a change that lands between
             // the check and the wait still wakes us.
             changed.borrow_and_update();
-            let c = check.clone();
-            if self.read(move |conn| c(conn)).await? {
+            let in_memory = remembered();
+            let holds = match in_memory {
+                Some(holds) => holds,
+                None => {
+                    let stored = stored.clone();
+                    self.read(move |conn| stored(conn)).await?
+                }
+            };
+            if holds {
                 return Ok(true);
             }
             let now = Instant::now();
             if now >= deadline {
                 return Ok(false);
             }
-            let nap = (deadline - now).min(WAIT_POLL);
+            let nap = match in_memory {
+                Some(_) => deadline - now,
+                None => (deadline - now).min(WAIT_POLL),
+            };
             // An error means the sender is gone, which cannot happen while `self` lives.
             let _ = tokio::time::timeout(nap, changed.changed()).await;
         }
@@ -477,9 +495,8 @@ impl Inner {
 
 impl SqliteStore {
     /// Waits for `done` to hold of run `id`: of what this process folded of it, if it
-    /// folded any (no query per wake-up; with write-behind the file lags behind it), else of
-    /// the file (`stored`: runs folded before a restart or by another process). Re-checks
-    /// after every fold and write here, and every [`WAIT_POLL`] while asking the file.
+    /// folded any, else of the file (`stored`: runs folded before a restart or by another
+    /// process).
     async fn wait_for_run<S>(
         &self,
         id: WorkflowId,
@@ -490,38 +507,11 @@ impl SqliteStore {
     where
         S: Fn(&Connection) -> Result<bool> + Send + Sync + 'static,
     {
-        let stored = Arc::new(stored);
-        let deadline = Instant::now() + timeout;
-        let mut changed = self.inner.changed.subscribe();
-        loop {
-            // Mark the current version seen before checking, so a fold that lands between
-            // the check and the wait still wakes us.
-            changed.borrow_and_update();
-            let remembered = {
-                let seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
-                seqs.get(&id).copied()
-            };
-            let holds = match remembered {
-                Some(folded) => done(folded),
-                None => {
-                    let stored = stored.clone();
-                    self.read(move |conn| stored(conn)).await?
-                }
-            };
-            if holds {
-                return Ok(true);
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Ok(false);
-            }
-            let nap = match remembered {
-                Some(_) => deadline - now,
-                None => (deadline - now).min(WAIT_POLL),
-            };
-            // An error means the sender is gone, which cannot happen while `self` lives.
-            let _ = tokio::time::timeout(nap, changed.changed()).await;
-        }
+        let remembered = || {
+            let seqs = self.inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
+            seqs.get(&id).copied().map(&done)
+        };
+        self.wait_until(timeout, remembered, stored).await
     }
 }
 
@@ -1003,11 +993,15 @@ impl ReadStore for SqliteStore {
         timeout: Duration,
     ) -> Result<bool> {
         let name = name.to_owned();
-        self.wait_until(timeout, move |conn| {
-            conn.prepare_cached("SELECT 1 FROM definitions WHERE name = ?1 AND version = ?2")
-                .and_then(|mut s| s.exists(params![name, version]))
-                .map_err(storage)
-        })
+        self.wait_until(
+            timeout,
+            || None,
+            move |conn| {
+                conn.prepare_cached("SELECT 1 FROM definitions WHERE name = ?1 AND version = ?2")
+                    .and_then(|mut s| s.exists(params![name, version]))
+                    .map_err(storage)
+            },
+        )
         .await
     }
 }
