@@ -214,12 +214,16 @@ impl SlaRecord {
 
 /// The runs of a batch in first-seen order, each with its events in batch order: how every
 /// backend folds a batch run by run.
-pub(crate) fn group_by_run(events: &[EventEnvelope]) -> Vec<(WorkflowId, Vec<&EventEnvelope>)> {
+/// Works on borrowed events and on owned ones (which a fold can then keep without a copy).
+pub(crate) fn group_by_run<E: std::borrow::Borrow<EventEnvelope>>(
+    events: impl IntoIterator<Item = E>,
+) -> Vec<(WorkflowId, Vec<E>)> {
     let mut index = std::collections::HashMap::new();
-    let mut groups: Vec<(WorkflowId, Vec<&EventEnvelope>)> = Vec::new();
+    let mut groups: Vec<(WorkflowId, Vec<E>)> = Vec::new();
     for e in events {
-        let i = *index.entry(e.workflow_id).or_insert_with(|| {
-            groups.push((e.workflow_id, Vec::new()));
+        let id = e.borrow().workflow_id;
+        let i = *index.entry(id).or_insert_with(|| {
+            groups.push((id, Vec::new()));
             groups.len() - 1
         });
         groups[i].1.push(e);

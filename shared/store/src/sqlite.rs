@@ -451,7 +451,7 @@ impl Inner {
     /// Without write-behind: folds `events` and writes them in one transaction that holds
     /// the file's write lock from its first read (`BEGIN IMMEDIATE`), so a view read for
     /// the fold cannot be moved on by another process before it is written back.
-    fn fold_and_write(&self, events: &[EventEnvelope]) -> Result<()> {
+    fn fold_and_write(&self, events: Vec<EventEnvelope>) -> Result<()> {
         let mut conn = self.writer.lock().unwrap_or_else(|p| p.into_inner());
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -746,14 +746,14 @@ impl ReadStore for SqliteStore {
                 inner.changed.send_modify(|n| *n = n.wrapping_add(1));
             };
             if !inner.write_behind() {
-                inner.fold_and_write(&events)?;
+                inner.fold_and_write(events)?;
                 remember();
                 return Ok(());
             }
             let too_much = {
                 let mut memory = inner.memory();
                 // Nothing else writes the file, so a view in memory is the file's or newer.
-                inner.with_reader(|conn| memory.fold_batch(conn, &events, false))?;
+                inner.with_reader(|conn| memory.fold_batch(conn, events, false))?;
                 memory.dirty.len() > MAX_DIRTY_RUNS || memory.dirty_events > MAX_DIRTY_EVENTS
             };
             // Readable now, whatever the write-out below does.

@@ -111,13 +111,13 @@ pub(super) struct Taken {
 
 impl Memory {
     /// Folds `events` (any runs, log order per run) into the views, recording what the file
-    /// must be told. `conn` reads the views of runs not in memory. With `verify`, a view in
+    /// must be told (the events themselves become its history rows). `conn` reads the views of runs not in memory. With `verify`, a view in
     /// memory that has nothing pending is used only if the file still holds that version:
     /// another process writing the same file (a second projector) may have moved the run on.
     pub fn fold_batch(
         &mut self,
         conn: &Connection,
-        events: &[EventEnvelope],
+        events: Vec<EventEnvelope>,
         verify: bool,
     ) -> Result<()> {
         // Where each `TaskParked` of the batch stands in log order.
@@ -146,24 +146,21 @@ impl Memory {
                 if e.seq <= folded_seq {
                     continue;
                 }
-                let changes = match self.dirty.get_mut(&id) {
-                    Some(changes) => changes,
-                    None => self
-                        .dirty
-                        .entry(id)
-                        .or_insert(RunChanges::since(view.as_deref())),
-                };
-                changes.history.push(e.clone());
+                let changes = self
+                    .dirty
+                    .entry(id)
+                    .or_insert_with(|| RunChanges::since(view.as_deref()));
                 self.dirty_events += 1;
                 match view.as_mut() {
-                    Some(v) => Arc::make_mut(v).apply(e),
+                    Some(v) => Arc::make_mut(v).apply(&e),
                     None => {
-                        view = WorkflowView::start(e).map(Arc::new);
+                        view = WorkflowView::start(&e).map(Arc::new);
                         if view.is_none() {
                             tracing::warn!(
                                 workflow_id = %id, seq = e.seq, event = e.event.name(),
                                 "event for a run whose start was never seen; history only"
                             );
+                            changes.history.push(e);
                             continue;
                         }
                         changes.created_at_ms = e.at_ms;
@@ -183,6 +180,7 @@ impl Memory {
                     _ => {}
                 }
                 changes.updated_at_ms = e.at_ms;
+                changes.history.push(e);
             }
             if let Some(view) = view {
                 self.views.insert(id, view);
@@ -440,7 +438,9 @@ mod tests {
         let mut run = Run::start("pinned", 1_000);
         run.step("a");
         let (first, rest) = run.events.split_at(3);
-        memory.fold_batch(&conn, first, false).expect("fold");
+        memory
+            .fold_batch(&conn, first.to_vec(), false)
+            .expect("fold");
         let taken = memory.take();
         memory.forget_clean_views_over(0);
         assert!(
@@ -449,7 +449,9 @@ mod tests {
         );
 
         // A batch folded meanwhile continues from memory, not from the (empty) file.
-        memory.fold_batch(&conn, rest, false).expect("fold");
+        memory
+            .fold_batch(&conn, rest.to_vec(), false)
+            .expect("fold");
         assert_eq!(*memory.views[&run.id], run.fold());
 
         memory.written(&taken);
