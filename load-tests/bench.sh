@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The benchmark of the README, both deployments in one run, on this machine:
-#   1. `distorch standalone` (SQLite log and stores in a fresh data dir);
+# The benchmark of docs/benchmarks.md, both deployments in one run, on this machine:
+#   1. `distorch standalone` (embedded journal and SQLite stores in a fresh data dir);
 #   2. the services as separate processes (engine, saga, projector, api) on a Kafka-compatible
 #      broker: the one named by DISTORCH_TEST_KAFKA (host:port), or a tansu started here from
 #      the binary scripts/test.sh installs (~/.cache/distorch/bin/tansu, SQLite storage).

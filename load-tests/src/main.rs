@@ -7,8 +7,8 @@
 //!
 //! Workers run in-process on purpose: it is the cheapest way to make every step a real
 //! round trip through the worker protocol, and it reuses the production SDK. The workers
-//! do compete with the server for CPU when both run on one machine; the README says how to
-//! read the numbers. With `--source kafka` they take tasks straight from the log
+//! do compete with the server for CPU when both run on one machine; load-tests/README.md
+//! says how to read the numbers. With `--source kafka` they take tasks straight from the log
 //! (`<prefix>.tasks.load` on the broker at `--kafka`) instead of the API's poll endpoint;
 //! runs are still started and watched through the API.
 

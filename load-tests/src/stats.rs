@@ -4,7 +4,7 @@ use serde::Serialize;
 use std::time::Duration;
 
 /// The JSON line `distorch-load` prints. Field names are a contract with benchmark scripts
-/// and the README's results table: add fields, never rename them.
+/// and docs/benchmarks.md: add fields, never rename them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Summary {
     pub runs: usize,

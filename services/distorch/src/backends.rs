@@ -1,4 +1,4 @@
-//! Backends chosen by URL, here and only here (DESIGN.md section 2).
+//! Backends chosen by URL, here and only here (docs/architecture.md, "Layering rules").
 
 use anyhow::Context;
 use distorch_eventlog::EventLog;

@@ -46,7 +46,8 @@ pub struct BackendsConfig {
 pub struct KafkaSection {
     /// Replication factor of the topics DisTorch creates (default: the broker's).
     pub replication_factor: Option<u16>,
-    /// librdkafka properties, e.g. `"security.protocol" = "SASL_SSL"`.
+    /// librdkafka properties, e.g. `"session.timeout.ms" = "10000"` (the build has no TLS or
+    /// SASL yet: docs/kafka.md).
     pub properties: std::collections::BTreeMap<String, String>,
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Set `DISTORCH_TEST_SCYLLA=host:port[,host2:port]` to run it; each run migrates a fresh
 //! keyspace and drops it afterwards. Unset, the tests that need a node say so on stderr and
-//! pass: no ScyllaDB can be installed on the project's machines, and the README says what
-//! was verified where.
+//! pass: no ScyllaDB can be installed on the project's machines, and docs/api.md
+//! ("What was verified where") says what was verified where.
 
 use distorch_store::StoreError;
 use distorch_store::conformance;

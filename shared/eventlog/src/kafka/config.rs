@@ -23,7 +23,7 @@ pub struct KafkaConfig {
     /// Sent to the broker with every request (`client.id`), so its logs and quotas can tell
     /// DisTorch's clients apart.
     pub client_id: String,
-    /// Further librdkafka properties (TLS, SASL, timeouts, ...), e.g. from URL query
+    /// Further librdkafka properties (timeouts, fetch sizes, ...), e.g. from URL query
     /// parameters. They cannot weaken the contract; see the module docs.
     pub properties: BTreeMap<String, String>,
     /// Put before every consumer group name, so that deployments sharing a cluster (each
