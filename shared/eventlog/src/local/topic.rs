@@ -15,6 +15,10 @@ use crate::{LogError, Record, Result};
 /// Records kept in memory per partition: readers at (or near) the tail, which is nearly
 /// every reader, are served from here without a query.
 const TAIL_CAPACITY: usize = 1024;
+/// Bytes of records kept in memory per partition, whatever their count: a topic of large
+/// records (engine snapshots are chunks of up to 256 KiB) would otherwise keep a thousand
+/// of them. Readers of older records go to storage.
+const TAIL_BYTES: usize = 1 << 20;
 
 /// One topic: its row id, per-partition end offsets and the long-pollers to wake.
 #[derive(Debug)]
@@ -28,7 +32,54 @@ pub(crate) struct Topic {
     listeners: Mutex<Vec<Weak<Notify>>>,
     /// The latest committed records of each partition, contiguous by offset; index =
     /// partition. Only the writer pushes, after commit.
-    tails: Box<[Mutex<VecDeque<Record>>]>,
+    tails: Box<[Mutex<Tail>]>,
+}
+
+/// The latest records of one partition, bounded by [`TAIL_CAPACITY`] and [`TAIL_BYTES`].
+#[derive(Debug, Default)]
+struct Tail {
+    records: VecDeque<Record>,
+    /// Sum of [`size`] over `records`.
+    bytes: usize,
+}
+
+/// What a record holds in memory, roughly: its key, headers and payload.
+fn size(record: &Record) -> usize {
+    record.key.len()
+        + record.payload.len()
+        + record
+            .headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
+}
+
+impl Tail {
+    fn clear(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    fn push(&mut self, record: Record) {
+        if self
+            .records
+            .back()
+            .is_some_and(|last| last.offset + 1 != record.offset)
+        {
+            self.clear();
+        }
+        self.bytes += size(&record);
+        self.records.push_back(record);
+        // The newest record stays even when it alone is over the byte bound: a reader at
+        // the end is served from memory, which is what the tail is for.
+        while self.records.len() > TAIL_CAPACITY
+            || (self.bytes > TAIL_BYTES && self.records.len() > 1)
+        {
+            if let Some(old) = self.records.pop_front() {
+                self.bytes -= size(&old);
+            }
+        }
+    }
 }
 
 impl Topic {
@@ -36,7 +87,7 @@ impl Topic {
         Self {
             id,
             name,
-            tails: ends.iter().map(|_| Mutex::new(VecDeque::new())).collect(),
+            tails: ends.iter().map(|_| Mutex::default()).collect(),
             ends: ends.into_iter().map(AtomicU64::new).collect(),
             listeners: Mutex::new(Vec::new()),
         }
@@ -96,17 +147,9 @@ impl Topic {
         let Some(tail) = self.tails.get(partition as usize) else {
             return;
         };
-        let mut tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-        if tail
-            .back()
-            .is_some_and(|last| last.offset + 1 != record.offset)
-        {
-            tail.clear();
-        }
-        tail.push_back(record);
-        if tail.len() > TAIL_CAPACITY {
-            tail.pop_front();
-        }
+        tail.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(record);
     }
 
     /// Forgets the remembered records (after a failed write, when what reached the disk is
@@ -122,13 +165,13 @@ impl Topic {
     pub(crate) fn read_tail(&self, partition: u32, from: u64, max: usize) -> Option<Vec<Record>> {
         let tail = self.tails.get(partition as usize)?;
         let tail = tail.lock().unwrap_or_else(PoisonError::into_inner);
-        let first = tail.front()?.offset;
-        let last = tail.back()?.offset;
+        let first = tail.records.front()?.offset;
+        let last = tail.records.back()?.offset;
         if from < first || from > last {
             return None;
         }
         let skip = usize::try_from(from - first).ok()?;
-        Some(tail.iter().skip(skip).take(max).cloned().collect())
+        Some(tail.records.iter().skip(skip).take(max).cloned().collect())
     }
 
     pub(crate) fn wake_all(&self) {
@@ -165,5 +208,76 @@ impl Topics {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(topic.name.clone(), topic);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(offset: u64, payload_bytes: usize) -> Record {
+        Record {
+            topic: "t".into(),
+            partition: 0,
+            offset,
+            key: "k".into(),
+            headers: Vec::new(),
+            payload: vec![0; payload_bytes],
+            timestamp_ms: 0,
+        }
+    }
+
+    fn offsets(topic: &Topic) -> Vec<u64> {
+        let tail = topic.tails[0].lock().unwrap();
+        tail.records.iter().map(|r| r.offset).collect()
+    }
+
+    #[test]
+    fn a_tail_of_large_records_keeps_only_the_newest_megabyte() {
+        let topic = Topic::new(1, "t".into(), vec![0]);
+        for offset in 0..10 {
+            topic.push_tail(0, record(offset, 300 * 1024));
+        }
+        assert_eq!(
+            offsets(&topic),
+            vec![7, 8, 9],
+            "three 300 KiB records fit in 1 MiB"
+        );
+        assert!(
+            topic.read_tail(0, 2, 10).is_none(),
+            "older records are read from storage"
+        );
+        let served: Vec<u64> = topic
+            .read_tail(0, 8, 10)
+            .unwrap()
+            .iter()
+            .map(|r| r.offset)
+            .collect();
+        assert_eq!(served, vec![8, 9]);
+    }
+
+    #[test]
+    fn the_newest_record_stays_even_when_it_alone_is_over_the_bound() {
+        let topic = Topic::new(1, "t".into(), vec![0]);
+        topic.push_tail(0, record(0, 10));
+        topic.push_tail(0, record(1, 2 * TAIL_BYTES));
+        assert_eq!(offsets(&topic), vec![1]);
+        topic.push_tail(0, record(2, 10));
+        assert_eq!(
+            offsets(&topic),
+            vec![2],
+            "the large record leaves with the next one"
+        );
+    }
+
+    #[test]
+    fn a_tail_of_small_records_is_bounded_by_count() {
+        let topic = Topic::new(1, "t".into(), vec![0]);
+        for offset in 0..(TAIL_CAPACITY as u64 + 5) {
+            topic.push_tail(0, record(offset, 10));
+        }
+        let kept = offsets(&topic);
+        assert_eq!(kept.len(), TAIL_CAPACITY);
+        assert_eq!(kept.first(), Some(&5));
     }
 }
