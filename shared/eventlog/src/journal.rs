@@ -7,8 +7,12 @@
 //! in place: a log is written once and read many times, which a B-tree (see
 //! [`crate::sqlite`]) pays for with page bookkeeping at every commit.
 //!
-//! In memory: the file position of every record (8 bytes a record) and every group's
-//! committed offsets; both are rebuilt by one sequential scan when the file is opened. The
+//! In memory: each partition's end offset and the file position of every [`STRIDE`]-th
+//! record of it (well under a byte a record, so memory does not grow with the records
+//! written), and every group's committed offsets; all are rebuilt by one sequential scan
+//! when the file is opened. A read starts at the sampled record at or before the offset it
+//! wants and scans forward, skipping the frames of other partitions; nearly every reader is
+//! at the end of its partition and is served from memory instead (see `local::topic`). The
 //! scan stops at the first frame that runs past the end of the file, fails its checksum or
 //! is zeros, and keeps only whole groups (each ends with an end frame, see `frame`). Zeros to
 //! the end of the file are space preallocated ahead of the end (see `prealloc`) and are
@@ -101,13 +105,43 @@ impl JournalLog {
     }
 }
 
+/// Records of a partition between two whose file position the index keeps.
+const STRIDE: u64 = 64;
+
 /// What the file says, as of the last good frame.
 #[derive(Debug, Default)]
 pub(crate) struct Index {
-    /// The frame position of every record, per (topic id, partition), by offset.
-    records: HashMap<(u32, u32), Vec<u64>>,
+    /// Where the records of each (topic id, partition) are.
+    records: HashMap<(u32, u32), Positions>,
     /// The committed next-offset per (group, topic id, partition).
     commits: HashMap<(String, u32, u32), u64>,
+}
+
+/// Where a partition's records are: how many there are, and the frame position of every
+/// [`STRIDE`]-th one.
+#[derive(Debug, Default)]
+pub(crate) struct Positions {
+    /// Records in the partition: its end offset.
+    len: u64,
+    /// `sampled[i]` is the frame position of record `i * STRIDE`.
+    sampled: Vec<u64>,
+}
+
+impl Positions {
+    /// Adds the next record, whose frame is at `at`.
+    pub(crate) fn push(&mut self, at: u64) {
+        if self.len % STRIDE == 0 {
+            self.sampled.push(at);
+        }
+        self.len += 1;
+    }
+
+    /// The frame position of a record at or before `offset` (which must be below `len`),
+    /// from which a forward scan finds `offset`.
+    fn scan_start(&self, offset: u64) -> u64 {
+        let slot = usize::try_from(offset / STRIDE).expect("fewer samples than memory");
+        self.sampled[slot]
+    }
 }
 
 /// A topic as the journal stores it.
@@ -121,12 +155,7 @@ pub(crate) struct StoredTopic {
 impl StoredTopic {
     fn to_topic(&self, index: &Index) -> Topic {
         let ends = (0..self.partitions)
-            .map(|p| {
-                index
-                    .records
-                    .get(&(self.id, p))
-                    .map_or(0, |v| v.len() as u64)
-            })
+            .map(|p| index.records.get(&(self.id, p)).map_or(0, |v| v.len))
             .collect();
         Topic::new(i64::from(self.id), self.name.clone(), ends)
     }
@@ -383,10 +412,10 @@ fn apply(state: &mut Recovered, frame: Frame, at: u64, path: &Path) -> Result<()
                 .records
                 .entry((topic_id, partition))
                 .or_default();
-            if offset != positions.len() as u64 {
+            if offset != positions.len {
                 return Err(corrupt(format!(
                     "topic {topic_id} partition {partition} expects offset {}, found {offset}",
-                    positions.len()
+                    positions.len
                 )));
             }
             positions.push(at);
@@ -436,43 +465,103 @@ pub(crate) struct JournalStorage {
     index: Arc<RwLock<Index>>,
 }
 
-impl JournalStorage {
-    fn read_frame(&self, at: u64, buf: &mut Vec<u8>) -> Result<()> {
+/// Reads frames one after the other from a position of the file, in chunks.
+struct Scan<'a> {
+    file: &'a File,
+    /// File position of `buf[0]`.
+    buf_at: u64,
+    buf: Vec<u8>,
+    /// Where the next frame starts in `buf`.
+    next: usize,
+}
+
+/// Bytes read from the file at once by a [`Scan`] (more when a frame is larger).
+const SCAN_CHUNK: usize = 256 * 1024;
+
+impl<'a> Scan<'a> {
+    fn new(file: &'a File, at: u64) -> Self {
+        Self {
+            file,
+            buf_at: at,
+            buf: Vec::new(),
+            next: 0,
+        }
+    }
+
+    /// Makes `buf[next..]` hold at least `needed` bytes.
+    fn fill(&mut self, needed: usize) -> std::io::Result<()> {
+        if self.buf.len() - self.next >= needed {
+            return Ok(());
+        }
+        self.buf.drain(..self.next);
+        self.buf_at += self.next as u64;
+        self.next = 0;
+        let mut filled = self.buf.len();
+        self.buf.resize(needed.max(SCAN_CHUNK), 0);
+        while filled < needed {
+            match self
+                .file
+                .read_at(&mut self.buf[filled..], self.buf_at + filled as u64)?
+            {
+                0 => break,
+                n => filled += n,
+            }
+        }
+        self.buf.truncate(filled);
+        if filled < needed {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        Ok(())
+    }
+
+    /// The next frame's position and checked body.
+    fn next_frame(&mut self) -> Result<(u64, &[u8])> {
+        let at = self.buf_at + self.next as u64;
         let io =
             |e: std::io::Error| LogError::Storage(format!("reading the journal at byte {at}: {e}"));
-        let mut head = [0; HEADER];
-        self.file.read_exact_at(&mut head, at).map_err(io)?;
-        let (len, crc) = frame::header(&head);
-        buf.resize(len, 0);
-        self.file
-            .read_exact_at(buf, at + HEADER as u64)
-            .map_err(io)?;
-        if !frame::checksum_ok(buf, crc) {
+        self.fill(HEADER).map_err(io)?;
+        let head: &[u8; HEADER] = self.buf[self.next..self.next + HEADER]
+            .try_into()
+            .expect("HEADER bytes");
+        let (len, crc) = frame::header(head);
+        self.fill(HEADER + len).map_err(io)?;
+        let body = &self.buf[self.next + HEADER..self.next + HEADER + len];
+        if !frame::checksum_ok(body, crc) {
             return Err(LogError::Storage(format!(
                 "the journal's frame at byte {at} fails its checksum"
             )));
         }
-        Ok(())
+        self.next += HEADER + len;
+        Ok((at, body))
     }
 }
 
 impl Storage for JournalStorage {
     fn read(&self, source: &Source, from: u64, max: usize) -> Result<Vec<Record>> {
         let key = (topic_id(source)?, source.partition);
-        let positions: Vec<u64> = {
+        let (start, end) = {
             let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
-            let all = index.records.get(&key).map_or(&[][..], Vec::as_slice);
-            let from = usize::try_from(from).unwrap_or(usize::MAX).min(all.len());
-            all[from..].iter().take(max).copied().collect()
+            match index.records.get(&key) {
+                Some(positions) if from < positions.len => {
+                    (positions.scan_start(from), positions.len)
+                }
+                _ => return Ok(Vec::new()),
+            }
         };
-        let mut buf = Vec::new();
-        positions
-            .into_iter()
-            .map(|at| {
-                self.read_frame(at, &mut buf)?;
-                frame::decode_record(&buf, at, &source.topic)
-            })
-            .collect()
+        // Every record below `end` is durable, and so is every frame before it: the scan
+        // never reads past what a finished group wrote.
+        let want = usize::try_from(end - from).map_or(max, |n| n.min(max));
+        let mut records = Vec::with_capacity(want.min(1024));
+        let mut scan = Scan::new(&self.file, start);
+        while records.len() < want {
+            let (at, body) = scan.next_frame()?;
+            if frame::record_slot(body)
+                .is_some_and(|(t, p, offset)| (t, p) == key && offset >= from)
+            {
+                records.push(frame::decode_record(body, at, &source.topic)?);
+            }
+        }
+        Ok(records)
     }
 
     fn group_offset(&self, group: &str, source: &Source) -> Result<Option<u64>> {
@@ -494,6 +583,66 @@ mod tests {
             Ok(Arc::new(JournalLog::open_with(path, options)?))
         };
         embedded::open_when_released(open, path).expect("open")
+    }
+
+    /// The index keeps every `STRIDE`-th position only: a read from any offset, of any
+    /// length, in a partition whose records are interleaved with other partitions' and
+    /// topics' frames and commits, returns exactly the records asked for, before and after
+    /// the file is reopened (recovery samples the positions the same way; the reopened log
+    /// has no in-memory tail, so every read goes to the file).
+    #[tokio::test]
+    async fn reads_from_any_offset_between_sampled_positions() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("log.journal");
+        let log = open_plain(&path);
+        log.create_topic("a", 2).await.expect("topic a");
+        log.create_topic("b", 1).await.expect("topic b");
+        let n = 3 * STRIDE + 5;
+        for i in 0..n {
+            // Group sizes vary, so sampled records sit at every place in a group.
+            let mut group = vec![NewRecord::new("a", "k", format!("a{i}").into_bytes())];
+            for j in 0..(i % 3) {
+                group.push(NewRecord::new("b", "k", format!("b{i}.{j}").into_bytes()));
+            }
+            if i == STRIDE + 3 {
+                // Larger than a scan's chunk.
+                group.push(NewRecord::new("b", "k", vec![7; 3 * SCAN_CHUNK / 2]));
+            }
+            log.append(group).await.expect("append");
+        }
+        let partition = log
+            .append(vec![NewRecord::new("a", "k", b"probe".to_vec())])
+            .await
+            .expect("probe")[0]
+            .partition;
+        let expected: Vec<Vec<u8>> = (0..n)
+            .map(|i| format!("a{i}").into_bytes())
+            .chain([b"probe".to_vec()])
+            .collect();
+        let check = |log: Arc<dyn EventLog>| {
+            let expected = expected.clone();
+            async move {
+                for from in 0..expected.len() as u64 {
+                    for max in [1, 2, STRIDE as usize + 1] {
+                        let got: Vec<Vec<u8>> = log
+                            .read("a", partition, from, max, std::time::Duration::ZERO)
+                            .await
+                            .expect("read")
+                            .into_iter()
+                            .map(|r| {
+                                assert_eq!(r.partition, partition);
+                                r.payload
+                            })
+                            .collect();
+                        let end = (from as usize + max).min(expected.len());
+                        assert_eq!(got, expected[from as usize..end], "from {from}, max {max}");
+                    }
+                }
+            }
+        };
+        check(Arc::clone(&log)).await;
+        drop(log);
+        check(open_plain(&path)).await;
     }
 
     /// A file of the first format version (frames without end frames, each standing alone)

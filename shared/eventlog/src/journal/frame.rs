@@ -194,6 +194,15 @@ pub(crate) fn decode(body: &[u8], at: u64) -> Result<Frame> {
     Ok(frame)
 }
 
+/// The (topic id, partition, offset) of a record frame's body; `None` for other frames.
+pub(crate) fn record_slot(body: &[u8]) -> Option<(u32, u32, u64)> {
+    let mut r = Cursor(body);
+    if r.u8()? != RECORD {
+        return None;
+    }
+    Some((r.u32()?, r.u32()?, r.u64()?))
+}
+
 /// Decodes a record frame's body into a [`Record`] of `topic`.
 pub(crate) fn decode_record(body: &[u8], at: u64, topic: &str) -> Result<Record> {
     match decode(body, at)? {
