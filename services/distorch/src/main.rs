@@ -105,6 +105,13 @@ fn service(file: Option<PathBuf>, role: process::Role, args: ServiceArgs) -> any
     serve(&cfg, process::run(role, cfg.clone()))
 }
 
+/// Threads for blocking work (SQLite queries, journal reads): tokio's default of 512 let a
+/// burst of long-polls start a hundred threads, each with its own allocator pages and SQLite
+/// reader connection (and page cache), which the process kept after the burst. Blocking
+/// tasks only wait for locks held by running threads, so a bound queues them, and never
+/// deadlocks.
+const BLOCKING_THREADS: usize = 16;
+
 /// Sets up logging and runs `main` on a multi-threaded runtime.
 fn serve(
     cfg: &config::Config,
@@ -113,6 +120,7 @@ fn serve(
     init_tracing(&cfg.telemetry);
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .max_blocking_threads(BLOCKING_THREADS)
         .build()?
         .block_on(main)
 }

@@ -515,9 +515,10 @@ impl SqliteStore {
     }
 }
 
-/// Bound of the in-memory sequence map; past it the map starts over (waits then fall back
-/// to a query until runs are seen again).
-const MAX_REMEMBERED_SEQS: usize = 1_000_000;
+/// Bound of the in-memory sequence map (about 40 bytes a run): past it the ended runs are
+/// forgotten, and if that is not enough the map starts over. Waits for a forgotten run fall
+/// back to a query of the file.
+const MAX_REMEMBERED_SEQS: usize = 100_000;
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
     serde_json::to_string(value).map_err(storage)
@@ -734,7 +735,10 @@ impl ReadStore for SqliteStore {
                 // first would find its run not ended yet and sleep until its timeout.
                 let mut seqs = inner.seqs.lock().unwrap_or_else(|p| p.into_inner());
                 if seqs.len() > MAX_REMEMBERED_SEQS {
-                    seqs.clear();
+                    seqs.retain(|_, folded| !folded.ended);
+                    if seqs.len() > MAX_REMEMBERED_SEQS / 2 {
+                        seqs.clear();
+                    }
                 }
                 for (id, folded) in &latest {
                     let known = seqs.entry(*id).or_default();
