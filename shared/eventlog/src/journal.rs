@@ -7,12 +7,12 @@
 //! in place: a log is written once and read many times, which a B-tree (see
 //! [`crate::sqlite`]) pays for with page bookkeeping at every commit.
 //!
-//! In memory: each partition's end offset and the file position of every [`STRIDE`]-th
-//! record of it (well under a byte a record, so memory does not grow with the records
-//! written), and every group's committed offsets; all are rebuilt by one sequential scan
-//! when the file is opened. A read starts at the sampled record at or before the offset it
-//! wants and scans forward, skipping the frames of other partitions; nearly every reader is
-//! at the end of its partition and is served from memory instead (see `local::topic`). The
+//! In memory: each partition's end offset and the file positions of a sample of its records
+//! (see [`Positions`]: a fraction of a byte a record, so memory does not grow with every
+//! record written), and every group's committed offsets; all are rebuilt by one sequential
+//! scan when the file is opened. A read starts at the sampled record at or before the offset
+//! it wants and scans forward, skipping the frames of other partitions; nearly every reader
+//! is at the end of its partition and is served from memory instead (see `local::topic`). The
 //! scan stops at the first frame that runs past the end of the file, fails its checksum or
 //! is zeros, and keeps only whole groups (each ends with an end frame, see `frame`). Zeros to
 //! the end of the file are space preallocated ahead of the end (see `prealloc`) and are
@@ -107,6 +107,10 @@ impl JournalLog {
 
 /// Records of a partition between two whose file position the index keeps.
 const STRIDE: u64 = 64;
+/// File bytes after a partition's last sampled record beyond which its next record is
+/// sampled too, however few records lie between: a read never scans much more than this,
+/// even in a partition whose records are far apart (definitions, dead letters).
+const GAP: u64 = 1 << 20;
 
 /// What the file says, as of the last good frame.
 #[derive(Debug, Default)]
@@ -117,21 +121,27 @@ pub(crate) struct Index {
     commits: HashMap<(String, u32, u32), u64>,
 }
 
-/// Where a partition's records are: how many there are, and the frame position of every
-/// [`STRIDE`]-th one.
+/// Where a partition's records are: how many there are, and a sample of their frame
+/// positions: the first record, then the next one [`STRIDE`] records or [`GAP`] bytes after
+/// the last sampled one, whichever comes first. A scan from a sample to any record before the
+/// next sample reads fewer than `STRIDE` of the partition's records and about `GAP` bytes.
 #[derive(Debug, Default)]
 pub(crate) struct Positions {
     /// Records in the partition: its end offset.
     len: u64,
-    /// `sampled[i]` is the frame position of record `i * STRIDE`.
-    sampled: Vec<u64>,
+    /// (offset, frame position) of the sampled records, by offset.
+    sampled: Vec<(u64, u64)>,
 }
 
 impl Positions {
     /// Adds the next record, whose frame is at `at`.
     pub(crate) fn push(&mut self, at: u64) {
-        if self.len % STRIDE == 0 {
-            self.sampled.push(at);
+        let due = self
+            .sampled
+            .last()
+            .is_none_or(|&(offset, pos)| self.len - offset >= STRIDE || at - pos >= GAP);
+        if due {
+            self.sampled.push((self.len, at));
         }
         self.len += 1;
     }
@@ -139,8 +149,8 @@ impl Positions {
     /// The frame position of a record at or before `offset` (which must be below `len`),
     /// from which a forward scan finds `offset`.
     fn scan_start(&self, offset: u64) -> u64 {
-        let slot = usize::try_from(offset / STRIDE).expect("fewer samples than memory");
-        self.sampled[slot]
+        let after = self.sampled.partition_point(|&(o, _)| o <= offset);
+        self.sampled[after - 1].1
     }
 }
 
@@ -585,7 +595,44 @@ mod tests {
         embedded::open_when_released(open, path).expect("open")
     }
 
-    /// The index keeps every `STRIDE`-th position only: a read from any offset, of any
+    /// Given records of one partition close together, every `STRIDE`-th is sampled; given
+    /// records far apart in the file, each is, so a read never scans from far behind.
+    #[test]
+    fn positions_are_sampled_by_count_and_by_distance() {
+        let mut dense = Positions::default();
+        for i in 0..(2 * STRIDE + 1) {
+            dense.push(100 + i * 10);
+        }
+        assert_eq!(
+            dense.sampled,
+            vec![
+                (0, 100),
+                (STRIDE, 100 + STRIDE * 10),
+                (2 * STRIDE, 100 + 2 * STRIDE * 10)
+            ]
+        );
+        assert_eq!(dense.scan_start(STRIDE - 1), 100);
+        assert_eq!(dense.scan_start(STRIDE + 5), 100 + STRIDE * 10);
+
+        let mut sparse = Positions::default();
+        let at = [10, 20, 20 + GAP, 30 + GAP, 40 + 3 * GAP];
+        for pos in at {
+            sparse.push(pos);
+        }
+        assert_eq!(
+            sparse.sampled,
+            vec![(0, 10), (2, 20 + GAP), (4, 40 + 3 * GAP)]
+        );
+        assert_eq!(sparse.scan_start(1), 10);
+        assert_eq!(sparse.scan_start(3), 20 + GAP);
+        assert_eq!(
+            sparse.scan_start(4),
+            40 + 3 * GAP,
+            "a far record starts its own scan"
+        );
+    }
+
+    /// The index keeps a sample of the positions only: a read from any offset, of any
     /// length, in a partition whose records are interleaved with other partitions' and
     /// topics' frames and commits, returns exactly the records asked for, before and after
     /// the file is reopened (recovery samples the positions the same way; the reopened log
