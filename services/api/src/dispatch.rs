@@ -15,6 +15,7 @@ use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
 use distorch_domain::command::{Command, Outcome};
 use distorch_domain::topics::TaskDispatch;
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::OffsetTracker;
 use distorch_eventlog::{Consumer, EventLog};
 use std::collections::{HashMap, VecDeque};
@@ -27,8 +28,6 @@ use tokio::task::JoinHandle;
 pub const GROUP: &str = "api-poll";
 /// How long one consumer poll waits; bounds how late settled offsets get committed.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
-/// How often settled offsets are committed.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// Upper bound of records fetched at once.
 const MAX_FETCH: usize = 4096;
 

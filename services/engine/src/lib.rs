@@ -24,6 +24,7 @@ use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_
 use distorch_domain::topics::Topics;
 use distorch_domain::workflow::{Status, Workflow, handle};
 use distorch_domain::{CommandId, WorkflowId};
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record, partition_for};
 use registry::Registry;
@@ -33,9 +34,6 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use timers::Timers;
-
-/// How often the engine commits its command offsets.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]

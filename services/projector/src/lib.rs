@@ -32,6 +32,7 @@ pub use stats::ProjectorStats;
 
 use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
 use distorch_domain::topics::Topics;
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{Consumer, EventLog, LogError, Record};
 use distorch_store::analytics::Analytics;
@@ -55,9 +56,6 @@ const LAG_REFRESH: Duration = Duration::from_secs(1);
 /// 3,000 runs × 10 steps, four runs each) at the same CPU and throughput.
 const LINGER_BELOW: usize = 200;
 const LINGER: Duration = Duration::from_millis(5);
-/// How often applied offsets are committed: a commit per batch would be one more log write
-/// (often a group commit of its own) per batch.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 

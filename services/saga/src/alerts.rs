@@ -15,6 +15,7 @@ use crate::SagaError;
 use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::ids::WorkflowId;
 use distorch_domain::topics::Topics;
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{EventLog, Record};
 use prometheus_client::metrics::counter::Counter;
@@ -28,8 +29,6 @@ use tokio::task::JoinSet;
 
 /// The consumer group of the alerter on the events topic.
 pub const GROUP: &str = "alerts";
-/// How often delivered events are committed (see [`Alerter::run`]).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// `[alerts]` in the configuration file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

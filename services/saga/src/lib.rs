@@ -21,15 +21,12 @@ use distorch_domain::CommandId;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, ParentRef};
 use distorch_domain::event::{Event, EventEnvelope};
 use distorch_domain::topics::Topics;
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{EventLog, LogError, NewRecord, Record};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// How often handled events are committed: a restart handles up to this much again, which
-/// the reactions tolerate (child ids are replay-stable, the engine answers repeats).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {

@@ -13,6 +13,14 @@ use crate::{Consumer, Record};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
+/// How often DisTorch's consumers commit the offsets of what they handled (the engine, the
+/// saga processor, the alerter, the HTTP executor, the projector, the API's queue dispatchers
+/// and log workers). A commit per batch would be one more log write per batch, on the
+/// embedded log often a group commit (an fsync) of its own; what a restart delivers again is
+/// at most this interval's records, which every consumer tolerates (command ids, ids derived
+/// from the input, idempotent folds).
+pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// Offsets of records handled in poll order, committed at most once per interval.
 ///
 /// Committing after every batch costs a log write per batch, and on a busy embedded log a

@@ -34,6 +34,7 @@ use distorch_domain::command::{Command, CommandEnvelope};
 use distorch_domain::event::{Event, EventEnvelope, HttpRequest};
 use distorch_domain::ids::{CommandId, TaskId};
 use distorch_domain::topics::Topics;
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -54,8 +55,6 @@ pub const WORKER_ID: &str = "http-executor";
 const MAX_APPEND: usize = 4096;
 /// How long a stopping executor lets calls in flight finish.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
-/// How often settled event offsets are committed (and at shutdown).
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 
 /// `<prefix>.breakers`: breaker transitions, keyed by host.
 pub fn breakers_topic(topics: &Topics) -> String {

@@ -19,6 +19,7 @@ use crate::source::Receipt;
 use crate::worker::stopped;
 use distorch_domain::command::{Command, Outcome};
 use distorch_domain::topics::TaskDispatch;
+use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::OffsetTracker;
 use distorch_eventlog::{Consumer, LogError, Record};
 use std::collections::{HashSet, VecDeque};
@@ -31,8 +32,6 @@ use tokio::time::Instant;
 /// How long one consumer poll waits for records; bounds how late settled offsets are
 /// committed while records keep the fetcher busy.
 const FETCH_WAIT: Duration = Duration::from_secs(1);
-/// How often settled offsets are committed.
-const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// While the buffer is full the fetcher still polls (for one record) this often: a Kafka
 /// member that stops polling is dropped from its group after `max.poll.interval.ms`, and
 /// rebalances are served only inside a poll.
