@@ -14,6 +14,7 @@
 #   fmt         cargo fmt --check
 #   deploy      static checks of infra/ and docker-compose.yml (scripts/check_deploy_files.py)
 #   clippy      -D warnings on every target
+#   doc         cargo doc of the workspace (private items too) with -D warnings: no stale links
 #   build       every target, so end-to-end tests find the `distorch` binary
 #   test        cargo nextest (or cargo test when nextest is missing), --no-fail-fast
 #   doctest     cargo test --doc (nextest does not run doctests)
@@ -362,6 +363,12 @@ run_deploy_checks() {
   python3 scripts/check_deploy_files.py | tee "$LOG_DIR/deploy.log"
 }
 
+# Links to private items are allowed: the docs are for maintainers and document them too.
+run_docs() {
+  RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
+    cargo doc --workspace --no-deps --locked --document-private-items
+}
+
 run_tests() {
   if [[ "$TEST_RUNNER" == nextest ]]; then
     # One retry: a test that passes only on its retry is reported as FLAKY in the output
@@ -429,6 +436,7 @@ check fmt cargo fmt --all -- --check
 check deploy run_deploy_checks
 count_plain "$LOG_DIR/deploy.log"
 check clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+check doc run_docs
 check build cargo build --workspace --all-targets --locked
 if [[ "$CHECK_RC" == 0 ]]; then
   check test run_tests

@@ -67,7 +67,7 @@ struct ProjectorArgs {
     service: ServiceArgs,
     /// Instead of serving: drop the read models (and analytics), replay the whole log into
     /// them, and exit. Run it while every projector (or `standalone`) is stopped; for a
-    /// standalone data dir, `backends.log` may be journal://<data dir>/log.journal.
+    /// standalone data dir, `backends.log` may be `journal://<data dir>/log.journal`.
     #[arg(long, conflicts_with = "listen")]
     rebuild: bool,
 }

@@ -690,10 +690,10 @@ pub mod embedded {
 
 /// `kill -9` in the middle of appends and commits, for embedded backends.
 ///
-/// A backend's test binary has a test that calls [`child`] when an environment variable names
-/// the storage, and a test that calls [`kill_child`] (which re-runs that binary with the
+/// A backend's test binary has a test that calls [`crash::child`] when an environment variable names
+/// the storage, and a test that calls [`crash::kill_child`] (which re-runs that binary with the
 /// variable set, reads what the child acknowledged and SIGKILLs it mid-flight) and then
-/// [`verify`] on a freshly opened log.
+/// [`crash::verify`] on a freshly opened log.
 pub mod crash {
     use std::collections::{HashMap, HashSet};
     use std::io::{BufRead, BufReader};

@@ -1,7 +1,7 @@
 //! The distributed read store: ScyllaDB (or Cassandra) through the `scylla` driver, behind
 //! the cargo feature `scylla`.
 //!
-//! Entry points: [`ScyllaStore::connect`] (checks the schema first) and [`migrate`] (what
+//! Entry points: [`ScyllaStore::connect`] (checks the schema first) and [`migrate()`] (what
 //! `distorch migrate` runs). URL: `scylla://[user:pass@]host:9042[,host2]/keyspace
 //! [?replication_factor=N]` ([`url`]). Statements are prepared once at connect
 //! ([`statements`]); the schema is `schemas/cql/*.cql` ([`migrate`](mod@migrate)).

@@ -1,5 +1,5 @@
 //! Analytics reports: performance, bottlenecks and cost over a time window, served from the
-//! [`Analytics`](distorch_store::analytics::Analytics) port the binary configures.
+//! [`Analytics`] port the binary configures.
 //!
 //! The window is `from`/`to` (RFC 3339) or `window` (a duration such as `24h`, `30m`, `7d`)
 //! ending at `to` or now; the default is the last 24 hours. The report types are the

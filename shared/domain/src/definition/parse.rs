@@ -1,4 +1,4 @@
-//! Raw document -> validated [`Definition`](super::Definition).
+//! Raw document -> validated [`super::Definition`].
 //!
 //! The document is walked by hand rather than deserialised with serde: every rule (unknown
 //! fields, one step kind, unique ids across nesting, references to compensations, retry

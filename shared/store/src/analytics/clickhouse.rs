@@ -15,7 +15,7 @@
 //! batch folds to nothing (its events are at or below the stored `last_seq`); one replayed
 //! after a crash between the two inserts re-inserts identical attempt rows, which collapse.
 //!
-//! Reports aggregate in SQL (`quantilesExactInclusive`, which matches [`report`]'s
+//! Reports aggregate in SQL (`quantilesExactInclusive`, which matches [`super::report`]'s
 //! interpolation: exact, memory proportional to the window's facts per group).
 //!
 //! Schema: [`ClickHouseAnalytics::migrate`] applies `schemas/clickhouse/`;

@@ -36,7 +36,7 @@ pub fn latest() -> u32 {
 /// `schema_migrations` rows of this schema live in this partition.
 const SCOPE: &str = "read_models";
 
-/// What [`migrate`](super::migrate) did.
+/// What [`super::migrate()`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
     pub keyspace: String,
@@ -165,7 +165,7 @@ async fn applied_version(session: &Session, keyspace: &str) -> Result<Option<u32
     Ok(row.map(|(v,)| u32::try_from(v).unwrap_or(0)))
 }
 
-/// Fails with [`StoreError::Schema`] unless `keyspace` exists and is at least at this
+/// Fails with [`crate::StoreError::Setup`] unless `keyspace` exists and is at least at this
 /// code's schema version. A newer schema is accepted (migrations only add), with a warning,
 /// so a rolling deploy can migrate before the old services are gone.
 pub async fn check_schema(session: &Session, keyspace: &str) -> Result<()> {

@@ -1,7 +1,7 @@
 //! The read store's fold and its write, kept apart so the file can be written later than
 //! the fold ran ("write-behind", see [`super::SqliteStore::open_exclusive`]).
 //!
-//! [`fold_batch`] folds a batch into the decoded views in [`Memory`] and records, per run,
+//! [`Memory::fold_batch`] folds a batch into the decoded views in [`Memory`] and records, per run,
 //! what the file must be told ([`RunChanges`]): the new history rows, and what the view
 //! looked like in the file before, so that dead letters, inbox rows and SLA alerts are
 //! written as differences. [`write_changes`] writes a set of runs' changes in one
