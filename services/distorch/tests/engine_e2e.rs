@@ -440,6 +440,44 @@ steps:
     assert_eq!(out["invoice"], json!({"invoice": "I-1"}));
 }
 
+/// A child run that cannot start (its definition is not registered) fails the parent's step
+/// with the reason, and the parent compensates what it completed, instead of waiting for a
+/// child that will never end.
+#[tokio::test]
+async fn a_child_run_that_cannot_start_fails_the_parent_step_with_the_reason() {
+    let dir = tempdir();
+    let server = Server::start(dir.path());
+    let api = server.api();
+    let parent = r#"
+name: needs-child
+steps:
+  - {id: reserve, task: reserve-stock, queue: inventory, compensate: release}
+  - id: invoice
+    workflow: {name: never-registered}
+compensations:
+  release: {task: release-stock, queue: inventory}
+"#;
+    let (status, body) = api.register_yaml(parent).await;
+    assert_eq!(status, 201, "{body}");
+    let id = api.start("needs-child", json!({})).await;
+    let reserve = api.take("inventory").await;
+    api.complete(&reserve, json!({"hold": "h-1"})).await;
+
+    let release = api.take("inventory").await;
+    assert_eq!(
+        release["task"], "release-stock",
+        "the completed step is compensated"
+    );
+    api.complete(&release, json!({})).await;
+    let run = api.wait_status(&id, "compensated").await;
+    assert_eq!(run["error"]["type"], "child.start", "{run}");
+    let message = run["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("never-registered"),
+        "the reason names the missing definition: {message}"
+    );
+}
+
 #[tokio::test]
 async fn a_heartbeat_timeout_reassigns_the_task_with_its_checkpoint() {
     let dir = tempdir();
