@@ -22,7 +22,7 @@ pub use metrics::Metrics;
 use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
 use distorch_domain::topics::Topics;
-use distorch_domain::workflow::{Status, Workflow, handle};
+use distorch_domain::workflow::{Status, Workflow, answer_ended, handle};
 use distorch_domain::{CommandId, WorkflowId};
 use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::PacedCommits;
@@ -535,26 +535,17 @@ impl Engine {
         }
     }
 
-    /// Commands for a run that has ended: a start finds it, notices are dropped, the rest
-    /// conflict (exactly what the full state would have answered).
+    /// Commands for a run that has ended are answered from what is kept of it
+    /// ([`distorch_domain::workflow::answer_ended`]).
     fn answer_ended(&self, run: WorkflowId, ended: Ended, cmd: &CommandEnvelope, out: &mut Output) {
-        let outcome = match &cmd.command {
-            Command::StartWorkflow { .. } => Outcome::Accepted {
+        let outcome = match answer_ended(run, ended.status, &cmd.command) {
+            Ok(result) => Outcome::Accepted {
                 seq: ended.last_seq,
-                result: json!({"workflow_id": run, "status": ended.status, "existing": true}),
+                result,
             },
-            Command::ChildFinished { .. } | Command::FireTimer { .. } => Outcome::Accepted {
-                seq: ended.last_seq,
-                result: json!({}),
-            },
-            _ => {
+            Err(rejection) => {
                 self.metrics.commands_rejected.inc();
-                Outcome::Rejected {
-                    rejection: Rejection::Conflict(format!(
-                        "workflow {run} is {}",
-                        ended.status.as_str()
-                    )),
-                }
+                Outcome::Rejected { rejection }
             }
         };
         self.reply(cmd, outcome, out);

@@ -4,11 +4,11 @@
 
 use super::plan::Planner;
 use super::state::{StepStatus, TaskState, Workflow, deadline, evolve};
-use super::{DefinitionSource, TaskStatus, Timer};
+use super::{DefinitionSource, Status, TaskStatus, Timer};
 use crate::command::{Command, CommandEnvelope, ErrorInfo, Rejection, TaskMetrics};
 use crate::definition::{RetryPolicy, StepKind};
 use crate::event::{Event, EventEnvelope, SCHEMA_VERSION, TaskKind};
-use crate::ids::{CommandId, TaskId};
+use crate::ids::{CommandId, TaskId, WorkflowId};
 use serde_json::{Value, json};
 
 /// What a command did.
@@ -83,7 +83,31 @@ pub fn handle(
 }
 
 fn summary(wf: &Workflow) -> Value {
-    json!({ "workflow_id": wf.id, "status": wf.status() })
+    summary_of(wf.id, wf.status())
+}
+
+fn summary_of(id: WorkflowId, status: Status) -> Value {
+    json!({ "workflow_id": id, "status": status })
+}
+
+/// Answers `command` for run `id`, which has ended with `status`, from only that: what an
+/// owner keeps of an ended run once it drops the run's state. The answer is the one the full
+/// state would give: a start finds the run (`existing`), the end of a child or a timer is
+/// accepted and changes nothing (nothing waits for them any more), and every other command
+/// conflicts with the ended run. Nothing an ended run answers appends an event.
+pub fn answer_ended(id: WorkflowId, status: Status, command: &Command) -> Result<Value, Rejection> {
+    match command {
+        Command::StartWorkflow { .. } => {
+            let mut result = summary_of(id, status);
+            result["existing"] = json!(true);
+            Ok(result)
+        }
+        Command::ChildFinished { .. } | Command::FireTimer { .. } => Ok(json!({})),
+        _ => Err(Rejection::Conflict(format!(
+            "workflow {id} is {}",
+            status.as_str()
+        ))),
+    }
 }
 
 fn start(

@@ -112,7 +112,7 @@ mod plan;
 mod snapshot;
 mod state;
 
-pub use decide::{Decision, decide, handle};
+pub use decide::{Decision, answer_ended, decide, handle};
 pub use snapshot::{RestoreError, WorkflowSnapshot};
 pub use state::{ExtraStep, StepState, StepStatus, TaskState, Workflow, evolve};
 
