@@ -39,6 +39,7 @@
 //! - Transient broker trouble is retried inside `poll`; an error from it means the member
 //!   cannot go on.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod journal;
 #[cfg(feature = "kafka")]

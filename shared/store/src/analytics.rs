@@ -32,6 +32,7 @@
 //! [`clickhouse::ClickHouseAnalytics`], the [`conformance`] suite.
 
 pub mod clickhouse;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 pub mod facts;
 pub mod report;

@@ -23,6 +23,7 @@
 //! its SQLite and ClickHouse backends live in [`analytics`].
 
 pub mod analytics;
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 #[cfg(feature = "scylla")]
 pub mod scylla;
