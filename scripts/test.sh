@@ -363,10 +363,12 @@ run_deploy_checks() {
   python3 scripts/check_deploy_files.py | tee "$LOG_DIR/deploy.log"
 }
 
-# Links to private items are allowed: the docs are for maintainers and document them too.
+# Links to private items are allowed: the docs are for maintainers and document them too,
+# and the conformance suites (feature test-util) with them.
 run_docs() {
   RUSTDOCFLAGS="-D warnings -A rustdoc::private_intra_doc_links" \
-    cargo doc --workspace --no-deps --locked --document-private-items
+    cargo doc --workspace --no-deps --locked --document-private-items \
+    --features distorch-eventlog/test-util,distorch-store/test-util
 }
 
 run_tests() {
