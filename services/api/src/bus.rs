@@ -11,11 +11,12 @@
 
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
-use distorch_domain::command::{Command, CommandEnvelope, Outcome, Reply};
+use distorch_domain::command::{Command, Outcome};
 use distorch_domain::ids::CommandId;
 use distorch_domain::topics::Topics;
 use distorch_eventlog::rpc::{Rpc, Unanswered};
 use distorch_eventlog::{EventLog, NewRecord};
+use distorch_tasks::{Starter, command_record, decode_reply};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,15 +28,11 @@ pub struct CommandBus {
 
 struct Inner {
     rpc: Rpc<Outcome>,
+    /// Starts polled attempts over the same reply reader and writer.
+    starter: Arc<Starter>,
     commands_topic: String,
     timeout: Duration,
     metrics: ApiMetrics,
-}
-
-/// A reply record's command id and outcome.
-fn decode_reply(payload: &[u8]) -> Result<(String, Outcome), String> {
-    let reply: Reply = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    Ok((reply.command_id.0, reply.outcome))
 }
 
 impl CommandBus {
@@ -55,9 +52,11 @@ impl CommandBus {
         let instance = uuid::Uuid::new_v4().to_string();
         let rpc = Rpc::start(log, &topics.replies(), instance.clone(), decode_reply).await?;
         tracing::info!(%instance, "command bus started");
+        let starter = Starter::new(rpc.clone(), topics.commands(), timeout);
         Ok(Self {
             inner: Arc::new(Inner {
                 rpc,
+                starter: Arc::new(starter),
                 commands_topic: topics.commands(),
                 timeout,
                 metrics,
@@ -68,6 +67,11 @@ impl CommandBus {
     /// The `reply_to` value of this process.
     pub fn instance_id(&self) -> &str {
         self.inner.rpc.instance()
+    }
+
+    /// Starts polled task attempts through this bus's reply reader and writer.
+    pub fn starter(&self) -> Arc<Starter> {
+        self.inner.starter.clone()
     }
 
     /// Whether replies are being read (for `/readyz`).
@@ -159,20 +163,9 @@ impl CommandBus {
         reply_to: Option<String>,
         command: Command,
     ) -> Result<NewRecord, ApiError> {
-        let key = command.key().ok_or_else(|| {
-            ApiError::BadRequest(format!("{} names a malformed task id", command.name()))
-        })?;
-        let envelope = CommandEnvelope {
-            id,
-            reply_to,
-            command,
-        };
-        let payload = serde_json::to_vec(&envelope).expect("commands serialise to JSON");
-        Ok(NewRecord::new(
-            self.inner.commands_topic.clone(),
-            key,
-            payload,
-        ))
+        let name = command.name();
+        command_record(&self.inner.commands_topic, id, reply_to, command)
+            .ok_or_else(|| ApiError::BadRequest(format!("{name} names a malformed task id")))
     }
 }
 

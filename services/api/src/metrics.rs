@@ -79,9 +79,15 @@ impl ApiMetrics {
     }
 
     pub fn command(&self, command: &'static str, outcome: &'static str) {
-        self.commands
-            .get_or_create(&CommandLabels { command, outcome })
-            .inc();
+        self.commands_n(command, outcome, 1);
+    }
+
+    pub fn commands_n(&self, command: &'static str, outcome: &'static str, n: usize) {
+        if n > 0 {
+            self.commands
+                .get_or_create(&CommandLabels { command, outcome })
+                .inc_by(n as u64);
+        }
     }
 
     pub fn tasks_handed_out(&self, queue: &str, n: usize) {

@@ -110,3 +110,51 @@ steps:
     run.start_task("right");
     assert_eq!(offered(&run), [("left".to_string(), 1)]);
 }
+
+/// A `StartTask` whose answer was lost (its engine failed over) is asked again with the same
+/// command id; whoever asks hands the attempt out when it is accepted.
+/// Returns the number of events the start appended.
+fn start_again(run: &mut harness::Run, step_key: &str, id: &str) -> Result<usize, String> {
+    let t = run.task(step_key);
+    let command = distorch_domain::command::Command::StartTask {
+        task_id: t.id.clone(),
+        attempt: t.attempt,
+        worker_id: "w1".into(),
+    };
+    run.send_as(distorch_domain::CommandId(id.into()), command)
+        .map(|d| d.events.len())
+        .map_err(|r| r.to_string())
+}
+
+#[test]
+fn a_start_asked_again_is_accepted_while_its_attempt_runs_and_refused_once_it_ended() {
+    // Given a run whose first step was started by command "start-1"
+    let yaml = "name: again\nsteps:\n  - {id: a, task: t}\n  - {id: b, task: t}\n";
+    let mut run = start(yaml, json!({}));
+    assert_eq!(start_again(&mut run, "a", "start-1"), Ok(1), "TaskStarted");
+    assert_eq!(run.task("a").status.as_str(), "running");
+
+    // When the same start is asked again while the attempt runs, then it is accepted again
+    // and changes nothing
+    assert_eq!(start_again(&mut run, "a", "start-1"), Ok(0));
+
+    // When the attempt completes and the same start is asked again, then it is refused:
+    // handing it out would run completed work again
+    let task_a = run.task("a").clone();
+    run.complete("a", json!(1));
+    let again = distorch_domain::command::Command::StartTask {
+        task_id: task_a.id.clone(),
+        attempt: task_a.attempt,
+        worker_id: "w1".into(),
+    };
+    let refused = run
+        .send_as(distorch_domain::CommandId("start-1".into()), again)
+        .expect_err("an ended attempt is not started again");
+    assert!(
+        refused.to_string().contains("no longer running"),
+        "{refused}"
+    );
+    // And a different command id is refused as it always was
+    assert_eq!(start_again(&mut run, "b", "start-2"), Ok(1));
+    assert!(start_again(&mut run, "b", "start-3").is_err());
+}

@@ -46,6 +46,12 @@ pub fn handle(
     if let Some(wf) = state.as_ref()
         && wf.applied.contains(&cmd.id)
     {
+        if let Command::StartTask {
+            task_id, attempt, ..
+        } = &cmd.command
+        {
+            still_started(wf, task_id, *attempt)?;
+        }
         return Ok(Decision {
             events: Vec::new(),
             result: summary(wf),
@@ -80,6 +86,24 @@ pub fn handle(
         result,
         duplicate: false,
     })
+}
+
+/// A `StartTask` asked again (same command id: its first answer was lost) is accepted only
+/// while the attempt it started is still running: whoever asks again would hand the attempt
+/// out, and an attempt that ended meanwhile (timed out, cancelled, superseded) must not be.
+fn still_started(wf: &Workflow, id: &TaskId, attempt: u32) -> Result<(), Rejection> {
+    let running = wf.terminal.is_none()
+        && wf
+            .tasks
+            .get(id)
+            .is_some_and(|t| t.attempt == attempt && t.status == TaskStatus::Running);
+    if running {
+        Ok(())
+    } else {
+        Err(conflict(format!(
+            "attempt {attempt} of task {id} was started and is no longer running"
+        )))
+    }
 }
 
 fn summary(wf: &Workflow) -> Value {

@@ -10,14 +10,13 @@ pub(crate) use feed::{QueueFeed, Settle};
 
 use crate::Error;
 use crate::client::{ErrorReport, HeartbeatAck, Metrics};
-use distorch_domain::command::{
-    Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply, TaskMetrics,
-};
+use distorch_domain::command::{Command, ErrorInfo, Outcome, Rejection, TaskMetrics};
 use distorch_domain::ids::{CommandId, TaskId};
 use distorch_domain::topics::Topics;
 use distorch_eventlog::kafka::{KafkaConfig, KafkaLog};
 use distorch_eventlog::rpc::Rpc;
 use distorch_eventlog::{EventLog, LogError, NewRecord};
+use distorch_tasks::{Starter, command_record, decode_reply};
 use serde_json::Value;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -107,11 +106,13 @@ impl LogSourceBuilder {
             .await
             .map_err(log_error)?;
         tracing::info!(prefix = %self.topic_prefix, instance = %rpc.instance(), "log task source ready");
+        let starter = Starter::new(rpc.clone(), topics.commands(), self.reply_timeout);
         Ok(LogSource {
             inner: Arc::new(Inner {
                 log,
                 topics,
                 rpc,
+                starter,
                 next_id: AtomicU64::new(0),
                 reply_timeout: self.reply_timeout,
             }),
@@ -174,15 +175,11 @@ struct Inner {
     log: Arc<dyn EventLog>,
     topics: Topics,
     rpc: Rpc<Outcome>,
+    /// Starts the attempts the worker takes (asking again when no answer came).
+    starter: Starter,
     /// Numbers this instance's command ids.
     next_id: AtomicU64,
     reply_timeout: Duration,
-}
-
-/// A reply record's command id and outcome.
-fn decode_reply(payload: &[u8]) -> Result<(String, Outcome), String> {
-    let reply: Reply = serde_json::from_slice(payload).map_err(|e| e.to_string())?;
-    Ok((reply.command_id.0, reply.outcome))
 }
 
 fn log_error(e: LogError) -> Error {
@@ -234,7 +231,7 @@ impl LogSource {
     }
 
     /// A command id unique to this instance, for commands that must not be deduplicated
-    /// against one another (every heartbeat, every start of a delivered record).
+    /// against one another (every heartbeat).
     fn next_id(&self) -> String {
         let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         format!("{}.{n}", self.inner.rpc.instance())
@@ -243,21 +240,19 @@ impl LogSource {
     /// The record of `command` with id `id`, asking for a reply.
     fn request(&self, id: &str, command: Command) -> Result<(String, NewRecord), Error> {
         let name = command.name();
-        let key = command.key().ok_or_else(|| Error::Rejected {
+        let reply_to = Some(self.inner.rpc.instance().to_owned());
+        let record = command_record(
+            &self.inner.topics.commands(),
+            CommandId(id.to_owned()),
+            reply_to,
+            command,
+        )
+        .ok_or_else(|| Error::Rejected {
             command: name,
             status: 400,
             detail: format!("{name} names a malformed task id"),
         })?;
-        let envelope = CommandEnvelope {
-            id: CommandId(id.to_owned()),
-            reply_to: Some(self.inner.rpc.instance().to_owned()),
-            command,
-        };
-        let payload = serde_json::to_vec(&envelope).expect("commands serialise to JSON");
-        Ok((
-            id.to_owned(),
-            NewRecord::new(self.inner.topics.commands(), key, payload),
-        ))
+        Ok((id.to_owned(), record))
     }
 
     /// Sends one command and waits for the engine's answer: its `result` when accepted.

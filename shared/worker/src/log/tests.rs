@@ -5,6 +5,7 @@
 use super::*;
 use crate::{TaskError, Worker};
 use distorch_domain::WorkflowId;
+use distorch_domain::command::{CommandEnvelope, Reply};
 use distorch_domain::topics::TaskDispatch;
 use distorch_eventlog::sqlite::SqliteLog;
 use serde_json::json;

@@ -1,10 +1,11 @@
-//! The queue dispatcher on its own: fair hand-out to concurrent long-polls.
+//! The task feed on its own: fair hand-out to concurrent takers, nothing lost to a taker
+//! that gives up.
 
-use distorch_api::dispatch::Dispatchers;
 use distorch_domain::topics::{TaskDispatch, Topics};
 use distorch_domain::{TaskId, WorkflowId};
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_eventlog::{EventLog, NewRecord};
+use distorch_tasks::{FeedConfig, TaskFeed};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,13 +29,27 @@ fn record(topic: &str, wf: WorkflowId, n: u32) -> NewRecord {
     )
 }
 
+/// A feed of queue `q` on a topic of `partitions` partitions.
+async fn feed(log: &Arc<dyn EventLog>, topics: &Topics, partitions: u32) -> TaskFeed {
+    log.create_topic(&topics.tasks("q"), partitions)
+        .await
+        .unwrap();
+    TaskFeed::start(
+        log.clone(),
+        FeedConfig {
+            topic: topics.tasks("q"),
+            group: "test".into(),
+            prefetch: 8,
+        },
+    )
+}
+
 #[tokio::test]
 async fn concurrent_waiters_each_get_distinct_records_as_they_arrive() {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open(dir.path().join("log.db")).unwrap());
     let topics = Topics::default();
-    let dispatchers = Dispatchers::new(log.clone(), topics.clone(), 4, 8);
-    let dispatcher = dispatchers.get("q").await.unwrap();
+    let dispatcher = Arc::new(feed(&log, &topics, 4).await);
 
     // Eight polls wait before anything is queued; each takes at most 3, so 25 records are
     // enough for all of them however the fetches are batched.
@@ -68,7 +83,9 @@ async fn concurrent_waiters_each_get_distinct_records_as_they_arrive() {
             );
         }
         total += claims.len();
-        dispatcher.settle(claims.iter().map(|c| (c.partition, c.offset)));
+        for claim in &claims {
+            dispatcher.settle(claim);
+        }
     }
     // The rest stays buffered for the next polls.
     while total < 25 {
@@ -96,8 +113,7 @@ async fn a_poll_that_gives_up_leaves_its_claims_to_the_next() {
     let dir = tempfile::tempdir().unwrap();
     let log: Arc<dyn EventLog> = Arc::new(SqliteLog::open(dir.path().join("log.db")).unwrap());
     let topics = Topics::default();
-    let dispatchers = Dispatchers::new(log.clone(), topics.clone(), 1, 8);
-    let dispatcher = dispatchers.get("q").await.unwrap();
+    let dispatcher = Arc::new(feed(&log, &topics, 1).await);
 
     // A poll abandoned mid-wait (the worker hung up) must not swallow work.
     let abandoned = {
