@@ -31,15 +31,26 @@ pub(crate) async fn start_workflow(
     version: Option<u32>,
     input: Value,
     idempotency_key: Option<String>,
+    workflow_id: Option<String>,
 ) -> Result<Started, ApiError> {
     if definition.trim().is_empty() {
         return Err(ApiError::BadRequest(
             "`definition` must name a definition".into(),
         ));
     }
-    let workflow_id = match &idempotency_key {
-        Some(key) => WorkflowId::from_idempotency_key(&definition, key),
-        None => WorkflowId::new_random(uuid::Uuid::now_v7()),
+    let workflow_id = match (&idempotency_key, workflow_id) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::BadRequest(
+                "give `workflow_id` or `idempotency_key`, not both: each names the run".into(),
+            ));
+        }
+        (Some(key), None) => WorkflowId::from_idempotency_key(&definition, key),
+        (None, Some(raw)) => raw.parse().map_err(|e| {
+            ApiError::BadRequest(format!(
+                "`workflow_id` {raw:?} is not a workflow id (expected a UUID): {e}"
+            ))
+        })?,
+        (None, None) => WorkflowId::new_random(uuid::Uuid::now_v7()),
     };
     let command = Command::StartWorkflow {
         workflow_id,
@@ -49,7 +60,14 @@ pub(crate) async fn start_workflow(
         idempotency_key,
         parent: None,
     };
-    let (seq, result) = accepted(state.bus.send(command).await?)?;
+    let outcome = match state.bus.send(command).await {
+        Err(e @ (ApiError::Timeout(_) | ApiError::Unavailable(_))) => Err(ApiError::StartPending {
+            workflow_id,
+            reason: format!("the start of run {workflow_id} is not confirmed: {e}"),
+        }),
+        other => other,
+    };
+    let (seq, result) = accepted(outcome?)?;
     let workflow_id = result
         .get("workflow_id")
         .and_then(Value::as_str)

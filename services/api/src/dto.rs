@@ -580,6 +580,11 @@ pub struct StartWorkflow {
     /// returns the existing run (200) instead of starting another.
     #[serde(default)]
     pub idempotency_key: Option<String>,
+    /// The run's id (a UUID) chosen by the caller, instead of an `idempotency_key`: a repeated
+    /// start with the same id returns the existing run (200). A start answered 503 names the
+    /// id it will create in the problem's `workflow_id`; retrying with it is always safe.
+    #[serde(default)]
+    pub workflow_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

@@ -25,9 +25,19 @@ pub enum ApiError {
     PayloadTooLarge(String),
     /// The command was appended (so it is durable) but no reply came in time.
     #[error(
-        "the engine did not answer within {0} s; the command is durable and will still be applied"
+        "the engine did not answer within {0} s (an engine may be failing over); the command is durable and will still be applied"
     )]
     Timeout(f64),
+    /// A start that was not confirmed (no answer in time, an engine failing over, or a failed
+    /// append) may still be applied under this id; a retry naming it starts nothing more.
+    #[error(
+        "{reason}. Retry with \"workflow_id\": \"{workflow_id}\" (or the same \
+         idempotency_key): the retry returns that run if it started and never starts a second one"
+    )]
+    StartPending {
+        workflow_id: distorch_domain::WorkflowId,
+        reason: String,
+    },
     /// The service cannot serve the request right now (reply reader down, shutting down).
     #[error("{0}")]
     Unavailable(String),
@@ -55,7 +65,9 @@ impl ApiError {
             ApiError::Conflict(_) => StatusCode::CONFLICT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::Timeout(_) | ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Timeout(_) | ApiError::StartPending { .. } | ApiError::Unavailable(_) => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Log(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Store(StoreError::BadCursor(_)) => StatusCode::BAD_REQUEST,
             ApiError::Store(e) if e.is_retryable() => StatusCode::SERVICE_UNAVAILABLE,
@@ -70,7 +82,11 @@ impl IntoResponse for ApiError {
         if status.is_server_error() {
             tracing::warn!(error = %self, "request failed");
         }
-        Problem::new(status, self.to_string()).into_response()
+        let mut problem = Problem::new(status, self.to_string());
+        if let ApiError::StartPending { workflow_id, .. } = &self {
+            problem.workflow_id = Some(workflow_id.to_string());
+        }
+        problem.into_response()
     }
 }
 

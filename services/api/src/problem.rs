@@ -25,6 +25,9 @@ pub struct Problem {
     pub status: u16,
     /// What exactly is wrong, and where.
     pub detail: String,
+    /// The run a start that got no answer in time will create: retry the start with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workflow_id: Option<String>,
 }
 
 impl Problem {
@@ -44,6 +47,7 @@ impl Problem {
             title: status.canonical_reason().unwrap_or("Error").to_owned(),
             status: status.as_u16(),
             detail: detail.into(),
+            workflow_id: None,
         }
     }
 }

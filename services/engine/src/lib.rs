@@ -60,7 +60,7 @@ impl Default for EngineConfig {
             batch: 2000,
             group: "engine".into(),
             snapshot_every: 20_000,
-            orphan_timeout_ms: 30_000,
+            orphan_timeout_ms: 15_000,
         }
     }
 }

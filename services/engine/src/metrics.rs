@@ -17,6 +17,11 @@ pub struct QueueLabel {
     pub queue: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabel {
+    pub partition: u32,
+}
+
 #[derive(Clone)]
 pub struct Metrics {
     pub runs_started: Counter,
@@ -43,6 +48,8 @@ pub struct Metrics {
     pub snapshots: Counter,
     /// Commands partitions this engine owns.
     pub partitions_owned: Gauge,
+    /// 1 for each commands partition this engine owns, 0 for one it released.
+    pub partition_owned: Family<PartitionLabel, Gauge>,
     /// Runs restored from a snapshot (rather than replayed) when taking over a partition.
     pub runs_restored: Counter,
 }
@@ -66,6 +73,7 @@ impl Metrics {
             timers: Gauge::default(),
             snapshots: Counter::default(),
             partitions_owned: Gauge::default(),
+            partition_owned: Family::default(),
             runs_restored: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("distorch");
@@ -89,6 +97,11 @@ impl Metrics {
             "engine_partitions_owned",
             "Commands partitions this engine owns",
             m.partitions_owned.clone(),
+        );
+        r.register(
+            "engine_partition_owned",
+            "1 for each commands partition this engine owns (0 once released)",
+            m.partition_owned.clone(),
         );
         r.register(
             "runs_finished",

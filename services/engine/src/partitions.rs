@@ -88,6 +88,10 @@ impl Engine {
             .retain(|t, p| t != commands || !partitions.contains(&p));
         for p in partitions {
             state.owned.remove(p);
+            self.metrics
+                .partition_owned
+                .get_or_create(&crate::metrics::PartitionLabel { partition: *p })
+                .set(0);
         }
         self.metrics.partitions_owned.set(state.owned.len() as i64);
         tracing::info!(?partitions, runs = runs.len(), "partitions released");
@@ -166,6 +170,10 @@ impl Engine {
         }
         state.owned.insert(p, owned);
         self.metrics.partitions_owned.set(state.owned.len() as i64);
+        self.metrics
+            .partition_owned
+            .get_or_create(&crate::metrics::PartitionLabel { partition: p })
+            .set(1);
         tracing::info!(
             partition = p,
             from_snapshot = restored,

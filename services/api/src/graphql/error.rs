@@ -26,6 +26,9 @@ impl ErrorExtensions for ApiError {
         async_graphql::Error::new(self.to_string()).extend_with(|_, ext| {
             ext.set("code", code(status.as_u16()));
             ext.set("status", status.as_u16());
+            if let ApiError::StartPending { workflow_id, .. } = self {
+                ext.set("workflowId", workflow_id.to_string());
+            }
         })
     }
 }

@@ -23,6 +23,10 @@ pub struct StartWorkflowInput {
     pub input: Option<Value>,
     /// The same key for the same definition always names the same run.
     pub idempotency_key: Option<String>,
+    /// The run's id chosen by the caller (a UUID), instead of an idempotency key: a repeated
+    /// start with it returns the existing run. An UNAVAILABLE error carries the id a pending
+    /// start will create in `extensions.workflowId`.
+    pub workflow_id: Option<ID>,
 }
 
 /// The run a start named.
@@ -31,7 +35,7 @@ pub struct StartedRun {
     pub workflow_id: ID,
     /// `null` when the read model has not caught up yet.
     pub status: Option<WorkflowStatus>,
-    /// The idempotency key had already started this run.
+    /// The idempotency key (or workflow id) had already started this run.
     pub existing: bool,
 }
 
@@ -116,6 +120,7 @@ impl Mutation {
             input.version,
             input.input.unwrap_or(Value::Null),
             input.idempotency_key,
+            input.workflow_id.map(|id| id.0),
         )
         .await
         .gql()?;

@@ -21,8 +21,10 @@ use serde_json::Value;
 
 /// Start a run.
 ///
-/// With an `idempotency_key`, repeating the request returns the run it started (200)
-/// instead of starting another. The response is sent once the run is readable.
+/// With an `idempotency_key` or a `workflow_id`, repeating the request returns the run it
+/// started (200) instead of starting another. The response is sent once the run is readable.
+/// A 503 whose problem names a `workflow_id` means the start is durable but unanswered (an
+/// engine failing over): retry with that `workflow_id`.
 #[utoipa::path(
     post,
     path = "/api/v1/workflows",
@@ -33,6 +35,7 @@ use serde_json::Value;
         (status = 200, description = "The run this idempotency key already started", body = RunStatus),
         (status = 400, description = "Bad body, or input fails the definition's input_schema", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown definition or version", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "No answer in time; the problem's `workflow_id` names the run to retry with", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn start_workflow(
@@ -45,6 +48,7 @@ pub(crate) async fn start_workflow(
         req.version,
         req.input,
         req.idempotency_key,
+        req.workflow_id,
     )
     .await?;
     let code = if started.existing {
