@@ -3,16 +3,19 @@
 //! callers only translate their own input and output shapes.
 
 use crate::error::ApiError;
-use crate::routes::{AppState, accepted};
-use distorch_domain::command::Command;
+use crate::routes::{AppState, accepted, unexpected};
+use distorch_domain::command::{Answer, Command};
 use distorch_domain::definition::Definition;
 use distorch_domain::path::ExecutionPath;
 use distorch_domain::workflow::{Status, TaskStatus};
 use distorch_domain::{TaskId, WorkflowId};
 use serde_json::Value;
 
-fn status_of(result: &Value) -> Option<Status> {
-    serde_json::from_value(result.get("status")?.clone()).ok()
+fn status_of(answer: &Answer) -> Option<Status> {
+    match answer {
+        Answer::Started { status, .. } | Answer::Applied { status, .. } => Some(*status),
+        _ => None,
+    }
 }
 
 /// A run that a start request names.
@@ -67,21 +70,21 @@ pub(crate) async fn start_workflow(
         }),
         other => other,
     };
-    let (seq, result) = accepted(outcome?)?;
-    let workflow_id = result
-        .get("workflow_id")
-        .and_then(Value::as_str)
-        .and_then(|id| id.parse().ok())
-        .unwrap_or(workflow_id);
-    let existing = result
-        .get("existing")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
+    let (seq, answer) = accepted(outcome?)?;
+    let Answer::Started {
+        workflow_id,
+        status,
+        existing,
+    } = answer
+    else {
+        return Err(unexpected("StartWorkflow", &answer));
+    };
     let caught_up = state.caught_up(workflow_id, seq).await;
-    let mut status = status_of(&result);
-    if status.is_none() && caught_up {
-        status = state.store.workflow(workflow_id).await?.map(|v| v.status);
+    let status = match caught_up {
+        true => state.store.workflow(workflow_id).await?.map(|v| v.status),
+        false => None,
     }
+    .or(Some(status));
     Ok(Started {
         workflow_id,
         status,
@@ -145,8 +148,8 @@ pub(crate) async fn register_definition(
     source: Value,
 ) -> Result<(String, u32), ApiError> {
     // The name is the command's partitioning key, so it must be checked before publishing.
-    let name = match source.get("name") {
-        Some(Value::String(name)) if !name.trim().is_empty() => name.clone(),
+    match source.get("name") {
+        Some(Value::String(name)) if !name.trim().is_empty() => {}
         Some(_) => {
             return Err(ApiError::BadRequest(
                 "`name` of the definition must be a non-empty string".into(),
@@ -159,23 +162,15 @@ pub(crate) async fn register_definition(
         }
         None => return Err(ApiError::BadRequest("the definition has no `name`".into())),
     };
-    let (_, result) = accepted(
+    let (_, answer) = accepted(
         state
             .bus
             .send(Command::RegisterDefinition { source })
             .await?,
     )?;
-    let name = result
-        .get("name")
-        .and_then(Value::as_str)
-        .map_or(name, str::to_owned);
-    let version = result
-        .get("version")
-        .and_then(Value::as_u64)
-        .and_then(|v| u32::try_from(v).ok())
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!("the engine's reply lacks the version: {result}"))
-        })?;
+    let Answer::Registered { name, version } = answer else {
+        return Err(unexpected("RegisterDefinition", &answer));
+    };
     match state
         .store
         .wait_for_definition(&name, version, state.read_your_writes)

@@ -705,7 +705,8 @@ pub struct Heartbeat {
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HeartbeatAck {
-    /// The run is being cancelled: stop and fail the attempt.
+    /// Always false: an attempt of a cancelled run (or any attempt no longer current) has
+    /// its heartbeat refused with 409, which tells the worker to stop.
     pub cancel_requested: bool,
 }
 

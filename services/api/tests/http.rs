@@ -5,8 +5,9 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{Request, StatusCode, header};
 use distorch_api::{ApiConfig, SharedRegistry, router};
-use distorch_domain::command::{Command, CommandEnvelope, Outcome, Rejection, Reply};
+use distorch_domain::command::{Answer, Command, CommandEnvelope, Outcome, Rejection, Reply};
 use distorch_domain::topics::{TaskDispatch, Topics};
+use distorch_domain::workflow::Status;
 use distorch_domain::{TaskId, WorkflowId};
 use distorch_eventlog::sqlite::SqliteLog;
 use distorch_eventlog::{EventLog, NewRecord};
@@ -320,7 +321,11 @@ async fn engine_outcomes_become_http_answers() {
             ..
         } if definition == "orders" => Outcome::Accepted {
             seq: 1,
-            result: json!({"workflow_id": workflow_id, "status": "running", "existing": false}),
+            result: Answer::Started {
+                workflow_id: *workflow_id,
+                status: Status::Running,
+                existing: false,
+            },
         },
         Command::StartWorkflow { definition, .. } => Outcome::Rejected {
             rejection: Rejection::NotFound(format!("no definition named {definition:?}")),
@@ -330,29 +335,33 @@ async fn engine_outcomes_become_http_answers() {
         },
         Command::RegisterDefinition { source } if source["name"] == "good" => Outcome::Accepted {
             seq: 0,
-            result: json!({"name": "good", "version": 3}),
+            result: Answer::Registered {
+                name: "good".into(),
+                version: 3,
+            },
         },
         Command::RegisterDefinition { .. } => Outcome::Rejected {
             rejection: Rejection::Invalid("steps[0].input: bad jq".into()),
         },
-        Command::CancelWorkflow { .. } => Outcome::Accepted {
+        Command::CancelWorkflow { workflow_id, .. } => Outcome::Accepted {
             seq: 7,
-            result: json!({"status": "compensating"}),
+            result: Answer::Applied {
+                workflow_id: *workflow_id,
+                status: Status::Compensating,
+            },
         },
         Command::PauseWorkflow { .. } => Outcome::Rejected {
             rejection: Rejection::Conflict("a completed run cannot be paused".into()),
         },
         Command::AddTask { workflow_id, .. } => Outcome::Accepted {
             seq: 9,
-            result: json!({"task_id": format!("{workflow_id}.4")}),
-        },
-        Command::Heartbeat { .. } => Outcome::Accepted {
-            seq: 2,
-            result: json!({"cancel_requested": true}),
+            result: Answer::TaskAdded {
+                task_id: TaskId::new(*workflow_id, 4),
+            },
         },
         _ => Outcome::Accepted {
             seq: 0,
-            result: Value::Null,
+            result: Answer::Noted,
         },
     });
     let app = &h.app;
@@ -442,7 +451,7 @@ async fn engine_outcomes_become_http_answers() {
     let uri = format!("/api/v1/tasks/{task}/heartbeat");
     let (status, _, body) = call(app, post_json(&uri, json!({"attempt": 1}))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body, json!({"cancel_requested": true}));
+    assert_eq!(body, json!({"cancel_requested": false}));
 }
 
 #[tokio::test]
@@ -455,7 +464,7 @@ async fn poll_hands_out_accepted_attempts_and_drops_stale_ones() {
         },
         _ => Outcome::Accepted {
             seq: 1,
-            result: Value::Null,
+            result: Answer::Noted,
         },
     });
     let app = &h.app;
@@ -643,7 +652,7 @@ async fn human_task_verbs_and_signals_become_commands() {
             },
             _ => Outcome::Accepted {
                 seq: 3,
-                result: json!({}),
+                result: Answer::Noted,
             },
         }
     });

@@ -19,7 +19,9 @@ mod timers;
 
 pub use metrics::Metrics;
 
-use distorch_domain::command::{Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply};
+use distorch_domain::command::{
+    Answer, Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply,
+};
 use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
 use distorch_domain::topics::Topics;
 use distorch_domain::workflow::{Status, Workflow, answer_ended, handle};
@@ -28,7 +30,6 @@ use distorch_eventlog::offsets::COMMIT_INTERVAL;
 use distorch_eventlog::offsets::PacedCommits;
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record, partition_for};
 use registry::Registry;
-use serde_json::json;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -48,8 +49,9 @@ pub struct EngineConfig {
     pub snapshot_every: u64,
     /// A commands partition that no engine of the group consumes for this long (records
     /// waiting, committed offset not moving) makes this engine leave and rejoin the group,
-    /// which forces a rebalance. A guard against brokers that lose a dead member's share
-    /// (seen with tansu 0.6.0); 0 turns it off.
+    /// which forces a rebalance: a guard against brokers that lose a dead member's share
+    /// (seen with tansu 0.6.0), kept by the log backend ([`Consumer::rejoin_when_orphaned`]);
+    /// 0 turns it off.
     pub orphan_timeout_ms: u64,
 }
 
@@ -115,8 +117,6 @@ struct State {
     runs: HashMap<WorkflowId, Workflow>,
     timers: Timers,
     queues: HashSet<String>,
-    /// Partitions owned by others with records waiting: (committed offset, since when).
-    stalled: HashMap<u32, (u64, std::time::Instant)>,
 }
 
 /// Creates every topic DisTorch's services read before the first write (idempotent), so a
@@ -178,6 +178,9 @@ impl Engine {
             .log
             .consumer(&self.config.group, &[self.topics.commands()])
             .await?;
+        // The engines handle every command they poll at once, so a partition whose commit
+        // stands still with commands waiting has lost its engine.
+        consumer.rejoin_when_orphaned(Duration::from_millis(self.config.orphan_timeout_ms));
         let mut state = State {
             registry: Registry::default(),
             definitions_next: 0,
@@ -188,7 +191,6 @@ impl Engine {
             runs: HashMap::new(),
             timers: Timers::default(),
             queues: HashSet::new(),
-            stalled: HashMap::new(),
         };
         self.catch_up_definitions(&mut state).await?;
         self.follow_assignment(&mut state, consumer.assignment())
@@ -213,22 +215,7 @@ impl Engine {
             self.snapshot_due(&mut state).await?;
             if last_lag.elapsed() > Duration::from_secs(1) {
                 last_lag = std::time::Instant::now();
-                let assignment = consumer.assignment();
-                self.update_lag(&assignment).await;
-                if self.orphaned(&mut state).await {
-                    tracing::warn!(
-                        "command partitions have no consumer; leaving and rejoining the group \
-                         to force a rebalance"
-                    );
-                    Self::commit(&mut state, &mut *consumer).await;
-                    self.snapshot_all(&mut state).await?;
-                    drop(consumer);
-                    consumer = self
-                        .log
-                        .consumer(&self.config.group, &[self.topics.commands()])
-                        .await?;
-                    state.stalled.clear();
-                }
+                self.update_lag(&consumer.assignment()).await;
             }
         }
         Self::commit(&mut state, &mut *consumer).await;
@@ -560,7 +547,10 @@ impl Engine {
         out: &mut Output,
     ) -> Option<Rejection> {
         if let Some((name, version)) = state.registry.applied(&cmd.id) {
-            let result = json!({ "name": name, "version": version });
+            let result = Answer::Registered {
+                name: name.to_owned(),
+                version: *version,
+            };
             self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
             return None;
         }
@@ -585,7 +575,10 @@ impl Engine {
                     reg.name.clone(),
                     json_bytes(&reg),
                 ));
-                let result = json!({ "name": reg.name, "version": version });
+                let result = Answer::Registered {
+                    name: reg.name,
+                    version,
+                };
                 self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
                 None
             }
@@ -671,42 +664,6 @@ impl Engine {
             }
             _ => {}
         }
-    }
-
-    /// Whether some partition this engine does not own has had records waiting, with its
-    /// group's committed offset standing still, for longer than `orphan_timeout_ms`.
-    async fn orphaned(&self, state: &mut State) -> bool {
-        let timeout = Duration::from_millis(self.config.orphan_timeout_ms);
-        if timeout.is_zero() {
-            return false;
-        }
-        let topic = self.topics.commands();
-        let now = std::time::Instant::now();
-        let mut orphaned = false;
-        for p in (0..state.partitions).filter(|p| !state.owned.contains_key(p)) {
-            let end = self.log.end_offset(&topic, p).await.unwrap_or(0);
-            let Ok(committed) = self.log.committed(&self.config.group, &topic, p).await else {
-                continue;
-            };
-            let committed = committed.unwrap_or(0);
-            if end <= committed {
-                state.stalled.remove(&p);
-                continue;
-            }
-            let since = state.stalled.entry(p).or_insert((committed, now));
-            if since.0 != committed {
-                *since = (committed, now);
-            } else if now.duration_since(since.1) > timeout {
-                tracing::warn!(
-                    partition = p,
-                    committed,
-                    end,
-                    "commands partition looks orphaned"
-                );
-                orphaned = true;
-            }
-        }
-        orphaned
     }
 
     async fn update_lag(&self, assignment: &[(String, u32)]) {

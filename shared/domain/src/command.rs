@@ -2,6 +2,7 @@
 //! They reach the engine through the `distorch.commands` topic, keyed by [`Command::key`].
 
 use crate::ids::{CommandId, TaskId, WorkflowId};
+use crate::workflow::Status;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -298,12 +299,38 @@ pub enum Outcome {
         /// The run's last event sequence after applying the command (0 for definitions).
         #[serde(default)]
         seq: u64,
-        /// Command-specific result, e.g. `{"name","version"}` for a registration,
-        /// `{"workflow_id","status","existing"}` for a start, `{"task_id"}` for AddTask.
+        /// What the command answers, typed by `kind`.
         #[serde(default)]
-        result: Value,
+        result: Answer,
     },
     Rejected {
         rejection: Rejection,
     },
+}
+
+/// What an accepted command answers (`result` of an accepted [`Outcome`]), tagged by `kind`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Answer {
+    /// `start_workflow`: the run the start names, and whether it existed before this
+    /// command (an idempotency key or a workflow id used again).
+    Started {
+        workflow_id: WorkflowId,
+        status: Status,
+        existing: bool,
+    },
+    /// `register_definition`: the version the definition got.
+    Registered { name: String, version: u32 },
+    /// `add_task`: the task created.
+    TaskAdded { task_id: TaskId },
+    /// Any other command applied to a run, or a command applied before and delivered again:
+    /// the run's status after it.
+    Applied {
+        workflow_id: WorkflowId,
+        status: Status,
+    },
+    /// A notice that no longer concerns anything (a timer or a child's end that arrived
+    /// after the run or step stopped waiting for it).
+    #[default]
+    Noted,
 }

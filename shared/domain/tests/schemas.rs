@@ -9,10 +9,10 @@ mod support;
 
 use std::collections::BTreeSet;
 
-use distorch_domain::command::{Command, CommandEnvelope, Outcome, Rejection, Reply};
+use distorch_domain::command::{Answer, Command, CommandEnvelope, Outcome, Rejection, Reply};
 use distorch_domain::event::{Event, EventEnvelope, SCHEMA_VERSION, TaskKind};
 use distorch_domain::ids::{CommandId, TaskId, WorkflowId};
-use distorch_domain::workflow::Timer;
+use distorch_domain::workflow::{Status, Timer};
 use serde_json::{Value, json};
 use support::{Wire, check_written, closed, published, read_json, schemas_dir};
 
@@ -360,7 +360,33 @@ fn every_timer_task_kind_and_reply_outcome_matches_the_schemas() {
     let outcomes = [
         Outcome::Accepted {
             seq: 0,
-            result: json!({}),
+            result: Answer::Noted,
+        },
+        Outcome::Accepted {
+            seq: 3,
+            result: Answer::Started {
+                workflow_id: wf(),
+                status: Status::Running,
+                existing: false,
+            },
+        },
+        Outcome::Accepted {
+            seq: 0,
+            result: Answer::Registered {
+                name: "orders".into(),
+                version: 2,
+            },
+        },
+        Outcome::Accepted {
+            seq: 9,
+            result: Answer::TaskAdded { task_id: task() },
+        },
+        Outcome::Accepted {
+            seq: 4,
+            result: Answer::Applied {
+                workflow_id: wf(),
+                status: Status::Paused,
+            },
         },
         Outcome::Rejected {
             rejection: Rejection::Invalid("input does not match".into()),
@@ -385,6 +411,17 @@ fn every_timer_task_kind_and_reply_outcome_matches_the_schemas() {
         } => 3,
     };
     assert_every_variant("Outcome", outcomes.iter().map(outcome_variant), 4);
+    let answer_variant = |o: &Outcome| match o {
+        Outcome::Accepted { result, .. } => Some(match result {
+            Answer::Started { .. } => 0,
+            Answer::Registered { .. } => 1,
+            Answer::TaskAdded { .. } => 2,
+            Answer::Applied { .. } => 3,
+            Answer::Noted => 4,
+        }),
+        Outcome::Rejected { .. } => None,
+    };
+    assert_every_variant("Answer", outcomes.iter().filter_map(answer_variant), 5);
     for outcome in outcomes {
         check_written(
             Wire::Reply,

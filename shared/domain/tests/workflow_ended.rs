@@ -4,11 +4,11 @@
 #[path = "workflow_harness.rs"]
 mod harness;
 
-use distorch_domain::command::{Command, Rejection};
+use distorch_domain::command::{Answer, Command, Rejection};
 use distorch_domain::ids::WorkflowId;
 use distorch_domain::workflow::{Decision, Status, Timer, answer_ended};
 use harness::{Run, error, start};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const ONE: &str = "name: one\nsteps:\n  - {id: a, task: a, timeout: 10s}\n";
 
@@ -88,7 +88,7 @@ fn late_commands(run: &Run) -> Vec<Command> {
     ]
 }
 
-fn same_answer(name: &str, full: Result<Decision, Rejection>, kept: Result<Value, Rejection>) {
+fn same_answer(name: &str, full: Result<Decision, Rejection>, kept: Result<Answer, Rejection>) {
     match (full, kept) {
         (Ok(decision), Ok(result)) => {
             assert!(
@@ -122,7 +122,12 @@ fn a_repeated_start_of_an_ended_run_finds_it() {
     let run = ended(Status::Completed);
     let start = &late_commands(&run)[0];
     let result = answer_ended(run.id, Status::Completed, start).expect("found");
-    assert_eq!(result["existing"], json!(true));
-    assert_eq!(result["status"], json!("completed"));
-    assert_eq!(result["workflow_id"], json!(run.id));
+    assert_eq!(
+        result,
+        Answer::Started {
+            workflow_id: run.id,
+            status: Status::Completed,
+            existing: true
+        }
+    );
 }

@@ -4,7 +4,7 @@
 #[path = "workflow_harness.rs"]
 mod harness;
 
-use distorch_domain::command::{Command, Rejection};
+use distorch_domain::command::{Answer, Command, Rejection};
 use distorch_domain::event::{Event, TaskKind};
 use distorch_domain::ids::{CommandId, TaskId, WorkflowId};
 use distorch_domain::workflow::{Status, TaskStatus, Timer};
@@ -235,7 +235,9 @@ fn an_added_task_runs_right_after_the_step_in_flight_with_the_returned_id() {
         })
         .unwrap();
     assert_eq!(run.names(), ["task_added"]);
-    let reserved: TaskId = serde_json::from_value(answer.result["task_id"].clone()).unwrap();
+    let Answer::TaskAdded { task_id: reserved } = answer.result else {
+        panic!("AddTask answers the task it added: {:?}", answer.result)
+    };
     assert_eq!(run.active(), ["a"], "the step in flight is not disturbed");
 
     let names = run.complete("a", json!(1));
@@ -330,8 +332,14 @@ fn starting_an_existing_run_returns_it_without_events() {
     let seq = run.wf().last_seq;
     let again = run.try_start("two", json!({"other": true})).unwrap();
     assert!(again.events.is_empty());
-    assert_eq!(again.result["existing"], json!(true));
-    assert_eq!(again.result["status"], json!("running"));
+    assert_eq!(
+        again.result,
+        Answer::Started {
+            workflow_id: run.id,
+            status: Status::Running,
+            existing: true
+        }
+    );
     assert_eq!(run.wf().last_seq, seq);
     assert_eq!(run.wf().input, json!({}));
 }

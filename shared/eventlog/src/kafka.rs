@@ -8,6 +8,8 @@
 //! - `producer`: `append` through one idempotent producer, partitions chosen by us;
 //! - `reader`: `read` through a small pool of group-less consumers positioned by hand;
 //! - `group`: [`Consumer`] as a member of a Kafka consumer group, committing by hand;
+//! - `orphans`: when a member should rejoin because a dead member's partitions were never
+//!   handed on (a broker defect);
 //! - `message`, `error`: conversions from librdkafka's types.
 //!
 //! Guarantees beyond the crate contract: none. Writes are at least once: a failed `append`
@@ -20,6 +22,7 @@ mod config;
 mod error;
 mod group;
 mod message;
+mod orphans;
 mod producer;
 mod reader;
 
@@ -132,7 +135,7 @@ impl EventLog for KafkaLog {
             }
         }
         let group = format!("{}{group}", self.cluster.config().group_prefix);
-        let consumer = GroupConsumer::join(self.cluster.config(), &group, &unique)?;
+        let consumer = GroupConsumer::join(Arc::clone(&self.cluster), &group, &unique)?;
         Ok(Box::new(consumer))
     }
 

@@ -184,4 +184,16 @@ pub trait Consumer: Send {
 
     /// The partitions assigned to this member as of the last `poll`.
     fn assignment(&self) -> Vec<(String, u32)>;
+
+    /// Asks a member of a group that handles every record it polls promptly (and so commits
+    /// steadily) to guard against brokers that never hand a dead member's partitions on: when
+    /// a partition it does not own has records waiting behind a committed offset that stood
+    /// still for longer than `after`, the member leaves and rejoins the group during a `poll`,
+    /// which makes the broker rebalance. Its assignment then changes like in any rebalance.
+    /// A group whose members hold records for long (a task queue waiting for workers) must
+    /// not ask: its quiet partitions would look orphaned. Backends whose groups always
+    /// rebalance, or have one member, ignore it (the default).
+    fn rejoin_when_orphaned(&mut self, after: Duration) {
+        let _ = after;
+    }
 }

@@ -2,8 +2,9 @@
 //! asked again with the same command, so the engine applies it once and the attempt is
 //! handed out as soon as the new owner answers, not after the attempt's timeout.
 
-use distorch_domain::command::{Command, CommandEnvelope, Outcome, Rejection, Reply};
+use distorch_domain::command::{Answer, Command, CommandEnvelope, Outcome, Rejection, Reply};
 use distorch_domain::topics::{TaskDispatch, Topics};
+use distorch_domain::workflow::Status;
 use distorch_domain::{TaskId, WorkflowId};
 use distorch_eventlog::rpc::Rpc;
 use distorch_eventlog::sqlite::SqliteLog;
@@ -122,7 +123,10 @@ async fn engine_answers(f: &Fixture, from: u64, stale: &HashSet<String>) -> u64 
                 } else {
                     Outcome::Accepted {
                         seq: 1,
-                        result: serde_json::json!({}),
+                        result: Answer::Applied {
+                            workflow_id: task_id.workflow_id().unwrap(),
+                            status: Status::Running,
+                        },
                     }
                 }
             })

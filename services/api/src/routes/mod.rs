@@ -38,10 +38,10 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use distorch_domain::command::Outcome;
+use distorch_domain::command::{Answer, Outcome};
 use distorch_domain::{TaskId, WorkflowId};
 use distorch_store::ReadStore;
-use serde_json::Value;
+
 use std::sync::Arc;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -208,10 +208,17 @@ pub(crate) fn parse_limit(raw: Option<&str>) -> Result<usize, ApiError> {
     }
 }
 
-/// The accepted command's `(seq, result)`, or its rejection as an HTTP error.
-pub(crate) fn accepted(outcome: Outcome) -> Result<(u64, Value), ApiError> {
+/// The accepted command's `(seq, answer)`, or its rejection as an HTTP error.
+pub(crate) fn accepted(outcome: Outcome) -> Result<(u64, Answer), ApiError> {
     match outcome {
         Outcome::Accepted { seq, result } => Ok((seq, result)),
         Outcome::Rejected { rejection } => Err(rejection.into()),
     }
+}
+
+/// An answer of another kind than the command's: an engine of another version, or a bug.
+pub(crate) fn unexpected(command: &str, answer: &Answer) -> ApiError {
+    ApiError::Unavailable(format!(
+        "the engine answered {command} with {answer:?}; is it of another version than the API?"
+    ))
 }

@@ -10,7 +10,7 @@ use crate::problem::{Json as JsonBody, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
 use distorch_domain::command::Command;
-use serde_json::Value;
+
 use std::time::Duration;
 
 const MAX_TASKS: u32 = 100;
@@ -170,10 +170,10 @@ pub(crate) async fn heartbeat(
         attempt: req.attempt,
         checkpoint: req.checkpoint,
     };
-    let (_, result) = accepted(state.bus.send(command).await?)?;
-    let cancel_requested = result
-        .get("cancel_requested")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-    Ok(Json(HeartbeatAck { cancel_requested }))
+    accepted(state.bus.send(command).await?)?;
+    // A cancelled run's attempts are refused (409) instead: the flag stays for clients that
+    // read it.
+    Ok(Json(HeartbeatAck {
+        cancel_requested: false,
+    }))
 }

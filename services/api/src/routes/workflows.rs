@@ -1,7 +1,7 @@
 //! Runs: start, read, list, history, the operator verbs (cancel, pause, resume, add task),
 //! and signals.
 
-use super::{AppState, accepted, parse_limit, parse_workflow_id};
+use super::{AppState, accepted, parse_limit, parse_workflow_id, unexpected};
 use crate::actions;
 use crate::dto::{
     ALL_STATUSES, Cancel, History, RunStatus, SignalSent, StartWorkflow, TaskCreated, Workflow,
@@ -15,7 +15,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use distorch_domain::WorkflowId;
-use distorch_domain::command::Command;
+use distorch_domain::command::{Answer, Command};
 use distorch_store::WorkflowFilter;
 use serde_json::Value;
 
@@ -316,21 +316,20 @@ pub(crate) async fn add_task(
                 .into(),
         ));
     }
-    let (seq, result) = accepted(
+    let (seq, answer) = accepted(
         state
             .bus
             .send(Command::AddTask { workflow_id, step })
             .await?,
     )?;
-    let task_id = result
-        .get("task_id")
-        .and_then(Value::as_str)
-        .ok_or_else(|| {
-            ApiError::Unavailable(format!("the engine's reply lacks the task id: {result}"))
-        })?
-        .to_owned();
+    let Answer::TaskAdded { task_id } = answer else {
+        return Err(unexpected("AddTask", &answer));
+    };
     state.caught_up(workflow_id, seq).await;
-    Ok((StatusCode::CREATED, Json(TaskCreated { task_id })))
+    Ok((
+        StatusCode::CREATED,
+        Json(TaskCreated { task_id: task_id.0 }),
+    ))
 }
 
 /// Send a signal to a run. The JSON body is its payload (an empty body is `null`).

@@ -5,19 +5,19 @@
 use super::plan::Planner;
 use super::state::{StepStatus, TaskState, Workflow, deadline, evolve};
 use super::{DefinitionSource, Status, TaskStatus, Timer};
-use crate::command::{Command, CommandEnvelope, ErrorInfo, Rejection, TaskMetrics};
+use crate::command::{Answer, Command, CommandEnvelope, ErrorInfo, Rejection, TaskMetrics};
 use crate::definition::{RetryPolicy, StepKind};
 use crate::event::{Event, EventEnvelope, SCHEMA_VERSION, TaskKind};
 use crate::ids::{CommandId, TaskId, WorkflowId};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// What a command did.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Decision {
     /// New events of the run, already applied to the state passed to [`handle`].
     pub events: Vec<EventEnvelope>,
-    /// Command-specific answer for the caller (see `Outcome::Accepted::result`).
-    pub result: Value,
+    /// What the command answers (the `result` of the accepted reply).
+    pub result: Answer,
     /// The command id had been applied before; nothing changed.
     pub duplicate: bool,
 }
@@ -54,7 +54,11 @@ pub fn handle(
         }
         return Ok(Decision {
             events: Vec::new(),
-            result: summary(wf),
+            result: match &cmd.command {
+                // The start that created the run, delivered again.
+                Command::StartWorkflow { .. } => started(wf, false),
+                _ => applied(wf),
+            },
             duplicate: true,
         });
     }
@@ -80,7 +84,7 @@ pub fn handle(
         now: now_ms,
         events: Vec::new(),
     };
-    let result = tx.run(&cmd.command)?;
+    let result = tx.run(&cmd.command)?.unwrap_or_else(|| applied(tx.wf));
     Ok(Decision {
         events: tx.events,
         result,
@@ -106,12 +110,21 @@ fn still_started(wf: &Workflow, id: &TaskId, attempt: u32) -> Result<(), Rejecti
     }
 }
 
-fn summary(wf: &Workflow) -> Value {
-    summary_of(wf.id, wf.status())
+/// The answer of a command applied to `wf`: its status now.
+fn applied(wf: &Workflow) -> Answer {
+    Answer::Applied {
+        workflow_id: wf.id,
+        status: wf.status(),
+    }
 }
 
-fn summary_of(id: WorkflowId, status: Status) -> Value {
-    json!({ "workflow_id": id, "status": status })
+/// The answer of a start that names `wf`.
+fn started(wf: &Workflow, existing: bool) -> Answer {
+    Answer::Started {
+        workflow_id: wf.id,
+        status: wf.status(),
+        existing,
+    }
 }
 
 /// Answers `command` for run `id`, which has ended with `status`, from only that: what an
@@ -119,14 +132,22 @@ fn summary_of(id: WorkflowId, status: Status) -> Value {
 /// state would give: a start finds the run (`existing`), the end of a child or a timer is
 /// accepted and changes nothing (nothing waits for them any more), and every other command
 /// conflicts with the ended run. Nothing an ended run answers appends an event.
-pub fn answer_ended(id: WorkflowId, status: Status, command: &Command) -> Result<Value, Rejection> {
+pub fn answer_ended(
+    id: WorkflowId,
+    status: Status,
+    command: &Command,
+) -> Result<Answer, Rejection> {
     match command {
-        Command::StartWorkflow { .. } => {
-            let mut result = summary_of(id, status);
-            result["existing"] = json!(true);
-            Ok(result)
-        }
-        Command::ChildFinished { .. } | Command::FireTimer { .. } => Ok(json!({})),
+        Command::StartWorkflow { .. } => Ok(Answer::Started {
+            workflow_id: id,
+            status,
+            existing: true,
+        }),
+        Command::ChildFinished { .. } => Ok(Answer::Noted),
+        Command::FireTimer { .. } => Ok(Answer::Applied {
+            workflow_id: id,
+            status,
+        }),
         _ => Err(Rejection::Conflict(format!(
             "workflow {id} is {}",
             status.as_str()
@@ -152,11 +173,9 @@ fn start(
         unreachable!("start() is only called for StartWorkflow")
     };
     if let Some(wf) = state.as_ref() {
-        let mut result = summary(wf);
-        result["existing"] = json!(true);
         return Ok(Decision {
             events: Vec::new(),
-            result,
+            result: started(wf, true),
             duplicate: true,
         });
     }
@@ -197,8 +216,7 @@ fn start(
         events: vec![first],
     };
     tx.advance();
-    let mut result = summary(tx.wf);
-    result["existing"] = json!(false);
+    let result = started(tx.wf, false);
     Ok(Decision {
         events: tx.events,
         result,
@@ -309,7 +327,8 @@ impl Tx<'_> {
         Ok(h)
     }
 
-    fn run(&mut self, cmd: &Command) -> Result<Value, Rejection> {
+    /// Applies `cmd`; `None` answers [`Answer::Applied`] with the run's status after it.
+    fn run(&mut self, cmd: &Command) -> Result<Option<Answer>, Rejection> {
         match cmd {
             Command::StartTask {
                 task_id,
@@ -355,7 +374,7 @@ impl Tx<'_> {
             Command::ClaimHumanTask { task_id, user } => {
                 let h = self.human(task_id)?;
                 match &h.claimed_by {
-                    Some(owner) if owner == user => return Ok(json!({})),
+                    Some(owner) if owner == user => return Ok(None),
                     Some(owner) => {
                         return Err(conflict(format!("task {task_id} is claimed by {owner}")));
                     }
@@ -478,7 +497,7 @@ impl Tx<'_> {
                     attempt: *attempt,
                     checkpoint: checkpoint.clone(),
                 }]);
-                return Ok(json!({ "cancel_requested": false }));
+                return Ok(None);
             }
             Command::RetryTask { task_id } => {
                 self.not_terminal()?;
@@ -561,7 +580,7 @@ impl Tx<'_> {
                 }
                 self.emit(events);
                 self.advance();
-                return Ok(summary(self.wf));
+                return Ok(None);
             }
             Command::PauseWorkflow { .. } => {
                 self.not_terminal()?;
@@ -572,7 +591,7 @@ impl Tx<'_> {
                     )));
                 }
                 self.emit(vec![Event::WorkflowPaused]);
-                return Ok(summary(self.wf));
+                return Ok(None);
             }
             Command::ResumeWorkflow { .. } => {
                 self.not_terminal()?;
@@ -585,7 +604,7 @@ impl Tx<'_> {
                 }
                 self.emit(vec![Event::WorkflowResumed]);
                 self.advance();
-                return Ok(summary(self.wf));
+                return Ok(None);
             }
             Command::AddTask { step, .. } => {
                 self.not_terminal()?;
@@ -610,7 +629,7 @@ impl Tx<'_> {
                     task_id: task_id.clone(),
                 }]);
                 self.advance();
-                return Ok(json!({ "task_id": task_id }));
+                return Ok(Some(Answer::TaskAdded { task_id }));
             }
             Command::ChildFinished {
                 step_key,
@@ -626,7 +645,7 @@ impl Tx<'_> {
                     });
                 if !waiting {
                     // A child that ended after its parent stopped waiting: nothing to do.
-                    return Ok(json!({}));
+                    return Ok(Some(Answer::Noted));
                 }
                 match error {
                     None => self.emit(vec![Event::StepCompleted {
@@ -636,7 +655,7 @@ impl Tx<'_> {
                     Some(error) => {
                         let step_id = wf.steps[step_key].step_id.clone();
                         let Some(step) = wf.find_step(&step_id) else {
-                            return Ok(json!({}));
+                            return Ok(Some(Answer::Noted));
                         };
                         let mut p = Planner::new(wf, self.now);
                         p.step_failed(step, step_key, None, error.clone());
@@ -651,7 +670,7 @@ impl Tx<'_> {
                 unreachable!("handled by handle()")
             }
         }
-        Ok(json!({}))
+        Ok(None)
     }
 
     /// Ad-hoc tasks run after the top-level step in flight, before the ones not yet begun.

@@ -8,9 +8,11 @@
 //!   what it prefetched for them; this also covers a batch straddling a rebalance);
 //! - `commit` skips partitions this member no longer owns, and treats "the group moved on"
 //!   answers as a lost race: the new owner starts from the last successful commit, so those
-//!   records are delivered again (at least once), which the contract allows.
+//!   records are delivered again (at least once), which the contract allows;
+//! - a member asked to ([`Consumer::rejoin_when_orphaned`]) watches the partitions it does
+//!   not own and leaves and rejoins its group when one looks orphaned ([`super::orphans`]).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -22,10 +24,11 @@ use rdkafka::consumer::{
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::time::{Instant, timeout_at};
 
-use super::cluster::{blocking, drop_off_runtime, kafka_partition};
+use super::cluster::{Cluster, blocking, drop_off_runtime, kafka_partition};
 use super::config::KafkaConfig;
 use super::error::{is_fatal, is_rebalance, log_error};
 use super::message::record;
+use super::orphans::OrphanWatch;
 use crate::{Consumer, LogError, Record, Result};
 
 /// The group consumer's context: it remembers the assignment after each rebalance.
@@ -72,17 +75,40 @@ impl ConsumerContext for Member {
     }
 }
 
+/// How often a member that watches for orphaned partitions asks the broker about them.
+const ORPHAN_CHECK_EVERY: Duration = Duration::from_secs(1);
+
 pub(super) struct GroupConsumer {
     /// In an `Arc` so blocking calls (commit) can run on tokio's blocking pool, and so drop
     /// (which leaves the group, a network round trip) can too.
     consumer: Option<Arc<StreamConsumer<Member>>>,
     group: String,
+    topics: Vec<String>,
+    cluster: Arc<Cluster>,
+    orphans: OrphanWatch,
+    last_orphan_check: Instant,
 }
 
 impl GroupConsumer {
     /// Joins `group` for `topics` (which the caller checked exist). The assignment arrives
     /// during the first polls.
-    pub(super) fn join(config: &KafkaConfig, group: &str, topics: &[&str]) -> Result<Self> {
+    pub(super) fn join(cluster: Arc<Cluster>, group: &str, topics: &[&str]) -> Result<Self> {
+        let consumer = Self::subscribe(cluster.config(), group, topics)?;
+        Ok(Self {
+            consumer: Some(Arc::new(consumer)),
+            group: group.to_owned(),
+            topics: topics.iter().map(|t| (*t).to_owned()).collect(),
+            cluster,
+            orphans: OrphanWatch::new(Duration::ZERO),
+            last_orphan_check: Instant::now(),
+        })
+    }
+
+    fn subscribe(
+        config: &KafkaConfig,
+        group: &str,
+        topics: &[&str],
+    ) -> Result<StreamConsumer<Member>> {
         let member = Member {
             group: group.to_owned(),
             assigned: Mutex::default(),
@@ -94,10 +120,59 @@ impl GroupConsumer {
         consumer
             .subscribe(topics)
             .map_err(|e| log_error(format_args!("subscribe group {group:?} to {topics:?}"), &e))?;
-        Ok(Self {
-            consumer: Some(Arc::new(consumer)),
-            group: group.to_owned(),
-        })
+        Ok(consumer)
+    }
+
+    /// Whether a partition of the group's topics that another member owns looks orphaned
+    /// (see [`OrphanWatch`]). Broker errors count as "no": the next check asks again.
+    async fn orphaned(&mut self) -> bool {
+        let owned: HashSet<(String, u32)> = self.assignment().into_iter().collect();
+        for topic in &self.topics {
+            let Ok(partitions) = self.cluster.partitions(topic).await else {
+                continue;
+            };
+            for p in 0..partitions {
+                if owned.contains(&(topic.clone(), p)) {
+                    self.orphans.forget(topic, p);
+                    continue;
+                }
+                let Ok((_, end)) = self.cluster.watermarks(topic, p).await else {
+                    continue;
+                };
+                let Ok(committed) = self.cluster.committed(&self.group, topic, p).await else {
+                    continue;
+                };
+                if self
+                    .orphans
+                    .observe(topic, p, committed, end, std::time::Instant::now())
+                {
+                    tracing::warn!(
+                        group = %self.group,
+                        %topic,
+                        partition = p,
+                        ?committed,
+                        end,
+                        "partition looks orphaned (records waiting, its commit standing still); \
+                         leaving and rejoining the group to force a rebalance"
+                    );
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Leaves the group and joins it again: the broker rebalances, and the assignment is
+    /// empty until the new one arrives in the next polls.
+    fn rejoin(&mut self) -> Result<()> {
+        if let Some(old) = self.consumer.take() {
+            drop_off_runtime(old);
+        }
+        let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
+        let consumer = Self::subscribe(self.cluster.config(), &self.group, &topics)?;
+        self.consumer = Some(Arc::new(consumer));
+        self.orphans.clear();
+        Ok(())
     }
 
     fn consumer(&self) -> Result<&Arc<StreamConsumer<Member>>> {
@@ -108,6 +183,12 @@ impl GroupConsumer {
 #[async_trait]
 impl Consumer for GroupConsumer {
     async fn poll(&mut self, max: usize, wait: Duration) -> Result<Vec<Record>> {
+        if self.orphans.enabled() && self.last_orphan_check.elapsed() >= ORPHAN_CHECK_EVERY {
+            self.last_orphan_check = Instant::now();
+            if self.orphaned().await {
+                self.rejoin()?;
+            }
+        }
         let consumer = Arc::clone(self.consumer()?);
         if max == 0 {
             return Ok(Vec::new());
@@ -177,6 +258,10 @@ impl Consumer for GroupConsumer {
             }
             Err(e) => Err(log_error(format_args!("commit group {:?}", self.group), &e)),
         }
+    }
+
+    fn rejoin_when_orphaned(&mut self, after: Duration) {
+        self.orphans = OrphanWatch::new(after);
     }
 
     fn assignment(&self) -> Vec<(String, u32)> {

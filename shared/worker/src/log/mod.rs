@@ -10,7 +10,7 @@ pub(crate) use feed::{QueueFeed, Settle};
 
 use crate::Error;
 use crate::client::{ErrorReport, HeartbeatAck, Metrics};
-use distorch_domain::command::{Command, ErrorInfo, Outcome, Rejection, TaskMetrics};
+use distorch_domain::command::{Answer, Command, ErrorInfo, Outcome, Rejection, TaskMetrics};
 use distorch_domain::ids::{CommandId, TaskId};
 use distorch_domain::topics::Topics;
 use distorch_eventlog::kafka::{KafkaConfig, KafkaLog};
@@ -255,8 +255,8 @@ impl LogSource {
         Ok((id.to_owned(), record))
     }
 
-    /// Sends one command and waits for the engine's answer: its `result` when accepted.
-    async fn send(&self, id: &str, command: Command) -> Result<Value, Error> {
+    /// Sends one command and waits for the engine's answer: what it answered when accepted.
+    async fn send(&self, id: &str, command: Command) -> Result<Answer, Error> {
         let name = command.name();
         let request = self.request(id, command)?;
         let answer = self
@@ -287,12 +287,10 @@ impl LogSource {
             attempt,
             checkpoint: checkpoint.cloned(),
         };
-        let result = self.send(&self.next_id(), command).await?;
+        self.send(&self.next_id(), command).await?;
+        // An attempt of a cancelled run is refused instead (a stale attempt).
         Ok(HeartbeatAck {
-            cancel_requested: result
-                .get("cancel_requested")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+            cancel_requested: false,
         })
     }
 

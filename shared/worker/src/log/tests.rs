@@ -5,7 +5,7 @@
 use super::*;
 use crate::{TaskError, Worker};
 use distorch_domain::WorkflowId;
-use distorch_domain::command::{CommandEnvelope, Reply};
+use distorch_domain::command::{Answer, CommandEnvelope, Reply};
 use distorch_domain::topics::TaskDispatch;
 use distorch_eventlog::sqlite::SqliteLog;
 use serde_json::json;
@@ -42,7 +42,10 @@ impl Engine {
         let conflict = |why: &str| Outcome::Rejected {
             rejection: Rejection::Conflict(why.to_owned()),
         };
-        let ok = |result: Value| Outcome::Accepted { seq: 1, result };
+        let ok = || Outcome::Accepted {
+            seq: 1,
+            result: Answer::Noted,
+        };
         match command {
             Command::StartTask {
                 task_id,
@@ -57,7 +60,7 @@ impl Engine {
                     return conflict("already running");
                 }
                 self.starts.push((key, worker_id.clone()));
-                ok(json!({}))
+                ok()
             }
             Command::Heartbeat {
                 task_id,
@@ -69,7 +72,7 @@ impl Engine {
                     return conflict("superseded");
                 }
                 self.checkpoints.push((key, checkpoint.clone()));
-                ok(json!({"cancel_requested": false}))
+                ok()
             }
             Command::CompleteTask {
                 task_id,
@@ -82,7 +85,7 @@ impl Engine {
                     return conflict("not running");
                 }
                 self.completed.push((key, output.clone()));
-                ok(json!({}))
+                ok()
             }
             Command::FailTask {
                 task_id,
@@ -95,7 +98,7 @@ impl Engine {
                     return conflict("not running");
                 }
                 self.failed.push((key, error.clone()));
-                ok(json!({}))
+                ok()
             }
             other => Outcome::Rejected {
                 rejection: Rejection::Invalid(format!("unexpected {}", other.name())),
