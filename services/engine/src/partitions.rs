@@ -4,11 +4,13 @@
 //! events written after it; on revocation it drops the partition's runs and timers. It
 //! snapshots each owned partition every `snapshot_every` events and when it stops.
 //!
-//! Handing a partition over is safe without fencing because the engine's loop is
-//! sequential: a revocation is observed inside `poll`, after the previous batch's output
-//! was durable, so the next owner's replay sees every event the previous one wrote.
-//! Commands handled but not committed are delivered again to the next owner, which
-//! recognises them by id (runs remember the command ids they applied).
+//! Handing a partition over from a live engine is safe because the loop is sequential: a
+//! revocation is observed inside `poll`, after the previous batch's output was durable, so
+//! the next owner's replay sees every event the previous one wrote. Commands handled but not
+//! committed are delivered again to the next owner, which recognises them by id (runs
+//! remember the command ids they applied). An engine *paused* past the group's session
+//! timeout is not fenced yet: on resuming it may append the batch it held after the next
+//! owner took over (docs/adr/0037, proposed).
 
 use crate::snapshot::{self, EndedRun};
 use crate::{Ended, Engine, EngineError, State, decode, json_bytes};
