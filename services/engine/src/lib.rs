@@ -3,7 +3,10 @@
 //! runs' timers, and appends each batch's output (events, task dispatches, replies,
 //! registered definitions, dead letters) to the log in one group commit.
 //!
-//! It talks to nothing but the [`EventLog`] port: no HTTP, no read models. Entry point:
+//! Two layers: [`Core`] decides (a synchronous state machine: command records, the clock,
+//! restored partitions and definitions in; records to append out; no I/O), and [`Engine`]
+//! drives it over the [`EventLog`] port: polls, appends, commits offsets, restores
+//! partitions from snapshots and writes them. No HTTP, no read models. Entry point:
 //! [`Engine::run`].
 //!
 //! Crash safety: the engine commits its command offsets only after the batch's output is
@@ -11,30 +14,23 @@
 //! command ids it applied (they are in its events), so a redelivered command is answered
 //! again but changes nothing.
 
+pub mod core;
 mod metrics;
 mod partitions;
 mod registry;
 pub mod snapshot;
 mod timers;
 
+pub use crate::core::{Core, Ended, Output};
 pub use metrics::Metrics;
 
-use distorch_domain::command::{
-    Answer, Command, CommandEnvelope, ErrorInfo, Outcome, Rejection, Reply,
-};
-use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope, SCHEMA_VERSION};
 use distorch_domain::topics::Topics;
-use distorch_domain::workflow::{Status, Workflow, answer_ended, handle};
-use distorch_domain::{CommandId, WorkflowId};
-use distorch_eventlog::offsets::COMMIT_INTERVAL;
-use distorch_eventlog::offsets::PacedCommits;
-use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record, partition_for};
-use registry::Registry;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use distorch_eventlog::offsets::{COMMIT_INTERVAL, PacedCommits};
+use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
+use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use timers::Timers;
 
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -87,35 +83,15 @@ pub struct Engine {
     metrics: Metrics,
 }
 
-/// What one batch produces, appended at once.
-#[derive(Default)]
-struct Output {
-    records: Vec<NewRecord>,
-    touched: HashSet<WorkflowId>,
-}
-
-/// What the engine keeps of a run that has ended.
-#[derive(Debug, Clone, Copy)]
-struct Ended {
-    status: Status,
-    last_seq: u64,
-}
-
 struct State {
-    registry: Registry,
-    /// Next offset of the definitions topic to fold into `registry`.
+    core: Core,
+    /// Next offset of the definitions topic to fold into the core's registry.
     definitions_next: u64,
-    /// Partitions of the commands (and events) topic.
-    partitions: u32,
     /// Commands partitions this engine owns, with their snapshot bookkeeping.
     owned: BTreeMap<u32, partitions::Owned>,
-    /// Runs that have ended, by id; their full state is dropped.
-    ended: HashMap<WorkflowId, Ended>,
     /// Offsets of commands handled (their output durable), committed every
     /// [`COMMIT_INTERVAL`].
     commits: PacedCommits,
-    runs: HashMap<WorkflowId, Workflow>,
-    timers: Timers,
     queues: HashSet<String>,
 }
 
@@ -145,10 +121,6 @@ fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as i64)
-}
-
-fn json_bytes<T: serde::Serialize>(v: &T) -> Vec<u8> {
-    serde_json::to_vec(v).expect("domain types always serialise")
 }
 
 impl Engine {
@@ -181,15 +153,12 @@ impl Engine {
         // The engines handle every command they poll at once, so a partition whose commit
         // stands still with commands waiting has lost its engine.
         consumer.rejoin_when_orphaned(Duration::from_millis(self.config.orphan_timeout_ms));
+        let partitions = self.log.partitions(&self.topics.commands()).await?;
         let mut state = State {
-            registry: Registry::default(),
+            core: Core::new(self.topics.clone(), partitions, self.metrics.clone()),
             definitions_next: 0,
-            partitions: self.log.partitions(&self.topics.commands()).await?,
             owned: BTreeMap::new(),
-            ended: HashMap::new(),
             commits: PacedCommits::new(COMMIT_INTERVAL),
-            runs: HashMap::new(),
-            timers: Timers::default(),
             queues: HashSet::new(),
         };
         self.catch_up_definitions(&mut state).await?;
@@ -200,7 +169,7 @@ impl Engine {
         loop {
             let now = now_ms();
             let wait = state
-                .timers
+                .core
                 .next_deadline()
                 .map_or(1000, |at| (at - now).clamp(0, 1000)) as u64;
             let records = tokio::select! {
@@ -232,62 +201,25 @@ impl Engine {
         records: Vec<Record>,
     ) -> Result<(), EngineError> {
         let now = now_ms();
-        let mut out = Output::default();
-        let commands: Vec<(&Record, Option<CommandEnvelope>)> = records
-            .iter()
+        let commands: Vec<Record> = records
+            .into_iter()
             .filter(|r| state.owned.contains_key(&r.partition))
-            .map(|r| (r, serde_json::from_slice(&r.payload).ok()))
             .collect();
         // A start may name a definition another engine registered a moment ago.
-        if commands
-            .iter()
-            .any(|(_, c)| c.as_ref().is_some_and(|c| self.needs_definition(state, c)))
-        {
+        if state.core.needs_definitions(&commands) {
             self.catch_up_definitions(state).await?;
         }
-        for (rec, cmd) in &commands {
+        for rec in &commands {
             state
                 .commits
                 .handled_before(&rec.topic, rec.partition, rec.offset + 1);
-            self.metrics.commands.inc();
-            match cmd {
-                Some(cmd) => match self.misplaced(state, rec, cmd) {
-                    Some(key) => self.forward(rec, key, &mut out),
-                    None => {
-                        if let Some(rejection) = self.handle_command(state, cmd, now, &mut out) {
-                            self.undeliverable(rec, cmd, &rejection, &mut out);
-                        }
-                    }
-                },
-                None => self.malformed(rec, &mut out),
-            }
         }
-        for (run, timer) in state.timers.take_due(now) {
-            let cmd = CommandEnvelope {
-                id: CommandId::derived(&format!("timer/{run}/{timer:?}")),
-                reply_to: None,
-                command: Command::FireTimer {
-                    workflow_id: run,
-                    timer,
-                },
-            };
-            // A timer of a run is fired by the run's own engine: nothing to dead-letter.
-            let _ = self.handle_command(state, &cmd, now, &mut out);
-        }
-        for run in out.touched.drain() {
-            let timers = state
-                .runs
-                .get(&run)
-                .map(Workflow::timers)
-                .unwrap_or_default();
-            state.timers.set(run, timers);
-        }
+        let out = state.core.handle(&commands, now);
         if !out.records.is_empty() {
             self.ensure_queue_topics(state, &out.records).await?;
-            let records = std::mem::take(&mut out.records);
             let events = self.topics.events();
-            let appended: Vec<bool> = records.iter().map(|r| r.topic == events).collect();
-            let positions = self.log.append(records).await?;
+            let appended: Vec<bool> = out.records.iter().map(|r| r.topic == events).collect();
+            let positions = self.log.append(out.records).await?;
             for (pos, _) in positions.iter().zip(appended).filter(|(_, e)| *e) {
                 if let Some(owned) = state.owned.get_mut(&pos.partition) {
                     owned.appended(pos.offset);
@@ -300,8 +232,6 @@ impl Engine {
         if let Err(e) = state.commits.commit_due(consumer).await {
             tracing::warn!(error = %e, "committing command offsets failed; will retry");
         }
-        self.metrics.runs_in_memory.set(state.runs.len() as i64);
-        self.metrics.timers.set(state.timers.len() as i64);
         Ok(())
     }
 
@@ -328,342 +258,6 @@ impl Engine {
             }
         }
         Ok(())
-    }
-
-    /// The key `cmd` should have been published under, when its record sits on another
-    /// partition than that key's: a client outside DisTorch keyed it differently (or used
-    /// another partitioner). The run's owner is the owner of the key's partition.
-    fn misplaced(&self, state: &State, rec: &Record, cmd: &CommandEnvelope) -> Option<String> {
-        let key = cmd.command.key()?;
-        (partition_for(&key, state.partitions) != rec.partition).then_some(key)
-    }
-
-    /// Re-publishes a misplaced command under its proper key: forwarded, never dropped.
-    fn forward(&self, rec: &Record, key: String, out: &mut Output) {
-        self.metrics.commands_forwarded.inc();
-        tracing::debug!(partition = rec.partition, offset = rec.offset, %key, "command forwarded to its run's partition");
-        let mut r = NewRecord::new(rec.topic.clone(), key, rec.payload.clone());
-        r.headers = rec.headers.clone();
-        r.headers.push((
-            "forwarded-from".into(),
-            format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset),
-        ));
-        out.records.push(r);
-    }
-
-    fn malformed(&self, rec: &Record, out: &mut Output) {
-        let reason = match serde_json::from_slice::<CommandEnvelope>(&rec.payload) {
-            Err(e) => format!("malformed command: {e}"),
-            Ok(_) => "malformed command".to_string(),
-        };
-        self.dead_letter(rec, &reason, out);
-    }
-
-    /// A command rejected as invalid or naming something unknown (a definition that is not
-    /// registered, an input failing its schema, a run that does not exist) can never succeed.
-    /// When it carries no `reply_to`, typically because another service published it straight
-    /// onto the commands topic, nobody would learn why it did nothing: it goes to the DLQ.
-    /// Conflicts (a stale attempt, a verb in the wrong status) are the normal traffic of
-    /// at-least-once delivery and are not dead letters. Commands the engine and the saga
-    /// processor derive themselves answer their own rejections (see `handle_command`).
-    fn undeliverable(
-        &self,
-        rec: &Record,
-        cmd: &CommandEnvelope,
-        rejection: &Rejection,
-        out: &mut Output,
-    ) {
-        let internal = matches!(
-            cmd.command,
-            Command::StartWorkflow {
-                parent: Some(_),
-                ..
-            } | Command::ChildFinished { .. }
-                | Command::FireTimer { .. }
-        );
-        let reason = match rejection {
-            _ if cmd.reply_to.is_some() || internal => return,
-            Rejection::Conflict(_) => return,
-            Rejection::Invalid(why) => format!("invalid {}: {why}", cmd.command.name()),
-            Rejection::NotFound(why) => {
-                format!("{} names nothing known: {why}", cmd.command.name())
-            }
-        };
-        self.dead_letter(rec, &reason, out);
-    }
-
-    /// Moves `rec` to the DLQ, unchanged, with `reason` and `source` headers.
-    fn dead_letter(&self, rec: &Record, reason: &str, out: &mut Output) {
-        self.metrics.commands_dead_lettered.inc();
-        tracing::warn!(partition = rec.partition, offset = rec.offset, %reason, "command moved to the DLQ");
-        let mut r = NewRecord::new(self.topics.dlq(), rec.key.clone(), rec.payload.clone());
-        r.headers = rec.headers.clone();
-        r.headers.push(("reason".into(), reason.to_string()));
-        r.headers.push((
-            "source".into(),
-            format!("{}[{}]@{}", rec.topic, rec.partition, rec.offset),
-        ));
-        out.records.push(r);
-    }
-
-    fn reply(&self, cmd: &CommandEnvelope, outcome: Outcome, out: &mut Output) {
-        if let Some(to) = &cmd.reply_to {
-            let reply = Reply {
-                command_id: cmd.id.clone(),
-                outcome,
-            };
-            out.records.push(NewRecord::new(
-                self.topics.replies(),
-                to.clone(),
-                json_bytes(&reply),
-            ));
-        }
-    }
-
-    /// Applies one command; returns its rejection, if it was rejected (after answering it).
-    fn handle_command(
-        &self,
-        state: &mut State,
-        cmd: &CommandEnvelope,
-        now: i64,
-        out: &mut Output,
-    ) -> Option<Rejection> {
-        if let Command::RegisterDefinition { source } = &cmd.command {
-            return self.register(state, cmd, source, now, out);
-        }
-        let Some(run) = cmd.command.workflow_id() else {
-            self.metrics.commands_rejected.inc();
-            let r =
-                Rejection::NotFound(format!("{} names a malformed task id", cmd.command.name()));
-            self.reply(
-                cmd,
-                Outcome::Rejected {
-                    rejection: r.clone(),
-                },
-                out,
-            );
-            return Some(r);
-        };
-        if let Some(ended) = state.ended.get(&run) {
-            self.answer_ended(run, *ended, cmd, out);
-            return None;
-        }
-        let mut slot = state.runs.remove(&run);
-        let result = handle(&mut slot, cmd, &state.registry, now);
-        if let Some(wf) = slot {
-            state.runs.insert(run, wf);
-        }
-        match result {
-            Ok(decision) => {
-                let wf = state
-                    .runs
-                    .get(&run)
-                    .expect("a run exists after an accepted command");
-                for env in &decision.events {
-                    self.record_event(wf, env, now, out);
-                }
-                if !decision.events.is_empty() {
-                    out.touched.insert(run);
-                }
-                let outcome = Outcome::Accepted {
-                    seq: wf.last_seq,
-                    result: decision.result,
-                };
-                self.reply(cmd, outcome, out);
-                if let Some(status) = wf.terminal {
-                    // An ended run only answers; its full state is not needed any more.
-                    let last_seq = wf.last_seq;
-                    state.runs.remove(&run);
-                    state.ended.insert(run, Ended { status, last_seq });
-                }
-                None
-            }
-            Err(rejection) => {
-                self.metrics.commands_rejected.inc();
-                tracing::debug!(command = cmd.command.name(), %run, %rejection, "command rejected");
-                if let Command::StartWorkflow {
-                    parent: Some(parent),
-                    workflow_id,
-                    ..
-                } = &cmd.command
-                {
-                    // The parent waits for this child: tell it the child never started.
-                    let notice = CommandEnvelope {
-                        id: CommandId::derived(&format!("child-start-rejected/{}", cmd.id)),
-                        reply_to: None,
-                        command: Command::ChildFinished {
-                            workflow_id: parent.workflow_id,
-                            step_key: parent.step_key.clone(),
-                            child_id: *workflow_id,
-                            output: None,
-                            error: Some(ErrorInfo {
-                                kind: "child.start".into(),
-                                message: rejection.to_string(),
-                                retryable: false,
-                            }),
-                        },
-                    };
-                    let key = parent.workflow_id.to_string();
-                    out.records.push(NewRecord::new(
-                        self.topics.commands(),
-                        key,
-                        json_bytes(&notice),
-                    ));
-                }
-                self.reply(
-                    cmd,
-                    Outcome::Rejected {
-                        rejection: rejection.clone(),
-                    },
-                    out,
-                );
-                Some(rejection)
-            }
-        }
-    }
-
-    /// Commands for a run that has ended are answered from what is kept of it
-    /// ([`distorch_domain::workflow::answer_ended`]).
-    fn answer_ended(&self, run: WorkflowId, ended: Ended, cmd: &CommandEnvelope, out: &mut Output) {
-        let outcome = match answer_ended(run, ended.status, &cmd.command) {
-            Ok(result) => Outcome::Accepted {
-                seq: ended.last_seq,
-                result,
-            },
-            Err(rejection) => {
-                self.metrics.commands_rejected.inc();
-                Outcome::Rejected { rejection }
-            }
-        };
-        self.reply(cmd, outcome, out);
-    }
-
-    fn register(
-        &self,
-        state: &mut State,
-        cmd: &CommandEnvelope,
-        source: &serde_json::Value,
-        now: i64,
-        out: &mut Output,
-    ) -> Option<Rejection> {
-        if let Some((name, version)) = state.registry.applied(&cmd.id) {
-            let result = Answer::Registered {
-                name: name.to_owned(),
-                version: *version,
-            };
-            self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
-            return None;
-        }
-        let name = source
-            .get("name")
-            .and_then(|n| n.as_str())
-            .unwrap_or_default();
-        let version = state.registry.next_version(name);
-        match distorch_domain::definition::Definition::from_source(source, version) {
-            Ok(def) => {
-                let reg = DefinitionRegistered {
-                    name: def.name.clone(),
-                    command_id: Some(cmd.id.clone()),
-                    version,
-                    at_ms: now,
-                    source: def.source.clone(),
-                    v: SCHEMA_VERSION,
-                };
-                state.registry.add(&reg);
-                out.records.push(NewRecord::new(
-                    self.topics.definitions(),
-                    reg.name.clone(),
-                    json_bytes(&reg),
-                ));
-                let result = Answer::Registered {
-                    name: reg.name,
-                    version,
-                };
-                self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
-                None
-            }
-            Err(e) => {
-                self.metrics.commands_rejected.inc();
-                let rejection = Rejection::Invalid(e.to_string());
-                self.reply(
-                    cmd,
-                    Outcome::Rejected {
-                        rejection: rejection.clone(),
-                    },
-                    out,
-                );
-                Some(rejection)
-            }
-        }
-    }
-
-    /// Queues an event for the log, plus the task dispatch it implies, and counts it.
-    fn record_event(&self, wf: &Workflow, env: &EventEnvelope, now: i64, out: &mut Output) {
-        let key = wf.id.to_string();
-        out.records.push(NewRecord::new(
-            self.topics.events(),
-            key.clone(),
-            json_bytes(env),
-        ));
-        match &env.event {
-            Event::WorkflowStarted { .. } => {
-                self.metrics.runs_started.inc();
-            }
-            Event::TaskScheduled {
-                task_id, attempt, ..
-            } => {
-                // A task parked or cancelled by the same decision is not offered to workers,
-                // and an `http` step's call is made by the saga processor, not a worker.
-                let Some(dispatch) = wf
-                    .tasks
-                    .get(task_id)
-                    .filter(|t| t.attempt == *attempt)
-                    .and_then(|t| t.dispatch(wf.id))
-                else {
-                    return;
-                };
-                let queue = &dispatch.queue;
-                out.records.push(NewRecord::new(
-                    self.topics.tasks(queue),
-                    key,
-                    json_bytes(&dispatch),
-                ));
-                self.metrics
-                    .tasks_dispatched
-                    .get_or_create(&metrics::QueueLabel {
-                        queue: queue.clone(),
-                    })
-                    .inc();
-            }
-            Event::TaskFailed { task_id, .. } => {
-                if let Some(t) = wf.tasks.get(task_id) {
-                    self.metrics
-                        .attempts_failed
-                        .get_or_create(&metrics::QueueLabel {
-                            queue: t.queue.clone(),
-                        })
-                        .inc();
-                }
-            }
-            Event::TaskCompleted { task_id, .. } => {
-                if let Some(t) = wf.tasks.get(task_id) {
-                    self.metrics
-                        .step_latency
-                        .observe((now - t.scheduled_ms).max(0) as f64 / 1000.0);
-                }
-            }
-            e if e.is_terminal() => {
-                let status = wf.status().as_str().to_string();
-                self.metrics
-                    .runs_finished
-                    .get_or_create(&metrics::StatusLabel { status })
-                    .inc();
-                self.metrics
-                    .run_latency
-                    .observe((now - wf.created_ms).max(0) as f64 / 1000.0);
-            }
-            _ => {}
-        }
     }
 
     async fn update_lag(&self, assignment: &[(String, u32)]) {

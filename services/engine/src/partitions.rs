@@ -12,14 +12,9 @@
 //! timeout is not fenced yet: on resuming it may append the batch it held after the next
 //! owner took over (docs/adr/0037, proposed).
 
-use crate::snapshot::{self, EndedRun};
-use crate::{Ended, Engine, EngineError, State, decode, json_bytes};
-use distorch_domain::WorkflowId;
-use distorch_domain::command::{Command, CommandEnvelope};
-use distorch_domain::event::{DefinitionRegistered, Event, EventEnvelope};
-use distorch_domain::workflow::{DefinitionSource, Status, Workflow, evolve};
-use distorch_eventlog::{NewRecord, partition_for};
-use serde_json::value::RawValue;
+use crate::snapshot;
+use crate::{Engine, EngineError, State, decode};
+use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
@@ -76,14 +71,7 @@ impl Engine {
 
     /// Forgets the runs, timers and pending commits of partitions another engine now owns.
     fn release(&self, state: &mut State, partitions: &[u32]) {
-        let n = state.partitions;
-        let gone = |id: &WorkflowId| partitions.contains(&partition_for(&id.to_string(), n));
-        let runs: Vec<WorkflowId> = state.runs.keys().filter(|id| gone(id)).copied().collect();
-        for id in &runs {
-            state.runs.remove(id);
-            state.timers.set(*id, Vec::new());
-        }
-        state.ended.retain(|id, _| !gone(id));
+        let runs = state.core.release(partitions);
         let commands = self.topics.commands();
         state
             .commits
@@ -96,7 +84,7 @@ impl Engine {
                 .set(0);
         }
         self.metrics.partitions_owned.set(state.owned.len() as i64);
-        tracing::info!(?partitions, runs = runs.len(), "partitions released");
+        tracing::info!(?partitions, runs, "partitions released");
     }
 
     /// Restores partition `p` from its latest snapshot and the events after it.
@@ -111,64 +99,14 @@ impl Engine {
         if let Some(image) = image {
             owned.events_end = image.events_offset;
             owned.last_snapshot = Some(image.last_chunk);
-            for snap in image.runs {
-                match Workflow::restore(snap, &state.registry) {
-                    Ok(wf) => {
-                        state.runs.insert(wf.id, wf);
-                        restored += 1;
-                        self.metrics.runs_restored.inc();
-                    }
-                    Err(e) => tracing::error!(error = %e, "run in snapshot not restored"),
-                }
-            }
-            for e in image.ended {
-                state.ended.insert(
-                    e.id,
-                    Ended {
-                        status: e.status,
-                        last_seq: e.last_seq,
-                    },
-                );
-            }
+            restored = state.core.restore(image);
         }
         let replayed = self.replay(state, p, &mut owned).await?;
-        let ended: Vec<WorkflowId> = state
-            .runs
-            .iter()
-            .filter(|(_, wf)| wf.terminal.is_some())
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ended {
-            if let Some(wf) = state.runs.remove(&id) {
-                let status = wf.terminal.unwrap_or(Status::Completed);
-                let last_seq = wf.last_seq;
-                state.ended.insert(id, Ended { status, last_seq });
-            }
-        }
-        let n = state.partitions;
-        let mut offers = Vec::new();
-        for (id, wf) in &state.runs {
-            let key = id.to_string();
-            if partition_for(&key, n) == p {
-                state.timers.set(*id, wf.timers());
-                for d in wf.pending_dispatches() {
-                    offers.push(NewRecord::new(
-                        self.topics.tasks(&d.queue),
-                        key.clone(),
-                        json_bytes(&d),
-                    ));
-                }
-            }
-        }
-        // Offer every waiting attempt again: on Kafka the `TaskScheduled` event and its
-        // `tasks.<queue>` record are two produce requests, and an engine killed between them
-        // leaves an attempt no worker would ever see. A duplicate offer is harmless: the
-        // engine accepts one `StartTask` per attempt.
+        let offers = state.core.acquired(p).records;
         let reoffered = offers.len();
         if !offers.is_empty() {
             self.ensure_queue_topics(state, &offers).await?;
             self.log.append(offers).await?;
-            self.metrics.tasks_reoffered.inc_by(reoffered as u64);
         }
         state.owned.insert(p, owned);
         self.metrics.partitions_owned.set(state.owned.len() as i64);
@@ -207,38 +145,10 @@ impl Engine {
             for rec in &batch {
                 let env: EventEnvelope = decode(rec)?;
                 count += 1;
-                self.fold(state, &env);
+                state.core.fold(&env);
             }
         }
         Ok(count)
-    }
-
-    fn fold(&self, state: &mut State, env: &EventEnvelope) {
-        if state.ended.contains_key(&env.workflow_id) {
-            return;
-        }
-        if let Some(wf) = state.runs.get_mut(&env.workflow_id) {
-            return evolve(wf, env);
-        }
-        let Event::WorkflowStarted {
-            definition,
-            version,
-            ..
-        } = &env.event
-        else {
-            tracing::error!(run = %env.workflow_id, seq = env.seq,
-                "event of a run neither started nor snapshotted; ignored");
-            return;
-        };
-        match state.registry.definition(definition, Some(*version)) {
-            Some(def) => {
-                if let Some(wf) = Workflow::new(env, def) {
-                    state.runs.insert(env.workflow_id, wf);
-                }
-            }
-            None => tracing::error!(run = %env.workflow_id, %definition, version,
-                "run's definition is missing from the log; run skipped"),
-        }
     }
 
     /// Folds definitions registered since the last call (by any engine) into the registry.
@@ -260,28 +170,10 @@ impl Engine {
             state.definitions_next = last.offset + 1;
             for rec in &batch {
                 let reg: DefinitionRegistered = decode(rec)?;
-                if state
-                    .registry
-                    .definition(&reg.name, Some(reg.version))
-                    .is_none()
-                {
-                    state.registry.add(&reg);
-                }
+                state.core.add_definition(&reg);
             }
         }
         Ok(())
-    }
-
-    /// Whether `cmd` starts a run on a definition (version) this engine has not seen.
-    pub(crate) fn needs_definition(&self, state: &State, cmd: &CommandEnvelope) -> bool {
-        match &cmd.command {
-            Command::StartWorkflow {
-                definition,
-                version,
-                ..
-            } => state.registry.definition(definition, *version).is_none(),
-            _ => false,
-        }
     }
 
     /// Snapshots every owned partition that has taken `snapshot_every` events since its last.
@@ -321,28 +213,11 @@ impl Engine {
 
     async fn write_snapshot(&self, state: &mut State, p: u32) -> Result<(), EngineError> {
         let started = Instant::now();
-        let n = state.partitions;
+        let n = state.core.partitions();
         let Some(owned) = state.owned.get(&p) else {
             return Ok(());
         };
-        let runs: Vec<Box<RawValue>> = state
-            .runs
-            .values()
-            .filter(|wf| partition_for(&wf.id.to_string(), n) == p)
-            .map(|wf| {
-                serde_json::value::to_raw_value(&wf.snapshot()).expect("run snapshots serialise")
-            })
-            .collect();
-        let ended: Vec<EndedRun> = state
-            .ended
-            .iter()
-            .filter(|(id, _)| partition_for(&id.to_string(), n) == p)
-            .map(|(id, e)| EndedRun {
-                id: *id,
-                status: e.status,
-                last_seq: e.last_seq,
-            })
-            .collect();
+        let (runs, ended) = state.core.snapshot(p);
         let (live, done) = (runs.len(), ended.len());
         let topic = self.topics.snapshots();
         let id = format!("{p}@{}", owned.events_end);
