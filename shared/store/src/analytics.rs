@@ -29,8 +29,9 @@
 //!   cost; the caller builds it from its configuration.
 //!
 //! Entry points: [`Analytics`], [`sqlite::SqliteAnalytics`],
-//! [`clickhouse::ClickHouseAnalytics`], the [`conformance`] suite.
+//! `clickhouse::ClickHouseAnalytics` (cargo feature `clickhouse`), the [`conformance`] suite.
 
+#[cfg(feature = "clickhouse")]
 pub mod clickhouse;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
