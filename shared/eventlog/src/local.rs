@@ -22,9 +22,9 @@ pub(crate) mod topic;
 mod writer;
 
 use async_trait::async_trait;
-use std::fs::{File, TryLockError};
+use std::fs::File;
 use std::marker::PhantomData;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -173,26 +173,15 @@ impl<B> LocalLog<B> {
 /// Takes the exclusive process lock next to the storage at `path` (released by the OS if the
 /// process dies, so a crash never leaves the log locked).
 pub(crate) fn lock_file(path: &Path) -> Result<File> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock_path = PathBuf::from(lock_path);
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| LogError::Storage(format!("opening {}: {e}", lock_path.display())))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LogError::Storage(format!(
+    distorch_embedded::lock_file(path, true).map_err(|e| match e {
+        distorch_embedded::LockError::InUse => LogError::Storage(format!(
             "the event log {} is already open (by another process or log handle)",
             path.display()
-        ))),
-        Err(TryLockError::Error(e)) => Err(LogError::Storage(format!(
-            "locking {}: {e}",
-            lock_path.display()
-        ))),
-    }
+        )),
+        distorch_embedded::LockError::Io { lock_path, error } => {
+            LogError::Storage(format!("locking {}: {error}", lock_path.display()))
+        }
+    })
 }
 
 impl Inner {

@@ -36,7 +36,7 @@ use distorch_domain::workflow::Status;
 use distorch_domain::{TaskId, WorkflowId};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -128,9 +128,8 @@ pub struct SqliteStore {
 }
 
 struct Inner {
-    path: PathBuf,
     writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
+    readers: distorch_embedded::ReadPool,
     /// Bumped whenever what reads see changed: after every fold and every write.
     changed: watch::Sender<u64>,
     /// What this process last folded of each run it applied, so read-your-writes waits and
@@ -220,26 +219,15 @@ pub(crate) const LAZY_WAL: &str =
 /// one writer, else shared, so that such a writer and the stores that share a file
 /// (several projectors, a rebuild) refuse each other. `what` names the file in the error.
 pub(crate) fn lock_file(path: &Path, what: &str, exclusive: bool) -> Result<std::fs::File> {
-    let mut lock_path = path.as_os_str().to_owned();
-    lock_path.push(".lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(|e| StoreError::Setup(format!("cannot open {lock_path:?}: {e}")))?;
-    let locked = if exclusive {
-        lock.try_lock()
-    } else {
-        lock.try_lock_shared()
-    };
-    locked.map_err(|e| {
-        StoreError::Setup(format!(
-            "the {what} {} is in use by another process ({e})",
+    distorch_embedded::lock_file(path, exclusive).map_err(|e| match e {
+        distorch_embedded::LockError::InUse => StoreError::Setup(format!(
+            "the {what} {} is in use by another process",
             path.display()
-        ))
-    })?;
-    Ok(lock)
+        )),
+        distorch_embedded::LockError::Io { lock_path, error } => {
+            StoreError::Setup(format!("cannot lock {lock_path:?}: {error}"))
+        }
+    })
 }
 
 /// The row [`make_durable`] rewrites; created by every SQLite file of this crate.
@@ -264,13 +252,12 @@ pub(crate) fn make_durable(conn: &Connection) -> rusqlite::Result<()> {
     written.and(restored)
 }
 
-fn connect(path: &Path) -> Result<Connection> {
-    let conn = Connection::open(path).map_err(storage)?;
-    conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
+fn connect(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(LAZY_WAL)?;
     // mmap: reads of hot pages skip a read() syscall and a copy each.
-    conn.execute_batch(LAZY_WAL).map_err(storage)?;
-    conn.execute_batch("PRAGMA mmap_size=268435456;")
-        .map_err(storage)?;
+    conn.execute_batch("PRAGMA mmap_size=268435456;")?;
     Ok(conn)
 }
 
@@ -298,15 +285,14 @@ impl SqliteStore {
 
     fn open_with(path: &Path, lock: std::fs::File, write_behind: bool) -> Result<Self> {
         let path = path.to_path_buf();
-        let mut writer = connect(&path)?;
+        let mut writer = connect(&path).map_err(storage)?;
         migrate(&mut writer)?;
         writer.execute_batch(SCHEMA).map_err(storage)?;
         writer.execute_batch(DURABILITY_SCHEMA).map_err(storage)?;
         Ok(Self {
             inner: Arc::new(Inner {
-                path,
                 writer: Mutex::new(writer),
-                readers: Mutex::new(Vec::new()),
+                readers: distorch_embedded::ReadPool::new(path, IDLE_READERS, connect),
                 changed: watch::channel(0).0,
                 seqs: Mutex::new(HashMap::new()),
                 memory: Mutex::new(Memory::default()),
@@ -412,17 +398,7 @@ impl SqliteStore {
 impl Inner {
     /// Runs `f` on a pooled reader connection. Blocks: call it on the blocking pool.
     fn with_reader<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let pooled = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let conn = match pooled {
-            Some(c) => c,
-            None => connect(&self.path)?,
-        };
-        let out = f(&conn);
-        let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
-        if idle.len() < IDLE_READERS {
-            idle.push(conn);
-        }
-        out
+        self.readers.with(storage, f)
     }
 
     /// Writes every pending change to the file. Blocks: call it on the blocking pool.

@@ -5,8 +5,7 @@
 //! and never on the async worker threads.
 
 use rusqlite::{Connection, OptionalExtension, params};
-use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::schema::{self, storage};
@@ -16,51 +15,29 @@ use crate::{Record, Result};
 /// Idle connections kept for reuse; more may exist briefly under a burst of reads.
 const MAX_IDLE: usize = 64;
 
+/// Read connections to the log file (see [`distorch_embedded::ReadPool`]).
 #[derive(Debug)]
-pub(crate) struct ReadPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-}
+pub(crate) struct ReadPool(distorch_embedded::ReadPool);
 
 impl ReadPool {
     pub(crate) fn new(path: PathBuf) -> Self {
-        Self {
-            path,
-            idle: Mutex::new(Vec::new()),
-        }
+        Self(distorch_embedded::ReadPool::new(path, MAX_IDLE, open))
     }
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let conn = self
-            .idle
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let conn = match conn {
-            Some(conn) => conn,
-            None => self.open()?,
-        };
-        let out = f(&conn);
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if idle.len() < MAX_IDLE {
-            idle.push(conn);
-        }
-        out
+        self.0.with(storage("opening a read connection"), f)
     }
+}
 
-    fn open(&self) -> Result<Connection> {
-        let conn = Connection::open(&self.path).map_err(storage("opening a read connection"))?;
-        conn.busy_timeout(Duration::from_secs(10))
-            .map_err(storage("setting busy_timeout"))?;
-        // Belt and braces: the single-writer design relies on nobody else writing.
-        conn.pragma_update(None, "query_only", true)
-            .map_err(storage("setting query_only"))?;
-        conn.set_prepared_statement_cache_capacity(16);
-        // mmap: tail reads of hot pages skip a read() syscall and a copy each.
-        conn.pragma_update(None, "mmap_size", 268_435_456_i64)
-            .map_err(storage("setting mmap_size"))?;
-        Ok(conn)
-    }
+fn open(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    // Belt and braces: the single-writer design relies on nobody else writing.
+    conn.pragma_update(None, "query_only", true)?;
+    conn.set_prepared_statement_cache_capacity(16);
+    // mmap: tail reads of hot pages skip a read() syscall and a copy each.
+    conn.pragma_update(None, "mmap_size", 268_435_456_i64)?;
+    Ok(conn)
 }
 
 /// Up to `max` records of one partition from offset `from`, in offset order.
