@@ -79,6 +79,7 @@ impl Window {
 /// Linear-interpolation percentiles (numpy's default, ClickHouse's
 /// `quantileExactInclusive`), in ms; `None` when nothing was measured.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Percentiles {
     pub p50: Option<f64>,
     pub p95: Option<f64>,
@@ -87,6 +88,7 @@ pub struct Percentiles {
 
 /// `GET /api/v1/analytics/performance`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Performance {
     /// The window, RFC 3339.
     pub from: String,
@@ -100,6 +102,7 @@ pub struct Performance {
 /// Runs of one definition (any version) that ended in the window, and its task attempts
 /// that ended in the window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionPerformance {
     pub definition: String,
     pub runs: u64,
@@ -124,6 +127,7 @@ pub struct DefinitionPerformance {
 /// Attempts of one step (and task kind: a compensation shares its step's id) that ended
 /// in the window.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepPerformance {
     pub definition: String,
     pub step_id: String,
@@ -148,6 +152,7 @@ pub struct StepPerformance {
 
 /// `GET /api/v1/analytics/bottlenecks`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bottlenecks {
     pub from: String,
     pub to: String,
@@ -160,6 +165,7 @@ pub struct Bottlenecks {
 /// Where a step's time went, summed over its attempts that ended in the window. The parts
 /// do not overlap: `total_ms` is their sum.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bottleneck {
     pub definition: String,
     pub step_id: String,
@@ -184,6 +190,7 @@ pub struct Bottleneck {
 /// Prices for `GET /api/v1/analytics/cost`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CostRates {
     /// Per second of worker CPU time.
     pub per_cpu_second: f64,
@@ -197,6 +204,7 @@ pub struct CostRates {
 
 /// `GET /api/v1/analytics/cost`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cost {
     pub from: String,
     pub to: String,
@@ -209,6 +217,7 @@ pub struct Cost {
 /// Resource use and price of the attempts (deferred ones excluded) that ended in the
 /// window, per definition, step, task type, queue and tenant.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CostRow {
     pub definition: String,
     pub step_id: String,

@@ -3,8 +3,7 @@
 //!
 //! The window is `from`/`to` (RFC 3339) or `window` (a duration such as `24h`, `30m`, `7d`)
 //! ending at `to` or now; the default is the last 24 hours. The report types are the
-//! store's, serialised as they are; the `*Doc` types below only describe them to OpenAPI
-//! (a test keeps their field names in step).
+//! store's, served as they are and described to OpenAPI by their own derived schemas.
 
 use super::AppState;
 use crate::error::ApiError;
@@ -175,7 +174,7 @@ fn window_of(query: Result<Query<WindowQuery>, QueryRejection>) -> Result<Window
     tag = "analytics",
     params(WindowQuery),
     responses(
-        (status = 200, description = "Performance report", body = PerformanceDoc),
+        (status = 200, description = "Performance report", body = distorch_store::analytics::Performance),
         (status = 400, description = "Bad window", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Analytics not configured or unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -196,7 +195,7 @@ pub(crate) async fn analytics_performance(
     tag = "analytics",
     params(WindowQuery),
     responses(
-        (status = 200, description = "Bottleneck report", body = BottlenecksDoc),
+        (status = 200, description = "Bottleneck report", body = distorch_store::analytics::Bottlenecks),
         (status = 400, description = "Bad window", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Analytics not configured or unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -217,7 +216,7 @@ pub(crate) async fn analytics_bottlenecks(
     tag = "analytics",
     params(WindowQuery),
     responses(
-        (status = 200, description = "Cost report", body = CostDoc),
+        (status = 200, description = "Cost report", body = distorch_store::analytics::Cost),
         (status = 400, description = "Bad window", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Analytics not configured or unavailable", body = Problem, content_type = "application/problem+json"),
     )
@@ -234,136 +233,9 @@ pub(crate) async fn analytics_cost(
 
 // ---- OpenAPI descriptions of the store's report types (never constructed) ----
 
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Percentiles)]
-pub(crate) struct PercentilesDoc {
-    p50: Option<f64>,
-    p95: Option<f64>,
-    p99: Option<f64>,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Performance)]
-pub(crate) struct PerformanceDoc {
-    /// RFC 3339.
-    from: String,
-    to: String,
-    definitions: Vec<DefinitionPerformanceDoc>,
-    steps: Vec<StepPerformanceDoc>,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = DefinitionPerformance)]
-pub(crate) struct DefinitionPerformanceDoc {
-    definition: String,
-    runs: u64,
-    completed: u64,
-    failed: u64,
-    compensated: u64,
-    cancelled: u64,
-    failure_rate: f64,
-    throughput_per_s: f64,
-    end_to_end_ms: PercentilesDoc,
-    attempts: u64,
-    retries: u64,
-    retry_rate: f64,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = StepPerformance)]
-pub(crate) struct StepPerformanceDoc {
-    definition: String,
-    step_id: String,
-    /// `step`, `compensation` or `human`.
-    kind: String,
-    attempts: u64,
-    completed: u64,
-    failed: u64,
-    failure_rate: f64,
-    retries: u64,
-    retry_rate: f64,
-    throughput_per_s: f64,
-    run_ms: PercentilesDoc,
-    end_to_end_ms: PercentilesDoc,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Bottlenecks)]
-pub(crate) struct BottlenecksDoc {
-    from: String,
-    to: String,
-    total_ms: i64,
-    steps: Vec<BottleneckDoc>,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Bottleneck)]
-pub(crate) struct BottleneckDoc {
-    definition: String,
-    step_id: String,
-    kind: String,
-    /// Share of the window's total task time, 0 to 1.
-    share: f64,
-    total_ms: i64,
-    queue_wait_ms: i64,
-    run_ms: i64,
-    backoff_ms: i64,
-    human_wait_ms: i64,
-    breaker_wait_ms: i64,
-    attempts: u64,
-    retries: u64,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = CostRates)]
-pub(crate) struct CostRatesDoc {
-    per_cpu_second: f64,
-    per_gib_second: f64,
-    per_attempt: f64,
-    /// Task type to fixed cost per attempt.
-    per_task: std::collections::BTreeMap<String, f64>,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = Cost)]
-pub(crate) struct CostDoc {
-    from: String,
-    to: String,
-    rates: CostRatesDoc,
-    total: f64,
-    rows: Vec<CostRowDoc>,
-}
-
-#[allow(dead_code)]
-#[derive(utoipa::ToSchema)]
-#[schema(as = CostRow)]
-pub(crate) struct CostRowDoc {
-    definition: String,
-    step_id: String,
-    task: String,
-    queue: String,
-    tenant: String,
-    attempts: u64,
-    cpu_seconds: f64,
-    gib_seconds: f64,
-    cpu_cost: f64,
-    memory_cost: f64,
-    fixed_cost: f64,
-    total: f64,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use utoipa::PartialSchema;
 
     const NOW: i64 = 1_769_860_800_000; // 2026-01-31T12:00:00Z
 
@@ -467,69 +339,5 @@ mod tests {
                 "schema {name} is in the document"
             );
         }
-    }
-
-    /// The documented properties are exactly the serialised fields.
-    #[test]
-    fn openapi_descriptions_match_the_reports() {
-        fn documented<T: PartialSchema>() -> Vec<String> {
-            let schema = serde_json::to_value(T::schema()).unwrap();
-            let mut keys: Vec<String> = schema["properties"]
-                .as_object()
-                .expect("an object schema")
-                .keys()
-                .cloned()
-                .collect();
-            keys.sort();
-            keys
-        }
-        fn served(value: impl serde::Serialize) -> Vec<String> {
-            let mut keys: Vec<String> = serde_json::to_value(value)
-                .unwrap()
-                .as_object()
-                .expect("an object")
-                .keys()
-                .cloned()
-                .collect();
-            keys.sort();
-            keys
-        }
-        use distorch_store::analytics::{Usage, conformance, facts, price, report};
-        let w = Window::new(0, 1000).unwrap();
-        let usage = Usage {
-            definition: "d".into(),
-            step_id: "s".into(),
-            task: "t".into(),
-            queue: "q".into(),
-            tenant: "default".into(),
-            attempts: 1,
-            cpu_ms: 1.0,
-            byte_ms: 1.0,
-        };
-        let cost = price(w, &Default::default(), vec![usage]);
-        assert_eq!(documented::<CostDoc>(), served(&cost));
-        assert_eq!(documented::<CostRowDoc>(), served(&cost.rows[0]));
-        assert_eq!(documented::<CostRatesDoc>(), served(&cost.rates));
-        // One run with one task, folded into facts, gives one row of every kind.
-        let mut run = conformance::Run::start("d", serde_json::json!({}), 0);
-        let task = run.schedule(0, "s", "t", "q");
-        run.begin(10, &task, 1);
-        run.complete(20, &task, 1, None);
-        run.completed(30);
-        let changes = facts::fold(&mut Default::default(), &run.events);
-        let perf = report::performance(w, &changes.runs, &changes.attempts);
-        assert_eq!(documented::<PerformanceDoc>(), served(&perf));
-        assert_eq!(
-            documented::<DefinitionPerformanceDoc>(),
-            served(&perf.definitions[0])
-        );
-        assert_eq!(documented::<StepPerformanceDoc>(), served(&perf.steps[0]));
-        let b = report::bottlenecks(w, &changes.attempts);
-        assert_eq!(documented::<BottlenecksDoc>(), served(&b));
-        assert_eq!(documented::<BottleneckDoc>(), served(&b.steps[0]));
-        assert_eq!(
-            documented::<PercentilesDoc>(),
-            served(distorch_store::analytics::Percentiles::default())
-        );
     }
 }
