@@ -27,7 +27,9 @@ use std::collections::{HashMap, HashSet};
 /// What the engine keeps of a run that has ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ended {
+    /// The terminal status the run ended in.
     pub status: Status,
+    /// Sequence number of the run's last event; late commands are answered with it.
     pub last_seq: u64,
 }
 
@@ -47,6 +49,8 @@ pub struct Core {
 /// Records to append, at once, before the commands that produced them count as handled.
 #[derive(Debug, Default)]
 pub struct Output {
+    /// Events, task dispatches, replies, registered definitions, dead letters and forwarded
+    /// commands, in the order they were decided.
     pub records: Vec<NewRecord>,
     /// Runs whose timers must be derived again from their state.
     touched: HashSet<WorkflowId>,

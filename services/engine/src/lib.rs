@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The engine: the command handlers of DisTorch. It owns runs (one writer per partition),
 //! turns commands into events with the pure `distorch_domain::workflow::handle`, keeps the
 //! runs' timers, and appends each batch's output (events, task dispatches, replies,
@@ -32,6 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// How an [`Engine`] consumes and writes the log; every field has a default.
 #[derive(Debug, Clone, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct EngineConfig {
@@ -63,19 +65,31 @@ impl Default for EngineConfig {
     }
 }
 
+/// Why [`Engine::run`] (or a restore it does) stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
+    /// A log call failed (poll, append, read, topic creation); the engine stops rather than
+    /// retry, and a restart resumes from the committed offsets.
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    /// A record the engine restores state from (an event, a registered definition, a snapshot
+    /// chunk) does not decode, or a snapshot chunk is missing below the end offset. Malformed
+    /// command records are dead-lettered instead.
     #[error("undecodable record in {topic}[{partition}]@{offset}: {reason}")]
     Corrupt {
+        /// The topic holding the record.
         topic: String,
+        /// Its partition.
         partition: u32,
+        /// Its offset.
         offset: u64,
+        /// The decoding error, or what was missing.
         reason: String,
     },
 }
 
+/// The engine driver: owns the commands partitions the group assigns it and runs the
+/// [`Core`] over them (see the crate docs). Started with [`Engine::run`].
 pub struct Engine {
     log: Arc<dyn EventLog>,
     topics: Topics,
@@ -124,6 +138,8 @@ fn now_ms() -> i64 {
 }
 
 impl Engine {
+    /// An engine that does nothing until [`Engine::run`]; `metrics` should be registered in
+    /// the process's registry ([`Metrics::new`]).
     pub fn new(
         log: Arc<dyn EventLog>,
         topics: Topics,

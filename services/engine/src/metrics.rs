@@ -22,19 +22,30 @@ pub struct PartitionLabel {
     pub partition: u32,
 }
 
+/// The engine's Prometheus metrics (`distorch_*`). Clones share the same series, so the
+/// driver and its [`Core`](crate::Core) update one set.
 #[derive(Clone)]
 pub struct Metrics {
+    /// Runs started (`WorkflowStarted` events recorded).
     pub runs_started: Counter,
+    /// Runs ended, by terminal status.
     pub runs_finished: Family<StatusLabel, Counter>,
+    /// Task attempts offered to workers on `tasks.<queue>`, by queue (`http` steps, which the
+    /// saga processor calls, are not counted).
     pub tasks_dispatched: Family<QueueLabel, Counter>,
     /// Waiting attempts offered again when their partition was acquired.
     pub tasks_reoffered: Counter,
+    /// Task attempts that failed or timed out, by queue.
     pub attempts_failed: Family<QueueLabel, Counter>,
     /// Seconds from an attempt's scheduling to its completion.
     pub step_latency: Histogram,
     /// Seconds from a run's start to its end.
     pub run_latency: Histogram,
+    /// Command records polled from owned partitions, whatever became of them (timer firings
+    /// are not counted).
     pub commands: Counter,
+    /// Commands refused (invalid, naming something unknown, or in conflict with the run's
+    /// state, e.g. a stale attempt), whether or not anyone awaits the answer.
     pub commands_rejected: Counter,
     /// Command records moved to the DLQ: undecodable, or rejected with nobody to tell.
     pub commands_dead_lettered: Counter,
@@ -42,7 +53,10 @@ pub struct Metrics {
     pub commands_forwarded: Counter,
     /// Records on the commands topic not yet processed by this engine.
     pub command_lag: Gauge,
+    /// Runs of the owned partitions whose full state the engine holds (ended runs excluded).
     pub runs_in_memory: Gauge,
+    /// Pending timers of those runs (retry backoffs, task timeouts, waits, escalations,
+    /// SLAs).
     pub timers: Gauge,
     /// Partition snapshots written.
     pub snapshots: Counter,
@@ -55,6 +69,8 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Creates the metrics and registers them in `registry` under the `distorch` prefix;
+    /// call it once per registry.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self {
             runs_started: Counter::default(),

@@ -29,8 +29,11 @@ const CHUNK_BYTES: usize = 256 * 1024;
 /// A run that has ended: all a partition owner keeps of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EndedRun {
+    /// The run's id.
     pub id: WorkflowId,
+    /// The terminal status it ended in.
     pub status: Status,
+    /// Sequence number of its last event.
     pub last_seq: u64,
 }
 
@@ -41,7 +44,9 @@ pub struct Image {
     pub events_offset: u64,
     /// Offset of the snapshot's last chunk in the snapshots partition.
     pub last_chunk: u64,
+    /// The full state of every run still going, as of `events_offset`.
     pub runs: Vec<WorkflowSnapshot>,
+    /// What is kept of every run that had ended by then.
     pub ended: Vec<EndedRun>,
 }
 
@@ -69,12 +74,17 @@ pub fn key_for_partition(partition: u32, n: u32) -> String {
 
 /// Where a snapshot goes and what it covers.
 pub struct Header<'a> {
+    /// The snapshots topic.
     pub topic: &'a str,
     /// A key that lands on `partition` ([`key_for_partition`]).
     pub key: &'a str,
+    /// The commands partition the snapshot is of, which is also the snapshots partition it
+    /// goes to; recorded in every chunk.
     pub partition: u32,
     /// Unique per snapshot of a partition.
     pub id: &'a str,
+    /// Next offset of the events partition not folded into the snapshot: the owner that
+    /// restores it replays from there.
     pub events_offset: u64,
     /// Offset of the last chunk of the previous complete snapshot.
     pub prev: Option<u64>,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The projector: keeps the read models (what the API queries) up to date with the log.
 //!
 //! It consumes `distorch.events` and `distorch.definitions` as consumer group `projector`,
@@ -59,6 +60,7 @@ const LINGER: Duration = Duration::from_millis(5);
 const MIN_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
+/// How a [`Projector`] consumes the events and definitions topics; every field has a default.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ProjectorConfig {
@@ -83,12 +85,18 @@ impl Default for ProjectorConfig {
     }
 }
 
+/// Why a projector stopped or a rebuild failed. The live projector retries retryable
+/// failures itself, so those it returns are the ones retrying does not fix.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
+    /// An event log call (join, poll, commit, read) failed.
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    /// The read store failed to apply a batch, flush or reset.
     #[error("read store: {0}")]
     Store(#[from] StoreError),
+    /// The analytics store (see [`Projector::with_analytics`]) failed to record a batch,
+    /// flush or reset.
     #[error("analytics: {0}")]
     Analytics(StoreError),
 }
@@ -103,6 +111,8 @@ impl ProjectorError {
     }
 }
 
+/// Folds the events and definitions topics into the read store (and, optionally, analytics)
+/// in its own consumer group. Started with [`Projector::run`].
 pub struct Projector {
     log: Arc<dyn EventLog>,
     store: Arc<dyn ReadStore>,
@@ -123,6 +133,8 @@ struct Batch {
 }
 
 impl Projector {
+    /// A projector without analytics that does nothing until [`Projector::run`] (or
+    /// [`Projector::rebuild`]).
     pub fn new(
         log: Arc<dyn EventLog>,
         store: Arc<dyn ReadStore>,

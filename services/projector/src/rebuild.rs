@@ -15,7 +15,9 @@ pub struct RebuildReport {
     pub partitions: u32,
     /// Records read, decodable or not.
     pub records: u64,
+    /// Workflow events decoded and applied.
     pub events: u64,
+    /// Definition registrations decoded and applied.
     pub definitions: u64,
     /// Records skipped because they do not decode (as the live projector skips them).
     pub undecodable: u64,

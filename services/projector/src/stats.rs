@@ -64,18 +64,23 @@ impl ProjectorStats {
         self.seconds_behind.get()
     }
 
+    /// Workflow events this projector applied to the read store (a rebuild's included;
+    /// events delivered again after a rebalance count again).
     pub fn applied_events(&self) -> u64 {
         self.applied_events.get()
     }
 
+    /// Definition registrations this projector applied to the read store.
     pub fn applied_definitions(&self) -> u64 {
         self.applied_definitions.get()
     }
 
+    /// Records this projector skipped because they did not decode.
     pub fn undecodable_records(&self) -> u64 {
         self.undecodable_records.get()
     }
 
+    /// Failed read-store or analytics writes this projector retried.
     pub fn store_failures(&self) -> u64 {
         self.store_failures.get()
     }

@@ -103,20 +103,26 @@ impl AlertsConfig {
     }
 }
 
+/// What an [`Alert`] reports (`kind` in its JSON).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
+    /// `sla_warning`: the SLA's `warn_at` share of its duration has passed (`SlaWarned`).
     SlaWarning,
+    /// `sla_breach`: the SLA's whole duration has passed (`SlaBreached`).
     SlaBreach,
 }
 
 /// The JSON body POSTed to a webhook.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Alert {
+    /// Warning or breach.
     pub kind: AlertKind,
+    /// The run whose SLA (or whose step's SLA) it is.
     pub workflow_id: WorkflowId,
     /// `None` (JSON null): the SLA of the whole run.
     pub step_key: Option<String>,
+    /// The SLA's full duration, in milliseconds (for a warning too).
     pub sla_ms: u64,
     /// When the engine decided it, RFC 3339 UTC.
     pub at: String,
@@ -159,15 +165,24 @@ fn may_be_sla(payload: &[u8]) -> bool {
     crate::contains(payload, b"\"sla_")
 }
 
+/// Counters of the alerter, under `distorch_*`. Events redelivered after a restart are
+/// counted again.
 #[derive(Clone, Debug, Default)]
 pub struct AlertMetrics {
+    /// `SlaBreached` events read (`distorch_sla_breaches`), whether or not webhooks are set.
     pub sla_breaches: Counter,
+    /// `SlaWarned` events read (`distorch_sla_warnings`), whether or not webhooks are set.
     pub sla_warnings: Counter,
+    /// Deliveries a webhook accepted with a 2xx, one per alert and webhook
+    /// (`distorch_alerts_delivered`).
     pub delivered: Counter,
+    /// Deliveries given up on, after `max_attempts` or an answer no retry changes (3xx,
+    /// most 4xx), one per alert and webhook (`distorch_alerts_failed`).
     pub failed: Counter,
 }
 
 impl AlertMetrics {
+    /// Creates the counters and registers them in `registry`; call it once per registry.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("distorch");
@@ -209,6 +224,7 @@ fn classify(status: reqwest::StatusCode) -> Attempt {
     }
 }
 
+/// Posts the [`Alert`]s of SLA events to the configured webhooks (see the module docs).
 pub struct Alerter {
     log: Arc<dyn EventLog>,
     topics: Topics,
@@ -219,6 +235,8 @@ pub struct Alerter {
 }
 
 impl Alerter {
+    /// An alerter that does nothing until [`Alerter::run`]. Fails with
+    /// [`SagaError::Config`] when `config` does not [validate](AlertsConfig::validate).
     pub fn new(
         log: Arc<dyn EventLog>,
         topics: Topics,

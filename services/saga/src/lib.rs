@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The saga processor: stateless reactions to workflow events that cross a run's boundary.
 //! Each output is a pure function of one event ([`react`]), with a command id derived from
 //! the event, so replaying the events topic yields duplicates the engine drops.
@@ -28,17 +29,25 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why the saga processor, the alerter or the HTTP executor could not start or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum SagaError {
+    /// A log call failed (poll, append, topic creation); the consumer stops, and a restart
+    /// resumes after the committed offsets.
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    /// A configuration was rejected at construction (or an HTTP client could not be built);
+    /// the message names the section (`alerts:`, `http:`).
     #[error("invalid configuration: {0}")]
     Config(String),
 }
 
+/// How the [`Saga`] consumes the events topic.
 #[derive(Debug, Clone)]
 pub struct SagaConfig {
+    /// Its consumer group on the events topic (default `saga`).
     pub group: String,
+    /// Most events read per poll (default 2000).
     pub batch: usize,
 }
 
@@ -185,6 +194,7 @@ pub(crate) fn decode_matching<'a>(
         })
 }
 
+/// The saga processor: appends the commands [`react`] derives from the events topic.
 pub struct Saga {
     log: Arc<dyn EventLog>,
     topics: Topics,
@@ -192,6 +202,7 @@ pub struct Saga {
 }
 
 impl Saga {
+    /// A processor that does nothing until [`Saga::run`].
     pub fn new(log: Arc<dyn EventLog>, topics: Topics, config: SagaConfig) -> Self {
         Self {
             log,

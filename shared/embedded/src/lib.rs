@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! What DisTorch's embedded stores share (the journal and SQLite event logs, the SQLite read
 //! store and analytics): one implementation of each mechanism.
 //!
@@ -17,7 +18,9 @@ pub enum LockError {
     InUse,
     /// The lock file could not be opened or locked.
     Io {
+        /// The lock file (`<path>.lock`) that could not be opened or locked.
         lock_path: PathBuf,
+        /// What the OS reported.
         error: std::io::Error,
     },
 }

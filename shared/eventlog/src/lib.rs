@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The event log port: a Kafka-shaped, durable, partitioned log that every DisTorch service
 //! talks through (commands, events, task queues, replies, definitions), and its backends.
 //!
@@ -59,14 +60,18 @@ use std::time::Duration;
 /// A record to append.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewRecord {
+    /// Topic to append to; it must already exist.
     pub topic: String,
     /// Partitioning key; also delivered with the record.
     pub key: String,
+    /// Name/value pairs delivered with the record, in order; names may repeat.
     pub headers: Vec<(String, String)>,
+    /// The record's body, opaque to the log.
     pub payload: Vec<u8>,
 }
 
 impl NewRecord {
+    /// A record without headers.
     pub fn new(topic: impl Into<String>, key: impl Into<String>, payload: Vec<u8>) -> Self {
         Self {
             topic: topic.into(),
@@ -80,11 +85,17 @@ impl NewRecord {
 /// A stored record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
+    /// Topic the record was appended to.
     pub topic: String,
+    /// Partition of the topic it landed in ([`partition_for`] of its key).
     pub partition: u32,
+    /// Its offset within the partition: 0 for the first record, one more for each next.
     pub offset: u64,
+    /// The partitioning key it was appended with.
     pub key: String,
+    /// The headers it was appended with, in their original order.
     pub headers: Vec<(String, String)>,
+    /// The body it was appended with, byte for byte.
     pub payload: Vec<u8>,
     /// Append time, milliseconds since the Unix epoch.
     pub timestamp_ms: i64,
@@ -93,29 +104,44 @@ pub struct Record {
 /// Where an appended record landed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {
+    /// Partition of the record's topic.
     pub partition: u32,
+    /// Offset of the record within that partition.
     pub offset: u64,
 }
 
+/// Why an [`EventLog`] or [`Consumer`] call failed; only [`LogError::Storage`] is worth
+/// retrying (see [`LogError::is_retryable`]).
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum LogError {
+    /// The named topic does not exist on this log (it was never created).
     #[error("unknown topic {0:?}")]
     UnknownTopic(String),
+    /// A call named a partition at or past the topic's partition count.
     #[error("topic {topic:?} has {partitions} partitions; partition {partition} does not exist")]
     UnknownPartition {
+        /// The topic asked about.
         topic: String,
+        /// How many partitions the topic has (valid ones are `0..partitions`).
         partitions: u32,
+        /// The partition asked for.
         partition: u32,
     },
+    /// [`EventLog::create_topic`] found the topic already there with another partition count.
     #[error("topic {topic:?} already exists with {existing} partitions, not {requested}")]
     PartitionMismatch {
+        /// The topic being created.
         topic: String,
+        /// Its partition count as it exists.
         existing: u32,
+        /// The partition count the caller asked for.
         requested: u32,
     },
     /// A request the log can never satisfy as given (e.g. a topic with 0 partitions).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// The log or consumer was shut down (its writer task or connection is gone) before or
+    /// while serving the call; nothing will succeed on it any more.
     #[error("the log is closed")]
     Closed,
     /// The storage or broker failed in a way that may pass (I/O, a broker unreachable or
@@ -135,8 +161,11 @@ impl LogError {
     }
 }
 
+/// The result of every event log call.
 pub type Result<T> = std::result::Result<T, LogError>;
 
+/// A durable, partitioned log of records: the port every backend implements (see the crate
+/// contract).
 #[async_trait]
 pub trait EventLog: Send + Sync + 'static {
     /// Creates the topic if missing. Idempotent; an existing topic with another partition
@@ -172,6 +201,8 @@ pub trait EventLog: Send + Sync + 'static {
     async fn committed(&self, group: &str, topic: &str, partition: u32) -> Result<Option<u64>>;
 }
 
+/// One member of a consumer group: polls the records of its assigned partitions and commits
+/// how far the group got (see the crate contract).
 #[async_trait]
 pub trait Consumer: Send {
     /// Up to `max` records from the assigned partitions, each partition in offset order.

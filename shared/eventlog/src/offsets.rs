@@ -36,6 +36,8 @@ pub struct PacedCommits {
 }
 
 impl PacedCommits {
+    /// Bookkeeping that lets a commit through at most once per `every` (usually
+    /// [`COMMIT_INTERVAL`]); the first interval starts now.
     pub fn new(every: Duration) -> Self {
         Self {
             every,

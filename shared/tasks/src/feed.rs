@@ -52,8 +52,11 @@ pub struct FeedConfig {
 /// A dispatch record taken from the queue and not yet settled.
 #[derive(Debug, Clone)]
 pub struct Claim {
+    /// Partition of the queue's topic the dispatch record was read from.
     pub partition: u32,
+    /// Offset of the dispatch record; settling the claim lets the feed commit past it.
     pub offset: u64,
+    /// The decoded dispatch: the task attempt to start.
     pub dispatch: TaskDispatch,
     /// The `StartTask` sent for it that got no answer; the next start asks again with it.
     pub(crate) pending: Option<PendingStart>,
@@ -264,6 +267,7 @@ pub struct Settle {
 }
 
 impl Settle {
+    /// Settles the claim, like [`TaskFeed::settle`]; does nothing once the feed has stopped.
     pub fn settle(self) {
         let _ = self.tx.send((self.partition, self.offset));
     }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Taking tasks from a DisTorch queue on the log: the one consumer of `<prefix>.tasks.<queue>`,
 //! shared by the API's poll endpoint and by workers that read the log themselves.
 //!

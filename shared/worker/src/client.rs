@@ -27,13 +27,17 @@ pub struct Client {
 /// One task attempt handed to a worker by a poll.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Task {
+    /// The task's id (`<workflow id>.<n>`), the same for all its attempts; reports address it.
     pub task_id: String,
+    /// The run the task belongs to.
     pub workflow_id: String,
+    /// The `id` of the definition step that created the task.
     pub step_id: String,
     /// Task type; selects the handler.
     pub task: String,
     /// 1-based; every report must echo it so the server can reject stale attempts.
     pub attempt: u32,
+    /// The step's input, as the definition computed it for this task.
     pub input: Value,
     /// The last checkpoint a previous attempt heartbeated, to resume from.
     #[serde(default)]
@@ -46,8 +50,11 @@ pub struct Task {
 /// Resource usage of one attempt, as sent with its report.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
+    /// CPU time (user + system) the process spent during the attempt, in milliseconds;
+    /// process-wide, so it includes concurrent attempts (see the crate docs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<f64>,
+    /// The process's peak resident memory during the attempt, in bytes; process-wide.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
 }
@@ -55,9 +62,13 @@ pub struct Metrics {
 /// The `error` member of a fail report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorReport {
+    /// Machine-readable failure type (sent as `type`); a retry policy's `non_retryable`
+    /// list matches on it.
     #[serde(rename = "type")]
     pub kind: String,
+    /// Human-readable description, shown in the run's history.
     pub message: String,
+    /// `false` fails the step without further attempts, whatever the retry policy says.
     pub retryable: bool,
 }
 
@@ -65,13 +76,24 @@ pub struct ErrorReport {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum WorkflowStatus {
+    /// Steps are being scheduled and executed.
     Running,
+    /// An operator paused the run; nothing new is scheduled until it is resumed.
     Paused,
+    /// A task exhausted its attempts under the `park` policy (or a compensation kept
+    /// failing) and waits in the dead-letter queue for an operator to retry or skip it.
     Parked,
+    /// A step failed under the `compensate` policy; the compensations of completed steps are
+    /// running in reverse order.
     Compensating,
+    /// Terminal: every step finished; `output` holds the run's result.
     Completed,
+    /// Terminal: the run failed without compensating (e.g. a step ran out of attempts under
+    /// the `fail` policy).
     Failed,
+    /// Terminal: the run failed and its compensations all ran.
     Compensated,
+    /// Terminal: the run was cancelled (after compensating, when the cancel asked for it).
     Cancelled,
 }
 
@@ -88,17 +110,21 @@ impl WorkflowStatus {
 /// `201` answer to a definition registration.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct DefinitionRef {
+    /// The definition's name, as given in the document.
     pub name: String,
+    /// The version the server stored it as.
     pub version: u32,
 }
 
 /// Body of `POST /api/v1/workflows`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StartWorkflow {
+    /// Name of the registered definition to run.
     pub definition: String,
     /// `None` starts the latest version.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub version: Option<u32>,
+    /// The run's input, checked against the definition's input schema when it has one.
     pub input: Value,
     /// Starting twice with the same key returns the first run instead of a second one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -109,6 +135,7 @@ pub struct StartWorkflow {
 /// started.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct StartedWorkflow {
+    /// The id of the run (the existing one when the idempotency key was already used).
     pub workflow_id: String,
     /// `None` when the server's read model has not caught up with the start yet; the run
     /// exists, but `GET /workflows/{id}` may briefly answer `404`.
@@ -129,10 +156,14 @@ pub struct HeartbeatAck {
 /// evolution.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 pub struct Workflow {
+    /// The run's id.
     pub workflow_id: String,
+    /// Its status as of the server's read model.
     pub status: WorkflowStatus,
+    /// The run's result, set once it has completed.
     #[serde(default)]
     pub output: Option<Value>,
+    /// Every other member of the view, untyped.
     #[serde(flatten)]
     pub extra: serde_json::Map<String, Value>,
 }

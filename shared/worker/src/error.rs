@@ -9,7 +9,9 @@ pub enum Error {
     /// Always worth retrying: the server may be restarting.
     #[error("request to {url} failed: {source}")]
     Transport {
+        /// The URL requested.
         url: String,
+        /// What `reqwest` reported.
         #[source]
         source: reqwest::Error,
     },
@@ -17,35 +19,54 @@ pub enum Error {
     /// `application/problem+json` body when there was one.
     #[error("{method} {url} returned {status}{}", detail.as_deref().map(|d| format!(": {d}")).unwrap_or_default())]
     Status {
+        /// The request's HTTP method (`GET`, `POST`).
         method: &'static str,
+        /// The URL requested.
         url: String,
+        /// The HTTP status code answered.
         status: u16,
+        /// The body's problem `detail` (else its `title`, else a short plain-text body).
         detail: Option<String>,
     },
     /// A success response whose body did not have the documented shape: the SDK and the
     /// server disagree on the protocol, retrying will not help.
     #[error("unexpected response body from {url}: {message}")]
-    Decode { url: String, message: String },
+    Decode {
+        /// The URL requested.
+        url: String,
+        /// Why the body could not be decoded.
+        message: String,
+    },
     /// A builder was given an unusable value.
     #[error("invalid worker configuration: {0}")]
     Config(String),
     /// The event log failed (a `LogSource` append, read or consumer group):
     /// `retryable` when the log says trying again later may succeed.
     #[error("event log: {message}")]
-    Log { message: String, retryable: bool },
+    Log {
+        /// What the log reported.
+        message: String,
+        /// Whether the same call may succeed later.
+        retryable: bool,
+    },
     /// The engine refused a command a `LogSource` sent. `status` is what the HTTP API
     /// answers for the same refusal: 400 invalid, 404 unknown, 409 stale attempt.
     #[error("the engine rejected {command} ({status}): {detail}")]
     Rejected {
+        /// The refused command's name (e.g. `complete_task`).
         command: &'static str,
+        /// The HTTP status the API answers for this refusal.
         status: u16,
+        /// The engine's reason.
         detail: String,
     },
     /// No reply to a command sent over the log within `waited`. The command is durable and
     /// may still be applied.
     #[error("no reply to {command} within {waited:?}; it is durable and may still be applied")]
     Unanswered {
+        /// The command's name (e.g. `complete_task`).
         command: &'static str,
+        /// How long the source waited for the reply (its `reply_timeout`).
         waited: Duration,
     },
 }

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The DisTorch worker SDK for Rust: run task handlers for a queue against a DisTorch server
 //! over its REST worker protocol, or straight from the log (Kafka).
 //!

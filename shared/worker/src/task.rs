@@ -29,13 +29,18 @@ where
 /// a sub-task of the handler may heartbeat too.
 #[derive(Clone)]
 pub struct TaskContext {
+    /// The task's id (`<workflow id>.<n>`), the same for all its attempts; a stable key for
+    /// making side effects idempotent across retries.
     pub task_id: String,
+    /// The run the task belongs to.
     pub workflow_id: String,
+    /// The `id` of the definition step that created the task.
     pub step_id: String,
     /// The task type this handler was registered for.
     pub task: String,
     /// 1-based attempt number; `> 1` means an earlier attempt failed or timed out.
     pub attempt: u32,
+    /// The step's input, as the definition computed it for this task.
     pub input: Value,
     /// The last checkpoint an earlier attempt saved with [`TaskContext::heartbeat`]; resume
     /// from it instead of starting over.
@@ -158,7 +163,9 @@ pub struct TaskError {
     /// A stable, machine-matchable category such as `timeout` or `invalid_input`; retry
     /// policies and compensation logic match on it.
     pub kind: String,
+    /// Human-readable description, shown in the run's history.
     pub message: String,
+    /// Whether the server may try the task again (see the type's docs).
     pub retryable: bool,
 }
 

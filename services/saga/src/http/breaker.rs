@@ -27,7 +27,9 @@ pub struct BreakerConfig {
     pub consecutive_failures: u32,
     /// Failure ratio in (0, 1] over `window_ms` that opens it, once `min_calls` were made.
     pub failure_ratio: f64,
+    /// Calls within the window below which the failure ratio is not considered (at least 1).
     pub min_calls: u32,
+    /// Length of the sliding window of calls the failure ratio is taken over, in ms.
     pub window_ms: u64,
     /// How long it stays open before one probe call is let through.
     pub cooldown_ms: u64,
@@ -60,6 +62,8 @@ impl BreakerConfig {
         }
     }
 
+    /// Rejects a `failure_ratio` outside (0, 1] and a zero `min_calls`; the message names
+    /// the field.
     pub fn validate(&self) -> Result<(), String> {
         if !(self.failure_ratio > 0.0 && self.failure_ratio <= 1.0) {
             return Err(format!(
@@ -74,21 +78,30 @@ impl BreakerConfig {
     }
 }
 
+/// A breaker's state (see the module docs for the transitions).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
+    /// Calls go out; outcomes are counted.
     Closed,
+    /// No call goes out until the cooldown ends.
     Open,
+    /// The cooldown ended: one probe call is out, and its outcome closes or reopens it.
     HalfOpen,
 }
 
 /// A breaker changed state: the JSON record on `<prefix>.breakers`, keyed by host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transition {
+    /// The target `host:port`.
     pub host: String,
+    /// The state entered.
     pub state: State,
+    /// When, in milliseconds since the Unix epoch.
     pub at_ms: i64,
+    /// Why, for people: the failures that opened it, or the probe's outcome.
     pub reason: String,
+    /// Consecutive failures counted when it changed (0 once closed again).
     pub consecutive_failures: u32,
 }
 
@@ -96,14 +109,23 @@ pub struct Transition {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
     /// Make the call; report its outcome with the same `probe` flag.
-    Call { probe: bool },
+    Call {
+        /// Whether this call is the half-open breaker's one probe.
+        probe: bool,
+    },
     /// Do not call; try again at `until_ms`.
-    Reject { until_ms: i64, reason: String },
+    Reject {
+        /// When a call may be tried again, in milliseconds since the Unix epoch.
+        until_ms: i64,
+        /// Why not; sent with the attempt's `DeferTask`.
+        reason: String,
+    },
 }
 
 /// The outcome of a call as the breaker sees it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Outcome {
+    /// Any answer but a 5xx or 429 (a 404 too): the service is up.
     Success,
     /// Connect error, timeout, 5xx or 429, described for the transition's `reason`.
     Failure(String),

@@ -87,6 +87,8 @@ impl Default for HttpConfig {
 }
 
 impl HttpConfig {
+    /// Rejects a zero `concurrency` or `batch` and invalid breaker thresholds, so a bad
+    /// configuration fails at startup.
     pub fn validate(&self) -> Result<(), SagaError> {
         let bad = |msg: String| Err(SagaError::Config(format!("http: {msg}")));
         if self.concurrency == 0 {
@@ -109,6 +111,7 @@ pub struct HttpMetrics {
 }
 
 impl HttpMetrics {
+    /// Creates the counters and registers them in `registry`; call it once per registry.
     pub fn new(registry: &mut Registry) -> Self {
         let m = Self::default();
         let r = registry.sub_registry_with_prefix("distorch_http");
@@ -132,6 +135,8 @@ impl HttpMetrics {
     }
 }
 
+/// Makes the calls of `http` steps and reports their outcomes as commands (see the module
+/// docs).
 pub struct HttpExecutor {
     log: Arc<dyn EventLog>,
     topics: Topics,
@@ -141,6 +146,9 @@ pub struct HttpExecutor {
 }
 
 impl HttpExecutor {
+    /// An executor that does nothing until [`HttpExecutor::run`]. Fails with
+    /// [`SagaError::Config`] when `config` does not [validate](HttpConfig::validate) or
+    /// the HTTP client cannot be built.
     pub fn new(
         log: Arc<dyn EventLog>,
         topics: Topics,
