@@ -1,8 +1,10 @@
 //! The command bus: how the API asks the engine to change something and learns the answer.
 //!
-//! The API never changes state itself. It appends a [`CommandEnvelope`] to the commands topic
-//! with `reply_to` = this process's instance id; the engine appends a [`Reply`] keyed by that
-//! id to the replies topic, and a background reader completes the waiting request.
+//! The API never changes state itself. It appends a
+//! [`CommandEnvelope`](distorch_domain::command::CommandEnvelope) to the commands topic with
+//! `reply_to` = this process's instance id; the engine appends a
+//! [`Reply`](distorch_domain::command::Reply) keyed by that id to the replies topic, and a
+//! background reader completes the waiting request.
 //!
 //! The request/reply machinery (the batching writer: concurrent HTTP requests share one log
 //! append; the reply reader) is [`distorch_eventlog::rpc`], shared with workers that take

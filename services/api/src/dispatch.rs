@@ -1,10 +1,11 @@
 //! Hands task attempts from the `tasks.<queue>` topics to long-polling workers.
 //!
 //! One [`QueueDispatcher`] per queue: a [`TaskFeed`] (a member of group `api-poll` on the
-//! queue's topic; the consumer log workers use too) and the process's [`Starter`]. A poll
-//! takes claims, starts their attempts with one batch of `StartTask` commands, and returns
-//! the ones the engine accepted. A start the engine did not answer (it was failing over) is
-//! asked again, with the same command id, by the queue's next poll.
+//! queue's topic; the consumer log workers use too) and the process's
+//! [`Starter`](distorch_tasks::Starter). A poll takes claims, starts their attempts with one
+//! batch of `StartTask` commands, and returns the ones the engine accepted. A start the engine
+//! did not answer (it was failing over) is asked again, with the same command id, by the
+//! queue's next poll.
 
 use crate::bus::{CommandBus, ensure_topic};
 use crate::error::ApiError;

@@ -258,7 +258,8 @@ impl TaskFeed {
     }
 }
 
-/// Settles one claim when dropped into [`Settle::settle`]; see [`TaskFeed::settler`].
+/// The right to settle one claim later, from anywhere: call [`Settle::settle`] (dropping it
+/// settles nothing, and the record is then delivered again). See [`TaskFeed::settler`].
 #[derive(Debug)]
 pub struct Settle {
     tx: mpsc::UnboundedSender<(u32, u64)>,
