@@ -198,9 +198,10 @@ apt_install() {
 }
 
 # Debian packages the build or the tests need: rdkafka builds its bundled librdkafka with
-# ./configure and make (no cmake), using the C compiler Rust already needs; curl asks the test
-# ClickHouse whether it is up.
-APT_PACKAGES=(make curl)
+# ./configure and make (no cmake), and OpenSSL from source with perl and make, using the C
+# compiler Rust already needs; curl asks the test ClickHouse whether it is up; the openssl CLI
+# makes the Kafka TLS test's certificate.
+APT_PACKAGES=(make perl curl openssl)
 provision_apt() {
   local missing=() pkg
   for pkg in "${APT_PACKAGES[@]}"; do
@@ -244,14 +245,15 @@ provision_python() {
   python3 -c 'import yaml' || die "PyYAML could not be installed for $(command -v python3)"
 }
 
-# provision_kafka: tansu (Apache-2.0), a Kafka-compatible broker, for the Kafka event-log
-# conformance suite. Its default features have no SQLite (libsql) storage, hence the features.
-# A cold build takes 20-30 minutes on 2 cores, so it is installed once into the cache and
-# reused; nothing is built when DISTORCH_TEST_KAFKA already names a broker that answers.
+# provision_kafka: tansu (Apache-2.0), a Kafka-compatible broker, for the Kafka tests (the
+# TLS test starts one of its own behind a TLS proxy, so it is installed even when
+# DISTORCH_TEST_KAFKA names another broker). Its default features have no SQLite (libsql)
+# storage, hence the features. A cold build takes 20-30 minutes on 2 cores, so it is installed
+# once into the cache and reused.
 TANSU_VERSION=0.6.0
 TANSU="$DISTORCH_CACHE/bin/tansu"
+export DISTORCH_TEST_TANSU="$TANSU"
 provision_kafka() {
-  if [[ -n "${DISTORCH_TEST_KAFKA:-}" ]] && port_answers "$DISTORCH_TEST_KAFKA"; then return 0; fi
   if "$TANSU" --version 2>/dev/null | grep -qF "$TANSU_VERSION"; then return 0; fi
   log "installing tansu $TANSU_VERSION into $DISTORCH_CACHE (a 20-30 minute build, once)"
   cargo install tansu --version "$TANSU_VERSION" --locked --features dynostore,libsql \

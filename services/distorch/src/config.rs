@@ -46,8 +46,8 @@ pub struct BackendsConfig {
 pub struct KafkaSection {
     /// Replication factor of the topics DisTorch creates (default: the broker's).
     pub replication_factor: Option<u16>,
-    /// librdkafka properties, e.g. `"session.timeout.ms" = "10000"` (the build has no TLS or
-    /// SASL yet: docs/kafka.md).
+    /// librdkafka properties, e.g. `"session.timeout.ms" = "10000"`, or TLS and SASL
+    /// (`security.protocol`, `ssl.*`, `sasl.*`: docs/kafka.md).
     pub properties: std::collections::BTreeMap<String, String>,
 }
 

@@ -4,6 +4,8 @@
 //! Layout:
 //! - `config`: [`KafkaConfig`], its `kafka://` URL, and the librdkafka properties of each
 //!   client (the ones that carry the contract are documented there);
+//! - `probe`: the first contact, which turns a refused TLS handshake or SASL exchange into one
+//!   clear startup error;
 //! - `cluster`: partition counts (cached), topic creation, end and committed offsets;
 //! - `producer`: `append` through one idempotent producer, partitions chosen by us;
 //! - `reader`: `read` through a small pool of group-less consumers positioned by hand;
@@ -23,6 +25,7 @@ mod error;
 mod group;
 mod message;
 mod orphans;
+mod probe;
 mod producer;
 mod reader;
 
@@ -31,8 +34,6 @@ pub use config::KafkaConfig;
 use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::Duration;
-
-use rdkafka::producer::Producer as _;
 
 use crate::{Consumer, EventLog, LogError, NewRecord, Position, Record, Result};
 use cluster::Cluster;
@@ -60,29 +61,18 @@ impl std::fmt::Debug for KafkaLog {
 }
 
 impl KafkaLog {
-    /// Creates the clients and checks that the cluster answers, so a wrong address fails
-    /// here with a clear error rather than at the first append.
+    /// Checks that the cluster answers with the configured security, then creates the
+    /// clients: a wrong address fails here after [`CONNECT_TIMEOUT`], and a refused
+    /// certificate or password at once, with librdkafka's reason, rather than at the first
+    /// append.
     pub async fn connect(config: KafkaConfig) -> Result<Self> {
+        probe::probe(&config, CONNECT_TIMEOUT).await?;
         let producer = config
             .producer()
             .create()
             .map_err(|e| LogError::Invalid(format!("Kafka producer: {e}")))?;
         let readers = Readers::new(config.reader());
         let cluster = Arc::new(Cluster::new(config, producer)?);
-        let probe = Arc::clone(&cluster);
-        cluster::blocking(move || {
-            probe
-                .producer()
-                .client()
-                .fetch_metadata(None, CONNECT_TIMEOUT)
-        })
-        .await?
-        .map_err(|e| {
-            LogError::Storage(format!(
-                "no Kafka broker answered at {}: {e}",
-                cluster.config().bootstrap_servers
-            ))
-        })?;
         Ok(Self { cluster, readers })
     }
 

@@ -175,6 +175,11 @@ impl KafkaConfig {
         self.base()
     }
 
+    /// The short-lived client that checks, at connect, that the cluster answers.
+    pub(super) fn probe(&self) -> ClientConfig {
+        self.base()
+    }
+
     fn tunable_default(&self, config: &mut ClientConfig, key: &str, value: &str) {
         debug_assert!(TUNABLE.contains(&key));
         if !self.properties.contains_key(key) {
