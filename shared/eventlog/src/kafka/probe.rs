@@ -34,10 +34,31 @@ impl rdkafka::producer::ProducerContext for Diagnostics {
     fn delivery(&self, _: &rdkafka::producer::DeliveryResult<'_>, (): ()) {}
 }
 
-impl ClientContext for Diagnostics {
-    fn error(&self, error: KafkaError, reason: &str) {
-        let code = error.rdkafka_error_code();
+impl Diagnostics {
+    fn remember(&self, code: Option<RDKafkaErrorCode>, reason: &str) {
         *self.last.lock().unwrap_or_else(PoisonError::into_inner) = Some((code, reason.to_owned()));
+    }
+}
+
+impl ClientContext for Diagnostics {
+    /// Connection errors come through here when the client's queue is served; librdkafka
+    /// suppresses repeats of the same one, so the log lines below are the surer source.
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.remember(error.rdkafka_error_code(), reason);
+    }
+
+    /// Called from librdkafka's own threads as each connection attempt fails: a refused TLS
+    /// handshake or SASL exchange is logged here every time.
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as L;
+        tracing::debug!(facility = fac, "librdkafka (connection probe): {message}");
+        let serious = matches!(
+            level,
+            L::Emerg | L::Alert | L::Critical | L::Error | L::Warning
+        );
+        if serious && refused(None, message) {
+            self.remember(None, message);
+        }
     }
 }
 
