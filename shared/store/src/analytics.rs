@@ -50,7 +50,9 @@ use std::collections::BTreeMap;
 /// (ms since the Unix epoch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Window {
+    /// Start, inclusive (ms since the Unix epoch).
     pub from_ms: i64,
+    /// End, exclusive (ms since the Unix epoch).
     pub to_ms: i64,
 }
 
@@ -67,10 +69,12 @@ impl Window {
         Ok(Self { from_ms, to_ms })
     }
 
+    /// Whether `at_ms` falls in the window (`from_ms` inclusive, `to_ms` exclusive).
     pub fn contains(&self, at_ms: i64) -> bool {
         (self.from_ms..self.to_ms).contains(&at_ms)
     }
 
+    /// Length of the window in seconds, the denominator of every throughput.
     pub fn seconds(&self) -> f64 {
         (self.to_ms - self.from_ms) as f64 / 1000.0
     }
@@ -81,8 +85,11 @@ impl Window {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Percentiles {
+    /// Median.
     pub p50: Option<f64>,
+    /// 95th percentile.
     pub p95: Option<f64>,
+    /// 99th percentile.
     pub p99: Option<f64>,
 }
 
@@ -92,6 +99,7 @@ pub struct Percentiles {
 pub struct Performance {
     /// The window, RFC 3339.
     pub from: String,
+    /// End of the window (exclusive), RFC 3339.
     pub to: String,
     /// Sorted by definition.
     pub definitions: Vec<DefinitionPerformance>,
@@ -104,11 +112,17 @@ pub struct Performance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionPerformance {
+    /// Name of the definition.
     pub definition: String,
+    /// Runs that ended in the window, whatever their outcome.
     pub runs: u64,
+    /// Runs that ended `completed`.
     pub completed: u64,
+    /// Runs that ended `failed`.
     pub failed: u64,
+    /// Runs that ended `compensated` (failed, then compensated).
     pub compensated: u64,
+    /// Runs that ended `cancelled`.
     pub cancelled: u64,
     /// (failed + compensated) / runs.
     pub failure_rate: f64,
@@ -129,15 +143,21 @@ pub struct DefinitionPerformance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepPerformance {
+    /// Name of the definition.
     pub definition: String,
+    /// The step of the definition (loop iterations counted together).
     pub step_id: String,
     /// `step`, `compensation` or `human`.
     pub kind: String,
+    /// Attempts that ended (deferred ones excluded: no call was made).
     pub attempts: u64,
+    /// Attempts that completed.
     pub completed: u64,
+    /// Attempts that failed.
     pub failed: u64,
     /// failed / attempts.
     pub failure_rate: f64,
+    /// Attempts followed by another attempt (automatic or operator retry).
     pub retries: u64,
     /// retries / attempts.
     pub retry_rate: f64,
@@ -154,7 +174,9 @@ pub struct StepPerformance {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bottlenecks {
+    /// Start of the window (inclusive), RFC 3339.
     pub from: String,
+    /// End of the window (exclusive), RFC 3339.
     pub to: String,
     /// Sum of every step's `total_ms`.
     pub total_ms: i64,
@@ -167,11 +189,15 @@ pub struct Bottlenecks {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Bottleneck {
+    /// Name of the definition.
     pub definition: String,
+    /// The step of the definition (loop iterations counted together).
     pub step_id: String,
+    /// `step`, `compensation` or `human`.
     pub kind: String,
     /// Share of the window's total task time, 0..=1.
     pub share: f64,
+    /// Sum of the parts below, in ms.
     pub total_ms: i64,
     /// Scheduled to started (tasks for workers and HTTP calls).
     pub queue_wait_ms: i64,
@@ -183,7 +209,9 @@ pub struct Bottleneck {
     pub human_wait_ms: i64,
     /// Deferred by an open circuit breaker to the retry time.
     pub breaker_wait_ms: i64,
+    /// Attempts that ended in the window, deferred ones excluded (their time is breaker wait).
     pub attempts: u64,
+    /// Attempts that ended in the window and were followed by another attempt.
     pub retries: u64,
 }
 
@@ -206,9 +234,13 @@ pub struct CostRates {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Cost {
+    /// Start of the window (inclusive), RFC 3339.
     pub from: String,
+    /// End of the window (exclusive), RFC 3339.
     pub to: String,
+    /// The prices the costs were computed with, as given by the caller.
     pub rates: CostRates,
+    /// Sum of every row's `total`.
     pub total: f64,
     /// Sorted by definition, step id, task, queue, tenant.
     pub rows: Vec<CostRow>,
@@ -219,30 +251,49 @@ pub struct Cost {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CostRow {
+    /// Name of the definition.
     pub definition: String,
+    /// The step of the definition (loop iterations counted together).
     pub step_id: String,
+    /// Task type (`human` for human tasks).
     pub task: String,
+    /// Task queue (empty for human tasks).
     pub queue: String,
+    /// The run's tenant (its input's `tenant`, else `default`).
     pub tenant: String,
+    /// Attempts priced in this row.
     pub attempts: u64,
+    /// Worker CPU time reported by the attempts, in seconds.
     pub cpu_seconds: f64,
     /// Peak memory (GiB) times run time (s) of each attempt that reported memory.
     pub gib_seconds: f64,
+    /// `cpu_seconds` times [`CostRates::per_cpu_second`].
     pub cpu_cost: f64,
+    /// `gib_seconds` times [`CostRates::per_gib_second`].
     pub memory_cost: f64,
+    /// `attempts` times the per-attempt price ([`CostRates::per_attempt`] plus the task type's
+    /// [`CostRates::per_task`]).
     pub fixed_cost: f64,
+    /// `cpu_cost` + `memory_cost` + `fixed_cost`.
     pub total: f64,
 }
 
 /// Resource use of one cost group before pricing; backends produce it, [`price`] prices it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Usage {
+    /// Name of the definition.
     pub definition: String,
+    /// The step of the definition.
     pub step_id: String,
+    /// Task type (`human` for human tasks).
     pub task: String,
+    /// Task queue (empty for human tasks).
     pub queue: String,
+    /// The run's tenant.
     pub tenant: String,
+    /// Attempts in the group (deferred ones excluded).
     pub attempts: u64,
+    /// Sum of the worker CPU time the attempts reported, in ms.
     pub cpu_ms: f64,
     /// Sum of peak memory bytes times run ms.
     pub byte_ms: f64,
@@ -304,6 +355,8 @@ pub(crate) fn ratio(part: u64, whole: u64) -> f64 {
     }
 }
 
+/// The analytics port: records facts from the events and answers the reports (see the module docs
+/// for the contract every backend honours).
 #[async_trait]
 pub trait Analytics: Send + Sync + 'static {
     /// Folds a batch of events into facts and stores the changed ones (idempotent; durable
@@ -316,7 +369,11 @@ pub trait Analytics: Send + Sync + 'static {
     /// Drops every fact; a rebuild from the log follows. Afterwards every report MUST be
     /// empty, and recording the same events again MUST give the same reports.
     async fn reset(&self) -> Result<()>;
+    /// Run and step performance of the window: outcomes, failure and retry rates, throughput and
+    /// latency percentiles.
     async fn performance(&self, window: Window) -> Result<Performance>;
+    /// Where task time went in the window, per step, largest first.
     async fn bottlenecks(&self, window: Window) -> Result<Bottlenecks>;
+    /// Resource use of the attempts that ended in the window, priced with `rates`.
     async fn cost(&self, window: Window, rates: &CostRates) -> Result<Cost>;
 }

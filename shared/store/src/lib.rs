@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! Read-model store port (what the projector writes and the API reads) and its backends.
 //!
 //! This crate owns the [`ReadStore`] contract, its row/summary types and its backends. It
@@ -38,10 +39,14 @@ use distorch_domain::{TaskId, WorkflowId};
 use serde_json::Value;
 use std::time::Duration;
 
+/// Why a read-store or analytics operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
+    /// The backend failed (I/O, the database, the network, a timeout, or a row that does not
+    /// decode); the only retryable kind.
     #[error("storage error: {0}")]
     Storage(String),
+    /// A listing cursor that no page of this store handed out (the caller's mistake).
     #[error("invalid cursor {0:?}")]
     BadCursor(String),
     /// A report window the caller got wrong (empty or reversed).
@@ -54,42 +59,60 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// Whether trying the same call again may succeed: only for [`StoreError::Storage`].
     pub fn is_retryable(&self) -> bool {
         matches!(self, StoreError::Storage(_))
     }
 }
 
+/// The result of every store and analytics operation.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
+/// Which runs a listing returns; the conditions that are set must all hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WorkflowFilter {
+    /// Only runs in this status.
     pub status: Option<Status>,
+    /// Only runs of this definition (by name, any version).
     pub definition: Option<String>,
 }
 
 /// One page of runs, newest first; `next_cursor` is `None` on the last page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page<T> {
+    /// The rows of this page, at most the requested limit.
     pub items: Vec<T>,
+    /// Opaque cursor to pass back for the next page.
     pub next_cursor: Option<String>,
 }
 
 /// A row of `GET /api/v1/workflows`.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkflowSummary {
+    /// The run.
     pub workflow_id: WorkflowId,
+    /// Name of the definition the run executes.
     pub definition: String,
+    /// Version of that definition the run was started with.
     pub version: u32,
+    /// The run's current status.
     pub status: Status,
+    /// When the run started (RFC 3339); the listing's sort key.
     pub created_at: String,
+    /// When the last event folded into the run happened (RFC 3339).
     pub updated_at: String,
 }
 
+/// A row of the definition catalogue: one registered definition name with all its versions.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DefinitionSummary {
+    /// The definition's name.
     pub name: String,
+    /// The highest registered version.
     pub latest_version: u32,
+    /// Every registered version, ascending.
     pub versions: Vec<u32>,
+    /// The description of the latest version, if it has one.
     pub description: Option<String>,
 }
 
@@ -101,18 +124,24 @@ pub const MAX_LIMIT: usize = 1000;
 pub enum InboxStatus {
     /// Waiting for someone: `scheduled` (unclaimed) or `running` (claimed).
     Open,
+    /// Exactly this status.
     Is(TaskStatus),
 }
 
 /// Inbox query; the conditions that are set must all hold.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HumanTaskFilter {
+    /// Only tasks assigned to this person.
     pub assignee: Option<String>,
+    /// Only tasks assigned to this group.
     pub group: Option<String>,
+    /// Only tasks in this status (or open); `None`: any status.
     pub status: Option<InboxStatus>,
 }
 
 impl HumanTaskFilter {
+    /// Whether `task` meets every condition that is set (the reference semantics every backend's
+    /// query must give).
     pub fn matches(&self, task: &HumanTask) -> bool {
         let status = match self.status {
             None => true,
@@ -136,23 +165,39 @@ impl HumanTaskFilter {
 /// A row of the human-task inbox: a human task of a run with its inbox side.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HumanTask {
+    /// The task.
     pub task_id: TaskId,
+    /// The run the task belongs to.
     pub workflow_id: WorkflowId,
+    /// Name of the run's definition.
     pub definition: String,
+    /// The step of the definition that created the task.
     pub step_id: String,
+    /// The step instance: the step id, prefixed by `<foreach id>[<i>].` inside a loop.
     pub step_key: String,
+    /// `scheduled` while unclaimed, `running` once claimed, then its final status.
     pub status: TaskStatus,
+    /// Rendered when the task was created.
     pub title: String,
+    /// The person it is assigned to, if any.
     pub assignee: Option<String>,
+    /// The group it is assigned to, if any.
     pub group: Option<String>,
+    /// Who claimed it; `None` while unclaimed (or released).
     pub claimed_by: Option<String>,
+    /// JSON Schema the completion's output must satisfy.
     pub form: Option<Value>,
+    /// An escalation timer reassigned it.
     pub escalated: bool,
+    /// Who completed it, once completed.
     pub completed_by: Option<String>,
     /// RFC 3339: when it was created, when it times out.
     pub created_at: String,
+    /// When it times out (RFC 3339), if it has a timeout.
     pub due_at: Option<String>,
+    /// The completion's output, once completed.
     pub output: Option<Value>,
+    /// Why it failed (or timed out), if it did.
     pub error: Option<ErrorInfo>,
 }
 
@@ -190,17 +235,22 @@ impl HumanTask {
 /// An SLA warning or breach of a run (or one of its steps).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SlaRecord {
+    /// The run.
     pub workflow_id: WorkflowId,
+    /// Name of the run's definition.
     pub definition: String,
     /// `None`: the run's own SLA.
     pub step_key: Option<String>,
+    /// The SLA's duration in ms, from the start of the run or step.
     pub sla_ms: u64,
+    /// A warning (`warn_at` passed) or a breach.
     pub kind: SlaKind,
     /// RFC 3339.
     pub at: String,
 }
 
 impl SlaRecord {
+    /// The record of `alert`, an SLA alert of `view`.
     pub fn new(view: &WorkflowView, alert: &SlaAlert) -> Self {
         Self {
             workflow_id: view.workflow_id,
@@ -232,6 +282,8 @@ pub(crate) fn group_by_run<E: std::borrow::Borrow<EventEnvelope>>(
     groups
 }
 
+/// The read-model store port: what the projector writes and the API reads (see the crate docs for
+/// the contract every backend honours).
 #[async_trait]
 pub trait ReadStore: Send + Sync + 'static {
     /// Folds a batch of events (any runs, in log order per run) into the read models.
@@ -251,6 +303,7 @@ pub trait ReadStore: Send + Sync + 'static {
     /// meant to run while a projector writes: the caller stops it first.
     async fn reset(&self) -> Result<()>;
 
+    /// The run's view; `None` when no event of it was applied.
     async fn workflow(&self, id: WorkflowId) -> Result<Option<WorkflowView>>;
     /// `cursor` is an opaque value from a previous page; `limit` is at most 1000.
     async fn workflows(
@@ -261,7 +314,9 @@ pub trait ReadStore: Send + Sync + 'static {
     ) -> Result<Page<WorkflowSummary>>;
     /// Every event of the run, in order.
     async fn history(&self, id: WorkflowId) -> Result<Vec<EventEnvelope>>;
+    /// A task by id, as its run's view shows it; `None` when unknown.
     async fn task(&self, id: &TaskId) -> Result<Option<TaskView>>;
+    /// Every task parked in the dead-letter queue, waiting for an operator.
     async fn dead_letters(&self) -> Result<Vec<DeadLetter>>;
     /// The inbox: human tasks matching `filter`, oldest first, at most `limit` (clamped to
     /// 1..=[`MAX_LIMIT`]).
@@ -269,6 +324,7 @@ pub trait ReadStore: Send + Sync + 'static {
     /// SLA warnings and breaches of every run, newest first, at most `limit` (clamped to
     /// 1..=[`MAX_LIMIT`]).
     async fn sla_breaches(&self, limit: usize) -> Result<Vec<SlaRecord>>;
+    /// The definition catalogue: one summary per registered name.
     async fn definitions(&self) -> Result<Vec<DefinitionSummary>>;
     /// `version: None` means the latest.
     async fn definition(

@@ -156,6 +156,7 @@ impl ClickHouseAnalytics {
         })
     }
 
+    /// The database the facts live in, from the URL.
     pub fn database(&self) -> &str {
         &self.database
     }

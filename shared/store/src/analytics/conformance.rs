@@ -35,18 +35,22 @@ pub fn fresh_window() -> Window {
     }
 }
 
+/// A name no other check uses: `prefix` and a random suffix (for definitions, tenants and queues).
 pub fn fresh_name(prefix: &str) -> String {
     format!("{prefix}-{}", Uuid::new_v4().simple())
 }
 
 /// Builds one run's events with consecutive sequence numbers at the times given.
 pub struct Run {
+    /// The run's id, random.
     pub id: WorkflowId,
+    /// The events built so far, in order; `seq` starts at 1.
     pub events: Vec<EventEnvelope>,
     tasks: u32,
 }
 
 impl Run {
+    /// A new run of `definition` (version 1), started at `at_ms` with `input`.
     pub fn start(definition: &str, input: Value, at_ms: i64) -> Self {
         let mut run = Self {
             id: WorkflowId(Uuid::new_v4()),
@@ -66,6 +70,7 @@ impl Run {
         run
     }
 
+    /// Appends `event` at `at_ms` with the next sequence number.
     pub fn push(&mut self, at_ms: i64, event: Event) {
         self.events.push(EventEnvelope {
             workflow_id: self.id,
@@ -85,6 +90,8 @@ impl Run {
         id
     }
 
+    /// Schedules attempt `attempt` of the worker task `task_id` for `step_id` (an automatic or
+    /// operator retry after attempt 1).
     pub fn schedule_attempt(
         &mut self,
         at_ms: i64,
@@ -115,6 +122,7 @@ impl Run {
         );
     }
 
+    /// Attempt `attempt` of `task_id` is taken by `worker-1`.
     pub fn begin(&mut self, at_ms: i64, task_id: &TaskId, attempt: u32) {
         let worker_id = "worker-1".into();
         let task_id = task_id.clone();
@@ -128,6 +136,7 @@ impl Run {
         );
     }
 
+    /// Attempt `attempt` of `task_id` completes, reporting `metrics` if any.
     pub fn complete(
         &mut self,
         at_ms: i64,
@@ -148,6 +157,8 @@ impl Run {
         );
     }
 
+    /// Attempt `attempt` of `task_id` fails with error type `kind`; with `retry_at_ms` the engine
+    /// retries it then.
     pub fn fail(
         &mut self,
         at_ms: i64,
@@ -169,6 +180,7 @@ impl Run {
         );
     }
 
+    /// Attempt `attempt` of `task_id` is deferred (circuit breaker open) until `retry_at_ms`.
     pub fn defer(&mut self, at_ms: i64, task_id: &TaskId, attempt: u32, retry_at_ms: i64) {
         let task_id = task_id.clone();
         self.push(
@@ -206,6 +218,7 @@ impl Run {
         id
     }
 
+    /// `ann` (the assignee of [`Run::human`]) claims the human task `task_id`.
     pub fn claim(&mut self, at_ms: i64, task_id: &TaskId) {
         let task_id = task_id.clone();
         self.push(
@@ -217,6 +230,7 @@ impl Run {
         );
     }
 
+    /// The run completes.
     pub fn completed(&mut self, at_ms: i64) {
         self.push(
             at_ms,
@@ -227,6 +241,7 @@ impl Run {
         );
     }
 
+    /// The run fails.
     pub fn failed(&mut self, at_ms: i64) {
         self.push(
             at_ms,

@@ -31,16 +31,23 @@ pub const DEFAULT_TENANT: &str = "default";
 /// One run. Keyed by workflow id.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunFact {
+    /// The run.
     pub workflow_id: WorkflowId,
+    /// Name of the run's definition.
     pub definition: String,
+    /// Version of the definition the run was started with.
     pub version: u32,
+    /// The run input's `tenant`, else [`DEFAULT_TENANT`].
     pub tenant: String,
     /// `running` until it ends, then `completed`, `failed`, `compensated` or `cancelled`.
     pub status: Status,
+    /// When the run started (ms since the Unix epoch).
     pub started_at_ms: i64,
+    /// When the run ended (ms since the Unix epoch); `None` while it runs.
     pub finished_at_ms: Option<i64>,
     /// Attempts scheduled, and those followed by another attempt.
     pub attempts: u32,
+    /// Of `attempts`, those followed by another attempt.
     pub retries: u32,
     /// Last event folded in.
     pub last_seq: u64,
@@ -49,13 +56,19 @@ pub struct RunFact {
 /// How an attempt stands or ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum AttemptStatus {
+    /// Waiting for a worker (or, for a human task, for someone to claim it).
     Scheduled,
+    /// Taken by a worker (or claimed by a person).
     Running,
+    /// Ended with an output.
     Completed,
+    /// Ended with an error (a timeout included).
     Failed,
     /// Not made: the target's circuit breaker was open.
     Deferred,
+    /// Ended by a cancellation, or left open when its run ended.
     Cancelled,
+    /// Its task was skipped by an operator.
     Skipped,
 }
 
@@ -70,6 +83,7 @@ impl AttemptStatus {
         Self::Skipped,
     ];
 
+    /// The stored name (`scheduled`, `running`, ...), as backends write it.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Scheduled => "scheduled",
@@ -82,15 +96,18 @@ impl AttemptStatus {
         }
     }
 
+    /// The status stored as `s`; `None` for an unknown name.
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 
+    /// Whether the attempt ended: anything but `scheduled` and `running`.
     pub fn is_ended(self) -> bool {
         !matches!(self, Self::Scheduled | Self::Running)
     }
 }
 
+/// The stored (and reported) name of a task kind: `step`, `compensation` or `human`.
 pub fn kind_str(kind: TaskKind) -> &'static str {
     match kind {
         TaskKind::Step => "step",
@@ -99,6 +116,7 @@ pub fn kind_str(kind: TaskKind) -> &'static str {
     }
 }
 
+/// The task kind stored as `s`; `None` for an unknown name.
 pub fn parse_kind(s: &str) -> Option<TaskKind> {
     [TaskKind::Step, TaskKind::Compensation, TaskKind::Human]
         .into_iter()
@@ -108,26 +126,39 @@ pub fn parse_kind(s: &str) -> Option<TaskKind> {
 /// One attempt of a task. Keyed by workflow id + task id + attempt.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptFact {
+    /// The run.
     pub workflow_id: WorkflowId,
+    /// The task, unique in its run.
     pub task_id: TaskId,
+    /// Attempt number, from 1.
     pub attempt: u32,
+    /// Name of the run's definition.
     pub definition: String,
+    /// Version of the run's definition.
     pub version: u32,
+    /// The run's tenant (see [`RunFact::tenant`]).
     pub tenant: String,
+    /// The step of the definition.
     pub step_id: String,
+    /// The step instance: the step id, prefixed by `<foreach id>[<i>].` inside a loop.
     pub step_key: String,
+    /// Step task, compensation or human task.
     pub kind: TaskKind,
     /// Task type (`human` for human tasks).
     pub task: String,
     /// Empty for human tasks.
     pub queue: String,
+    /// How the attempt stands or ended.
     pub status: AttemptStatus,
     /// The failure's `type` (`breaker_open` for a deferral).
     pub error_type: Option<String>,
     /// When the task's first attempt was scheduled.
     pub task_scheduled_at_ms: i64,
+    /// When this attempt was scheduled (a human task: created), ms since the Unix epoch.
     pub scheduled_at_ms: i64,
+    /// When a worker took it (a human task: when claimed); `None` until then.
     pub started_at_ms: Option<i64>,
+    /// When it ended; `None` while open.
     pub finished_at_ms: Option<i64>,
     /// Another attempt follows this one.
     pub retried: bool,
@@ -137,17 +168,21 @@ pub struct AttemptFact {
     pub breaker_wait_ms: i64,
     /// The worker (or, for a human task, the person) that took it.
     pub worker_id: Option<String>,
+    /// Worker CPU time the attempt reported on completion or failure, in ms.
     pub cpu_ms: Option<f64>,
+    /// Peak worker memory the attempt reported, in bytes.
     pub peak_memory_bytes: Option<u64>,
     /// Last event folded in.
     pub seq: u64,
 }
 
 impl AttemptFact {
+    /// Scheduled to started; `None` until it started.
     pub fn queue_wait_ms(&self) -> Option<i64> {
         Some(self.started_at_ms? - self.scheduled_at_ms)
     }
 
+    /// Started to ended; `None` unless it both started and ended.
     pub fn run_ms(&self) -> Option<i64> {
         Some(self.finished_at_ms? - self.started_at_ms?)
     }
@@ -168,6 +203,7 @@ impl AttemptFact {
 /// every attempt changed since the state was loaded).
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunState {
+    /// The run's fact.
     pub run: RunFact,
     attempts: BTreeMap<(TaskId, u32), AttemptFact>,
     dirty_run: bool,
@@ -177,11 +213,14 @@ pub struct RunState {
 /// The facts a batch changed, to be stored (upserted) by the backend.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Changes {
+    /// Run facts that changed.
     pub runs: Vec<RunFact>,
+    /// Attempt facts that changed (new ones included).
     pub attempts: Vec<AttemptFact>,
 }
 
 impl Changes {
+    /// Whether the batch changed no fact (nothing to store).
     pub fn is_empty(&self) -> bool {
         self.runs.is_empty() && self.attempts.is_empty()
     }

@@ -21,6 +21,7 @@ pub fn percentile(sorted: &[f64], level: f64) -> Option<f64> {
     Some(sorted[lo] + (sorted[hi] - sorted[lo]) * (rank - lo as f64))
 }
 
+/// p50, p95 and p99 of `values` (in any order); every one `None` when `values` is empty.
 pub fn percentiles(mut values: Vec<f64>) -> Percentiles {
     values.sort_by(f64::total_cmp);
     Percentiles {

@@ -87,13 +87,19 @@ pub fn inbox_keys(task: &HumanTask, created_at_ms: i64) -> Vec<(String, &'static
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cursor {
     /// Strictly after this row (older, or as old with a smaller id).
-    After { created_at_ms: i64, id: String },
+    After {
+        /// The row's creation time (ms since the Unix epoch).
+        created_at_ms: i64,
+        /// The row's run id, in its stored (hyphenated) form.
+        id: String,
+    },
     /// Every bucket before this day: a page stopped after scanning its share of
     /// (possibly empty) days without filling up.
     BeforeDay(i32),
 }
 
 impl Cursor {
+    /// The cursor's text, as handed to clients.
     pub fn encode(&self) -> String {
         match self {
             Cursor::After { created_at_ms, id } => format!("t{created_at_ms}_{id}"),
@@ -101,6 +107,7 @@ impl Cursor {
         }
     }
 
+    /// Parses a cursor from [`Cursor::encode`]; anything else is [`StoreError::BadCursor`].
     pub fn decode(text: &str) -> Result<Self, StoreError> {
         let bad = || StoreError::BadCursor(text.to_owned());
         if let Some(rest) = text.strip_prefix('t') {

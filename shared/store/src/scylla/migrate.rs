@@ -15,8 +15,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// One file of `schemas/cql/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Migration {
+    /// Its number, the `NNN` of the file name; recorded in `schema_migrations` once applied.
     pub version: u32,
+    /// The rest of the file name, without the extension.
     pub name: &'static str,
+    /// The file's text: CQL statements, each ending with `;` at the end of a line.
     pub cql: &'static str,
 }
 
@@ -39,6 +42,7 @@ const SCOPE: &str = "read_models";
 /// What [`super::migrate()`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MigrationReport {
+    /// The keyspace migrated.
     pub keyspace: String,
     /// `NNN_name` of each migration applied now; empty when the schema was current.
     pub applied: Vec<String>,

@@ -15,42 +15,74 @@ use scylla::statement::unprepared::Statement;
 /// letters, catalog): bounds the memory of one response, not the answer.
 pub const PAGE_SIZE: i32 = 1000;
 
+/// Every prepared statement of the store, one field per query. `USING TIMESTAMP ?` is bound last
+/// (the run's `last_seq` after the write).
 pub struct Statements {
+    /// A run's row: its view, creation time, and when each parked task was parked and each human
+    /// task created (the clustering keys of its rows). Binds: id.
     pub load_run: PreparedStatement,
+    /// A run's `last_seq` alone (what the waits poll). Binds: id.
     pub run_seq: PreparedStatement,
+    /// Upserts a run's row, the commit point of `apply`.
     pub save_run: PreparedStatement,
 
+    /// Stores one event of a run's history. Binds: workflow id, seq, event.
     pub insert_event: PreparedStatement,
+    /// A run's whole history, by `seq`. Binds: workflow id.
     pub history: PreparedStatement,
 
+    /// Upserts a run's row in one listing scope of `runs_by_time`.
     pub list_row: PreparedStatement,
+    /// Deletes a run's row from one listing scope (it left that status).
     pub delete_list_row: PreparedStatement,
+    /// The newest rows of one listing partition. Binds: its key, limit.
     pub list_bucket: PreparedStatement,
+    /// Rows of one listing partition strictly after a cursor row. Binds: its key, (created_at_ms,
+    /// id), limit.
     pub list_bucket_after: PreparedStatement,
 
+    /// Records that a bucket (a day, or the open bucket) holds rows. Binds: kind, k1, k2, bucket.
     pub add_bucket: PreparedStatement,
+    /// The buckets of a scope at or before one, newest first. Binds: kind, k1, k2, bucket, limit.
     pub buckets_desc: PreparedStatement,
+    /// Every bucket of a scope, oldest first. Binds: kind, k1, k2.
     pub buckets_asc: PreparedStatement,
 
+    /// Puts a task in the dead-letter queue.
     pub park: PreparedStatement,
+    /// Takes a task out of the dead-letter queue once it is no longer parked.
     pub unpark: PreparedStatement,
+    /// Every parked task of one shard. Binds: shard.
     pub dead_letters: PreparedStatement,
 
+    /// Upserts a human task under one inbox key (scope, class, bucket).
     pub inbox_row: PreparedStatement,
+    /// Deletes a human task from one inbox key it no longer belongs to.
     pub delete_inbox_row: PreparedStatement,
+    /// Every human task of one inbox partition, oldest first. Binds: scope, class, bucket.
     pub inbox: PreparedStatement,
 
+    /// Stores one SLA alert, keyed by its event (so a replay writes the same row).
     pub sla_alert: PreparedStatement,
+    /// The newest SLA alerts of one day. Binds: day, limit.
     pub sla_alerts: PreparedStatement,
 
+    /// Stores a definition version unless it exists (a lightweight transaction, so not idempotent
+    /// for the driver).
     pub register_definition: PreparedStatement,
+    /// Upserts a definition version in the catalogue partition. Binds: name, version, description.
     pub catalog_row: PreparedStatement,
+    /// The whole catalogue: name, version, description of every definition version.
     pub catalog: PreparedStatement,
+    /// One definition version's record. Binds: name, version.
     pub definition: PreparedStatement,
+    /// The latest version's record of a definition (versions cluster newest first). Binds: name.
     pub latest_definition: PreparedStatement,
 }
 
 impl Statements {
+    /// Prepares every statement against keyspace `ks`, paged by [`PAGE_SIZE`]; fails when a table
+    /// is missing.
     pub async fn prepare(session: &Session, ks: &str) -> Result<Self> {
         let p = |cql: String, idempotent: bool| async move {
             let mut statement = Statement::new(cql);

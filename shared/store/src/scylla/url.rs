@@ -8,14 +8,20 @@
 
 use crate::StoreError;
 
+/// The port of a host that names none (CQL's native protocol port).
 pub const DEFAULT_PORT: u16 = 9042;
 
+/// A parsed store URL (see the module docs for its form).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ScyllaUrl {
     /// `host:port` of each contact point.
     pub nodes: Vec<String>,
+    /// The keyspace, lower-cased (CQL folds unquoted names); a plain CQL identifier, safe to
+    /// interpolate.
     pub keyspace: String,
+    /// User name and password, when the URL carries them.
     pub credentials: Option<(String, String)>,
+    /// Replicas per datacenter of a keyspace `distorch migrate` creates; 1 unless the URL sets it.
     pub replication_factor: u32,
 }
 
@@ -39,6 +45,8 @@ pub fn redact(url: &str) -> String {
 }
 
 impl ScyllaUrl {
+    /// Parses and checks a URL; a malformed one is [`StoreError::Setup`], with the password
+    /// redacted.
     pub fn parse(url: &str) -> Result<Self, StoreError> {
         let rest = url
             .strip_prefix("scylla://")
