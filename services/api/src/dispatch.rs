@@ -95,11 +95,6 @@ impl QueueDispatcher {
         &self.queue
     }
 
-    /// Up to `max` claims, waiting at most `wait` for the first (see [`TaskFeed::take`]).
-    pub async fn take(&self, max: usize, wait: Duration) -> Vec<Claim> {
-        self.feed.take(max, wait).await
-    }
-
     /// Marks claims as settled so their offsets can be committed.
     pub fn settle<'a>(&self, claims: impl IntoIterator<Item = &'a Claim>) {
         for claim in claims {

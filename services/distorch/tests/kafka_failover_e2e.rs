@@ -102,22 +102,14 @@ async fn worker(
     }
 }
 
-async fn metrics(engine: &Server) -> String {
-    reqwest::get(format!("{}/metrics", engine.url))
-        .await
-        .expect("engine /metrics")
-        .text()
-        .await
-        .expect("metrics body")
-}
-
 async fn partitions_owned(engine: &Server) -> f64 {
-    metric_value(&metrics(engine).await, "distorch_engine_partitions_owned").unwrap_or(0.0)
+    metric_value(&engine.metrics().await, "distorch_engine_partitions_owned").unwrap_or(0.0)
 }
 
 /// The commands partitions an engine owns, from `distorch_engine_partition_owned`.
 async fn owned_partitions(engine: &Server) -> BTreeSet<u32> {
-    metrics(engine)
+    engine
+        .metrics()
         .await
         .lines()
         .filter_map(|line| {

@@ -46,6 +46,21 @@ pub struct Core {
     timers: Timers,
 }
 
+/// A command record as polled, decoded once: the command, or why the record is not one.
+#[derive(Debug)]
+pub struct Incoming {
+    /// The record as it was polled.
+    pub record: Record,
+    command: Result<CommandEnvelope, String>,
+}
+
+impl From<Record> for Incoming {
+    fn from(record: Record) -> Self {
+        let command = serde_json::from_slice(&record.payload).map_err(|e| e.to_string());
+        Self { record, command }
+    }
+}
+
 /// Records to append, at once, before the commands that produced them count as handled.
 #[derive(Debug, Default)]
 pub struct Output {
@@ -87,38 +102,41 @@ impl Core {
         }
     }
 
-    /// Whether some command in `records` starts a run on a definition (version) this engine
+    /// Whether some command in `commands` starts a run on a definition (version) this engine
     /// has not seen: the driver reads the definitions registered since before handling them.
-    pub fn needs_definitions(&self, records: &[Record]) -> bool {
-        records.iter().any(|r| {
-            let Ok(cmd) = serde_json::from_slice::<CommandEnvelope>(&r.payload) else {
-                return false;
-            };
-            match &cmd.command {
-                Command::StartWorkflow {
-                    definition,
-                    version,
-                    ..
-                } => self.registry.definition(definition, *version).is_none(),
-                _ => false,
-            }
+    pub fn needs_definitions(&self, commands: &[Incoming]) -> bool {
+        commands.iter().any(|c| match &c.command {
+            Ok(CommandEnvelope {
+                command:
+                    Command::StartWorkflow {
+                        definition,
+                        version,
+                        ..
+                    },
+                ..
+            }) => self.registry.definition(definition, *version).is_none(),
+            _ => false,
         })
     }
 
     // ----- commands and timers -----
 
-    /// Handles a batch of command records (of partitions this engine owns), then fires the
-    /// timers due at `now`.
-    pub fn handle(&mut self, records: &[Record], now: i64) -> Output {
+    /// Handles a batch of commands (of partitions this engine owns), then fires the timers
+    /// due at `now`.
+    pub fn handle(&mut self, commands: &[Incoming], now: i64) -> Output {
         let mut out = Output::default();
-        for rec in records {
+        for Incoming {
+            record: rec,
+            command,
+        } in commands
+        {
             self.metrics.commands.inc();
-            match serde_json::from_slice::<CommandEnvelope>(&rec.payload) {
-                Ok(cmd) => match self.misplaced(rec, &cmd) {
+            match command {
+                Ok(cmd) => match self.misplaced(rec, cmd) {
                     Some(key) => self.forward(rec, key, &mut out),
                     None => {
-                        if let Some(rejection) = self.apply(&cmd, now, &mut out) {
-                            self.undeliverable(rec, &cmd, &rejection, &mut out);
+                        if let Some(rejection) = self.apply(cmd, now, &mut out) {
+                            self.undeliverable(rec, cmd, &rejection, &mut out);
                         }
                     }
                 },

@@ -22,7 +22,7 @@ mod registry;
 pub mod snapshot;
 mod timers;
 
-pub use crate::core::{Core, Ended, Output};
+pub use crate::core::{Core, Ended, Incoming, Output};
 pub use metrics::Metrics;
 
 use distorch_domain::topics::Topics;
@@ -217,15 +217,16 @@ impl Engine {
         records: Vec<Record>,
     ) -> Result<(), EngineError> {
         let now = now_ms();
-        let commands: Vec<Record> = records
+        let commands: Vec<Incoming> = records
             .into_iter()
             .filter(|r| state.owned.contains_key(&r.partition))
+            .map(Incoming::from)
             .collect();
         // A start may name a definition another engine registered a moment ago.
         if state.core.needs_definitions(&commands) {
             self.catch_up_definitions(state).await?;
         }
-        for rec in &commands {
+        for Incoming { record: rec, .. } in &commands {
             state
                 .commits
                 .handled_before(&rec.topic, rec.partition, rec.offset + 1);

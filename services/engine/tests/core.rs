@@ -9,7 +9,7 @@ use distorch_domain::event::{DefinitionRegistered, EventEnvelope};
 use distorch_domain::topics::{TaskDispatch, Topics};
 use distorch_domain::workflow::Status;
 use distorch_domain::{CommandId, TaskId, WorkflowId};
-use distorch_engine::{Core, Metrics, Output};
+use distorch_engine::{Core, Incoming, Metrics, Output};
 use distorch_eventlog::{Record, partition_for};
 use serde_json::{Value, json};
 
@@ -31,9 +31,14 @@ fn run_id(n: u128) -> WorkflowId {
     ))
 }
 
+/// A command record as a client publishes it, as the engine polls it.
+fn record(id: &str, reply_to: Option<&str>, command: Command, partition: Option<u32>) -> Incoming {
+    raw(id, reply_to, command, partition).into()
+}
+
 /// A command record as a client publishes it: keyed by its run, on that key's partition
 /// unless `partition` says otherwise.
-fn record(id: &str, reply_to: Option<&str>, command: Command, partition: Option<u32>) -> Record {
+fn raw(id: &str, reply_to: Option<&str>, command: Command, partition: Option<u32>) -> Record {
     let key = command.key().expect("a keyed command");
     let env = CommandEnvelope {
         id: CommandId(id.into()),
@@ -51,7 +56,7 @@ fn record(id: &str, reply_to: Option<&str>, command: Command, partition: Option<
     }
 }
 
-fn register(source: Value) -> Record {
+fn register(source: Value) -> Incoming {
     record(
         "reg-1",
         Some("api"),
@@ -60,8 +65,13 @@ fn register(source: Value) -> Record {
     )
 }
 
-fn start(id: &str, run: WorkflowId, definition: &str) -> Record {
-    record(
+fn start(id: &str, run: WorkflowId, definition: &str) -> Incoming {
+    start_record(id, run, definition).into()
+}
+
+/// The record of [`start`], for a test that alters it.
+fn start_record(id: &str, run: WorkflowId, definition: &str) -> Record {
+    raw(
         id,
         Some("api"),
         Command::StartWorkflow {
@@ -232,9 +242,9 @@ fn what_can_never_succeed_is_dead_lettered_when_nobody_would_learn_of_it() {
     let (mut core, _) = with_payments();
     let dlq = topics().dlq();
     // When a record is not a command, then it goes to the DLQ with the reason
-    let mut garbage = start("s3", run_id(3), "pay");
+    let mut garbage = start_record("s3", run_id(3), "pay");
     garbage.payload = b"{not json".to_vec();
-    let out = core.handle(&[garbage], T0);
+    let out = core.handle(&[garbage.into()], T0);
     assert_eq!(out.records.len(), 1);
     assert_eq!(out.records[0].topic, dlq);
     assert!(
@@ -245,11 +255,11 @@ fn what_can_never_succeed_is_dead_lettered_when_nobody_would_learn_of_it() {
     );
 
     // When a start without reply_to names an unknown definition, then it is dead-lettered
-    let mut unknown = start("s4", run_id(4), "nope");
+    let mut unknown = start_record("s4", run_id(4), "nope");
     let mut env: CommandEnvelope = serde_json::from_slice(&unknown.payload).unwrap();
     env.reply_to = None;
     unknown.payload = serde_json::to_vec(&env).unwrap();
-    let out = core.handle(&[unknown], T0);
+    let out = core.handle(&[unknown.into()], T0);
     assert_eq!(on(&out, &dlq).len(), 1);
 
     // When the same start asks for a reply, then it is answered instead
