@@ -1,0 +1,199 @@
+"""Fixtures: one real `distorch standalone` server for the session, clients, and helpers to
+run workers in a thread or in a subprocess.
+
+The server binary comes from ``DISTORCH_BIN``; the tests fail (never skip) without it.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, TypeVar
+
+import pytest
+
+import distorch
+
+HERE = Path(__file__).resolve().parent
+T = TypeVar("T")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    binary = os.environ.get("DISTORCH_BIN")
+    if not binary:
+        raise pytest.UsageError(
+            "DISTORCH_BIN is not set: point it at the distorch server binary "
+            "(build it with `cargo build -p distorch --offline`; it is target/debug/distorch)"
+        )
+    if not (os.path.isfile(binary) and os.access(binary, os.X_OK)):
+        raise pytest.UsageError(f"DISTORCH_BIN={binary} is not an executable file")
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[str]
+    output: collections.deque[str]
+
+    def tail(self, n: int = 40) -> str:
+        return "".join(list(self.output)[-n:])
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    binary = os.environ["DISTORCH_BIN"]
+    data_dir = tmp_path_factory.mktemp("distorch-data")
+    log_path = data_dir.parent / "server.log"
+    proc = subprocess.Popen(
+        [binary, "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        bufsize=1,
+    )
+    output: collections.deque[str] = collections.deque(maxlen=2000)
+    ready = threading.Event()
+    found: list[str] = []
+    marker = "distorch standalone listening on "
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        with open(log_path, "w") as log:
+            for line in proc.stdout:
+                output.append(line)
+                log.write(line)
+                log.flush()
+                if not ready.is_set() and line.startswith(marker):
+                    found.append(line[len(marker):].strip())
+                    ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, name="server-output", daemon=True).start()
+    if not ready.wait(60) or not found:
+        proc.kill()
+        raise RuntimeError(
+            "distorch standalone did not print its address within 60s; output:\n"
+            + "".join(output)
+        )
+    srv = Server(url=found[0], process=proc, output=output)
+    # Ready to serve once /readyz says so.
+    client = distorch.Client(srv.url)
+    wait_for(lambda: _ready(client), timeout=30, what="the server to be ready")
+    try:
+        yield srv
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _ready(client: distorch.Client) -> bool:
+    try:
+        client._http.request("GET", "/readyz", timeout=5)
+        return True
+    except distorch.DistorchError:
+        return False
+
+
+@pytest.fixture
+def client(server: Server) -> Iterator[distorch.Client]:
+    with distorch.Client(server.url) as c:
+        yield c
+
+
+@pytest.fixture
+def uid() -> str:
+    """A short unique suffix for definition, task and queue names, so tests never see
+    each other's tasks."""
+    return uuid.uuid4().hex[:10]
+
+
+def wait_for(
+    predicate: Callable[[], T | None | bool],
+    timeout: float = 15.0,
+    interval: float = 0.05,
+    what: str = "condition",
+) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value  # type: ignore[return-value]
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+@contextlib.contextmanager
+def running(worker: distorch.Worker, stop_timeout: float = 20.0) -> Iterator[distorch.Worker]:
+    """Runs ``worker`` in a thread for the duration of the block, then stops it and checks
+    that it drained and exited cleanly."""
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            worker.run(handle_signals=False)
+        except BaseException as e:  # surfaced in the test's thread
+            errors.append(e)
+
+    thread = threading.Thread(target=target, name=f"worker-{worker.queue}", daemon=True)
+    thread.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
+        thread.join(stop_timeout)
+    assert not thread.is_alive(), f"worker {worker.worker_id} did not stop in {stop_timeout}s"
+    if errors:
+        raise errors[0]
+
+
+@contextlib.contextmanager
+def subprocess_worker(
+    server: Server, queue: str, task: str, mode: str, marker: Path, concurrency: int = 1
+) -> Iterator[subprocess.Popen[str]]:
+    """Runs tests/worker_app.py as its own process (for signals and crashes)."""
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            str(HERE / "worker_app.py"),
+            server.url,
+            queue,
+            task,
+            mode,
+            str(marker),
+            str(concurrency),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        text=True,
+        env=env,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+
+def marker_lines(path: Path) -> list[str]:
+    try:
+        return [line for line in path.read_text().splitlines() if line]
+    except FileNotFoundError:
+        return []
