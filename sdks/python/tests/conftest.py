@@ -59,6 +59,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         stdin=subprocess.DEVNULL,
         text=True,
         bufsize=1,
+        # No stray ./distorch.toml: the server runs with its defaults.
+        cwd=str(data_dir.parent),
     )
     output: collections.deque[str] = collections.deque(maxlen=2000)
     ready = threading.Event()

@@ -90,13 +90,27 @@ class Lease:
         return True
 
     async def abeat(self, checkpoint: Any) -> bool:
-        """From the event loop: :meth:`beat` on an I/O thread, awaited."""
+        """:meth:`beat` on an I/O thread, awaited (on any event loop)."""
         if self.cancelled:
             return False
         if checkpoint is not None:
             self._put(checkpoint)
-            return await self._run_io(lambda: self._send(flush_only=True))
-        return await self._run_io(lambda: self._send(flush_only=False))
+        flush_only = checkpoint is not None
+
+        def send() -> bool:
+            return self._send(flush_only=flush_only)
+
+        if asyncio.get_running_loop() is self._loop:
+            return await self._run_io(send)
+        # Another loop (e.g. the handler's own): a thread of that loop's default executor.
+        return await asyncio.get_running_loop().run_in_executor(None, send)
+
+    def on_worker_loop(self) -> bool:
+        """Whether the caller runs on the worker's event loop (an ``async`` handler)."""
+        try:
+            return asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            return False
 
     def _put(self, checkpoint: Any) -> None:
         # Fail on the caller's thread, not in a background send nobody awaits.
@@ -210,11 +224,7 @@ class TaskContext:
         alive anyway: call this to save progress, or to learn sooner that work should
         stop. A network failure is logged and counts as "carry on".
         """
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not None:
+        if self._lease.on_worker_loop():
             return self._lease.beat_in_background(checkpoint)
         return self._lease.beat(checkpoint)
 
