@@ -36,6 +36,7 @@ DISTORCH_BIN=$(cd -- "$(dirname -- "$DISTORCH_BIN")" && pwd)/$(basename -- "$DIS
 export DISTORCH_BIN
 
 command -v "$PYTHON" >/dev/null || fail "no $PYTHON on PATH (set PYTHON to a Python 3.10+ interpreter)"
+"$PYTHON" -c 'import sys' >/dev/null 2>&1 || fail "$PYTHON does not run (set PYTHON to a Python 3.10+ interpreter)"
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 10) else 1)' \
   || fail "$("$PYTHON" --version 2>&1) is too old: the SDK needs Python 3.10+"
 "$PYTHON" -c 'import venv, ensurepip' 2>/dev/null \
@@ -73,6 +74,7 @@ step "mypy --strict"
 
 step "pytest (server: $DISTORCH_BIN)"
 cd "$SDK_DIR/tests"
-# shellcheck disable=SC2086
+# PYTEST_ARGS is split like a shell command line, so quoted -k expressions work.
+eval "EXTRA=(${PYTEST_ARGS:-})"
 "$VENV/bin/python" -m pytest -c "$SDK_DIR/pyproject.toml" --rootdir "$SDK_DIR" \
-  -p no:cacheprovider ${PYTEST_ARGS:-} "$SDK_DIR/tests" || fail "pytest failed"
+  -p no:cacheprovider "${EXTRA[@]}" "$SDK_DIR/tests" || fail "pytest failed"

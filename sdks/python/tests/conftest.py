@@ -6,6 +6,7 @@ The server binary comes from ``DISTORCH_BIN``; the tests fail (never skip) witho
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import os
@@ -46,14 +47,24 @@ class Server:
     def tail(self, n: int = 40) -> str:
         return "".join(list(self.output)[-n:])
 
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
 
-@pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+
+def start_server(data_dir: Path, listen: str = "127.0.0.1:0") -> Server:
+    """Starts `distorch standalone` on ``data_dir`` and waits until it is ready."""
     binary = os.environ["DISTORCH_BIN"]
-    data_dir = tmp_path_factory.mktemp("distorch-data")
-    log_path = data_dir.parent / "server.log"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-server.log"
     proc = subprocess.Popen(
-        [binary, "standalone", "--listen", "127.0.0.1:0", "--data-dir", str(data_dir)],
+        [binary, "standalone", "--listen", listen, "--data-dir", str(data_dir)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -69,7 +80,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
     def pump() -> None:
         assert proc.stdout is not None
-        with open(log_path, "w") as log:
+        with open(log_path, "a") as log:
             for line in proc.stdout:
                 output.append(line)
                 log.write(line)
@@ -87,18 +98,22 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
             + "".join(output)
         )
     srv = Server(url=found[0], process=proc, output=output)
-    # Ready to serve once /readyz says so.
     client = distorch.Client(srv.url)
-    wait_for(lambda: _ready(client), timeout=30, what="the server to be ready")
+    try:
+        wait_for(lambda: _ready(client), timeout=30, what="the server to be ready")
+    except AssertionError:
+        srv.stop()
+        raise AssertionError("the server never became ready; output:\n" + srv.tail()) from None
+    return srv
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    srv = start_server(tmp_path_factory.mktemp("server") / "data")
     try:
         yield srv
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        srv.stop()
 
 
 def _ready(client: distorch.Client) -> bool:
@@ -139,14 +154,20 @@ def wait_for(
 
 
 @contextlib.contextmanager
-def running(worker: distorch.Worker, stop_timeout: float = 20.0) -> Iterator[distorch.Worker]:
-    """Runs ``worker`` in a thread for the duration of the block, then stops it and checks
-    that it drained and exited cleanly."""
+def running(
+    worker: distorch.Worker, stop_timeout: float = 20.0, use_async: bool = False
+) -> Iterator[distorch.Worker]:
+    """Runs ``worker`` in a thread for the duration of the block (with ``run``, or
+    ``asyncio.run(run_async())``), then stops it and checks that it drained and exited
+    cleanly."""
     errors: list[BaseException] = []
 
     def target() -> None:
         try:
-            worker.run(handle_signals=False)
+            if use_async:
+                asyncio.run(worker.run_async(handle_signals=False))
+            else:
+                worker.run(handle_signals=False)
         except BaseException as e:  # surfaced in the test's thread
             errors.append(e)
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import distorch
-from conftest import Server, marker_lines, running, subprocess_worker, wait_for
+from conftest import Server, marker_lines, running, start_server, subprocess_worker, wait_for
 
 
 def test_multi_step_run_completes_with_outputs_flowing_between_steps(
@@ -384,7 +384,7 @@ steps:
             in_flight -= 1
 
     items = list(range(8))
-    with running(worker):
+    with running(worker, use_async=True):  # `await worker.run_async()` on its own loop
         start = time.monotonic()
         run = client.start(f"fanout-{uid}", {"items": items})
         view = client.wait(run.workflow_id, timeout=30)
@@ -583,3 +583,42 @@ steps:
     assert starts[1] - starts[0] >= 1.5
     failed = [e for e in client.history(run.workflow_id) if e.get("type") == "task_failed"]
     assert [f["error"]["type"] for f in failed] == ["rate_limited"]
+
+
+def test_a_result_is_resent_until_the_server_is_back(tmp_path: Path, uid: str) -> None:
+    """The server goes down while a handler runs: the completion fails (connection
+    refused), is retried with backoff, and lands once the server is back."""
+    data = tmp_path / "data"
+    srv = start_server(data)
+    port = srv.url.rsplit(":", 1)[1]
+    q = f"q-{uid}"
+    try:
+        client = distorch.Client(srv.url)
+        client.register_definition(
+            {"name": f"restart-{uid}", "steps": [{"id": "work", "task": "work", "queue": q}]}
+        )
+        started = threading.Event()
+        release = threading.Event()
+        calls: list[int] = []
+        worker = distorch.Worker(url=srv.url, queue=q, poll_wait=1)
+
+        @worker.task("work")
+        def work(ctx: distorch.TaskContext, input: Any) -> Any:
+            calls.append(ctx.attempt)
+            started.set()
+            assert release.wait(30)
+            return {"survived": True}
+
+        with running(worker):
+            run = client.start(f"restart-{uid}", {})
+            assert started.wait(15)
+            srv.stop()
+            release.set()
+            time.sleep(1.0)  # several failed reports (and polls) meanwhile
+            srv = start_server(data, listen=f"127.0.0.1:{port}")
+            view = client.wait(run.workflow_id, timeout=30)
+        assert view.status == "completed", view
+        assert view.output == {"work": {"survived": True}}
+        assert calls == [1], "the attempt must not have been run again"
+    finally:
+        srv.stop()

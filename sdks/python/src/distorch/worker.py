@@ -404,6 +404,7 @@ class _Run:
         self.stop_event = asyncio.Event()
         self.slots = _Slots(worker.concurrency)
         self.aborts: set[Abort] = set()
+        self.in_flight = 0
         self.io = _DaemonPool(2 * worker.concurrency + 4, "distorch-io")
         self.poll_io = _DaemonPool(worker.pollers, "distorch-poll")
         self.handler_pool = _DaemonPool(worker.concurrency, "distorch-handler")
@@ -415,7 +416,7 @@ class _Run:
         self.stopping = True
         _log.info(
             "worker stopping; draining %d in-flight attempt(s)",
-            self.slots.total - self.slots.free,
+            self.in_flight,
             extra=self.base_extra,
         )
         self.stop_event.set()
@@ -519,11 +520,13 @@ class _Run:
             "task": task.task,
             "step_id": task.step_id,
         }
+        self.in_flight += 1
         try:
             await self._execute(task, extra)
         except Exception:
             _log.exception("internal error running an attempt", extra=extra)
         finally:
+            self.in_flight -= 1
             self.slots.release(1)
 
     async def _execute(self, task: PolledTask, extra: dict[str, Any]) -> None:
@@ -716,6 +719,7 @@ class _Run:
         while True:
             try:
                 await self.io_call(send)
+                _log.debug("reported", extra=extra)
                 return
             except ApiError as e:
                 if e.is_conflict:
