@@ -183,11 +183,21 @@ def running(
         raise errors[0]
 
 
+@dataclass
+class WorkerProcess:
+    process: subprocess.Popen[str]
+    output: list[str]
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+
 @contextlib.contextmanager
 def subprocess_worker(
     server: Server, queue: str, task: str, mode: str, marker: Path, concurrency: int = 1
-) -> Iterator[subprocess.Popen[str]]:
-    """Runs tests/worker_app.py as its own process (for signals and crashes)."""
+) -> Iterator[WorkerProcess]:
+    """Runs tests/worker_app.py as its own process (for signals and crashes); its log
+    output is collected as it comes."""
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     proc = subprocess.Popen(
@@ -207,12 +217,22 @@ def subprocess_worker(
         text=True,
         env=env,
     )
+    output: list[str] = []
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+
+    reader = threading.Thread(target=pump, name="worker-output", daemon=True)
+    reader.start()
     try:
-        yield proc
+        yield WorkerProcess(proc, output)
     finally:
         if proc.poll() is None:
             proc.kill()
         proc.wait()
+        reader.join(5)
 
 
 def marker_lines(path: Path) -> list[str]:

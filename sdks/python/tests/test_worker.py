@@ -200,14 +200,14 @@ steps:
     marker = tmp_path / "a.log"
     run = client.start(f"hb-{uid}", {"checkpoint": {"rows_done": 300, "cursor": "c-42"}})
     # Worker A: saves a checkpoint, then dies (SIGKILL) mid-task.
-    with subprocess_worker(server, q, "crunch", "stall", marker) as proc_a:
+    with subprocess_worker(server, q, "crunch", "stall", marker) as worker_a:
         wait_for(
             lambda: any(line.startswith("checkpointed") for line in marker_lines(marker)),
             timeout=20,
             what="worker A's checkpoint",
         )
-        proc_a.send_signal(signal.SIGKILL)
-        proc_a.wait(10)
+        worker_a.process.send_signal(signal.SIGKILL)
+        worker_a.process.wait(10)
 
     seen: list[tuple[int, Any]] = []
     worker_b = distorch.Worker(url=client.url, queue=q, poll_wait=1)
@@ -463,7 +463,8 @@ steps:
 """
     )
     marker = tmp_path / "worker.log"
-    with subprocess_worker(server, q, "slow", "slow", marker, concurrency=2) as proc:
+    # Concurrency 2: while the first task runs, a long-poll for a second one is open.
+    with subprocess_worker(server, q, "slow", "slow", marker, concurrency=2) as worker:
         wait_for(lambda: "ready" in marker_lines(marker), timeout=20, what="the worker")
         first = client.start(f"drain-{uid}", {"sleep": 2.0})
         wait_for(
@@ -471,16 +472,14 @@ steps:
             timeout=20,
             what="the first task to start",
         )
-        proc.send_signal(signal.SIGTERM)
-        # Started after the signal: the draining worker must leave it alone.
+        worker.process.send_signal(signal.SIGTERM)
+        wait_for(
+            lambda: "worker stopping" in worker.text(), timeout=10, what="the signal's effect"
+        )
+        # Started after the worker acted on the signal: it must leave this one alone.
         second = client.start(f"drain-{uid}", {"sleep": 0.1})
-        try:
-            code = proc.wait(20)
-        except Exception:
-            proc.kill()
-            raise
-        assert proc.stdout is not None
-        output = proc.stdout.read()
+        code = worker.process.wait(20)
+    output = worker.text()
     assert code == 0, output
     lines = marker_lines(marker)
     assert lines[-1] == "exited", lines
@@ -493,7 +492,7 @@ steps:
     assert pending.status == "running"
     (task,) = pending.tasks
     assert task.status == "scheduled" and task.worker_id is None, task
-    assert "draining" in output, output
+    assert "received SIGTERM" in output and "worker stopped" in output, output
     client.cancel(second.workflow_id)
 
 

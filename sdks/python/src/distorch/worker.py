@@ -234,7 +234,7 @@ class Worker:
 
         def on_signal(sig: int) -> None:
             _log.info(
-                "received %s; draining in-flight tasks (send it again to exit at once)",
+                "received %s (send it again to exit at once)",
                 signal.Signals(sig).name,
                 extra={"queue": self.queue, "worker_id": self.worker_id},
             )
@@ -414,17 +414,17 @@ class _Run:
         if self.stopping:
             return
         self.stopping = True
-        _log.info(
-            "worker stopping; draining %d in-flight attempt(s)",
-            self.in_flight,
-            extra=self.base_extra,
-        )
         self.stop_event.set()
         self.slots.changed.set()
         # Abandon outstanding long-polls; should the server have handed them tasks in that
         # instant, those are redelivered after their timeout (as with the Rust SDK).
         for abort in list(self.aborts):
             abort.abort()
+        _log.info(
+            "worker stopping: no more polls; draining %d in-flight attempt(s)",
+            self.in_flight,
+            extra=self.base_extra,
+        )
 
     def io_call(self, fn: Callable[[], Any], pool: _DaemonPool | None = None) -> asyncio.Future[Any]:
         return self.loop.run_in_executor(pool or self.io, fn)
