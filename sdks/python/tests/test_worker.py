@@ -621,3 +621,31 @@ def test_a_result_is_resent_until_the_server_is_back(tmp_path: Path, uid: str) -
         assert calls == [1], "the attempt must not have been run again"
     finally:
         srv.stop()
+
+
+def test_a_signal_feeds_the_next_step(client: distorch.Client, uid: str) -> None:
+    q = f"q-{uid}"
+    client.register_definition(
+        f"""
+name: signal-{uid}
+steps:
+  - id: paid
+    signal: {{name: payment-received, timeout: 1m}}
+  - id: ship
+    task: ship
+    queue: {q}
+    input: '{{payment: .steps.paid.output, order: .input.order}}'
+"""
+    )
+    worker = distorch.Worker(url=client.url, queue=q, poll_wait=1)
+
+    @worker.task("ship")
+    def ship(ctx: distorch.TaskContext, input: Any) -> Any:
+        return {"shipped": input["order"], "paid": input["payment"]["amount"]}
+
+    with running(worker):
+        run = client.start(f"signal-{uid}", {"order": "o-9"})
+        client.signal(run.workflow_id, "payment-received", {"amount": 42})
+        view = client.wait(run.workflow_id, timeout=20)
+    assert view.status == "completed", view
+    assert view.output == {"paid": {"amount": 42}, "ship": {"shipped": "o-9", "paid": 42}}

@@ -596,13 +596,17 @@ class _Run:
             ):
                 # The HTTP API has no field for it: hold the report (heartbeating) instead.
                 _log.info(
-                    "holding the failure report %.3fs (retry_after)", outcome.retry_after,
+                    "holding the failure report %.3fs (retry_after)",
+                    outcome.retry_after,
                     extra=extra,
                 )
                 cancelled = self.loop.create_task(lease.cancelled_async.wait())
                 stop = self.loop.create_task(self.stop_event.wait())
-                await asyncio.wait([cancelled, stop], timeout=outcome.retry_after,
-                                   return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait(
+                    [cancelled, stop],
+                    timeout=outcome.retry_after,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
                 cancelled.cancel()
                 stop.cancel()
                 if lease.cancelled:
