@@ -41,6 +41,8 @@ export async function startServer({ port = 0, dataDir } = {}) {
   const dir = dataDir ?? mkdtempSync(join(tmpdir(), "distorch-ts-"));
   const child = spawn(bin, ["standalone", "--listen", `127.0.0.1:${port}`, "--data-dir", dir], {
     stdio: ["ignore", "pipe", "pipe"],
+    // Its own directory as the working directory, so no stray ./distorch.toml applies.
+    cwd: dir,
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
   });
   live.add(child);
@@ -85,6 +87,12 @@ export async function startServer({ port = 0, dataDir } = {}) {
       const timer = setTimeout(() => child.kill("SIGKILL"), 10_000);
       await exited;
       clearTimeout(timer);
+    },
+    /** Kills the server at once (SIGKILL), as a crash would; keeps its data dir. */
+    async kill() {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      child.kill("SIGKILL");
+      await exited;
     },
     /** Stops the server and removes its data dir. */
     async close() {

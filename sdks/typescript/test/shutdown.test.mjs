@@ -97,7 +97,7 @@ steps:
   }
 });
 
-test("a result is re-sent with backoff across a server restart", async () => {
+test("a result is re-sent with backoff across a server crash and restart", async () => {
   // Its own server, so restarting it disturbs no other test.
   let own = await startServer();
   const ownClient = new Client(own.url);
@@ -121,7 +121,8 @@ steps:
   try {
     const { workflowId } = await ownClient.start(name, {});
     await started.promise;
-    await own.stop();
+    // A crash, not a graceful stop: the worker sees refused connections.
+    await own.kill();
     release.resolve();
     // The completion cannot get through while the server is down.
     await waitFor(() => logs.records.find((r) => r.msg === "report failed; retrying"), { what: "a failed report" });
