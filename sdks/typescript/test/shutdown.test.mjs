@@ -51,7 +51,7 @@ steps:
   const exited = new Promise((resolve) => child.once("exit", (code, signal) => resolve({ code, signal })));
   try {
     await waitFor(() => lines.some((l) => l.msg === "worker started"), { what: "the worker process to start" });
-    const a = await client.start(name, { ms: 1500 });
+    const a = await client.start(name, { ms: 2500 });
     await waitFor(() => lines.some((l) => l.event === "task-started"), { what: "task A to start" });
     // B is queued while the only slot is busy; the worker must not take it after SIGTERM.
     const b = await client.start(name, { ms: 10 });
@@ -72,7 +72,7 @@ steps:
 
     const runA = await client.wait(a.workflowId, { timeoutMs: 10_000 });
     assert.equal(runA.status, "completed");
-    assert.deepEqual(runA.output, { work: { slept: 1500 } });
+    assert.deepEqual(runA.output, { work: { slept: 2500 } });
     assert.equal(runA.tasks[0].worker_id, "drain-worker");
 
     const runB = await client.get(b.workflowId);
