@@ -173,7 +173,8 @@ export class Worker {
 
   /**
    * Stops polling; resolves once in-flight attempts have finished and been reported (at
-   * once if the worker was never run).
+   * once if the worker was never run). A handler may call it, but must not `await` it:
+   * the drain waits for that very handler.
    */
   async stop(): Promise<void> {
     if (!this.stopping) this.stopController.abort();
