@@ -193,7 +193,7 @@ steps:
   - id: crunch
     task: crunch
     queue: {q}
-    heartbeat_timeout: 1s
+    heartbeat_timeout: 2s
     retry: {{max_attempts: 3, initial_interval: 100ms}}
 """
     )
@@ -241,7 +241,7 @@ steps:
   - id: work
     task: work
     queue: {q}
-    heartbeat_timeout: 1s
+    heartbeat_timeout: 2s
     retry: {{max_attempts: 3, initial_interval: 100ms}}
 """
     )
@@ -560,7 +560,7 @@ steps:
   - id: call
     task: call
     queue: {q}
-    heartbeat_timeout: 600ms
+    heartbeat_timeout: 1500ms
     retry: {{max_attempts: 3, initial_interval: 50ms}}
 """
     )
@@ -571,15 +571,15 @@ steps:
     def call(ctx: distorch.TaskContext, input: Any) -> Any:
         starts.append(time.monotonic())
         if ctx.attempt == 1:
-            raise distorch.TaskError("rate_limited", "429 from upstream", retry_after=1.5)
+            raise distorch.TaskError("rate_limited", "429 from upstream", retry_after=2.0)
         return {"attempt": ctx.attempt}
 
     with running(worker):
         run = client.start(f"later-{uid}", {})
         view = client.wait(run.workflow_id, timeout=20)
     assert view.status == "completed" and view.output == {"call": {"attempt": 2}}
-    # Held past the 600ms heartbeat timeout: the worker kept heartbeating meanwhile.
-    assert starts[1] - starts[0] >= 1.5
+    # Held past the 1.5s heartbeat timeout: the worker kept heartbeating meanwhile.
+    assert starts[1] - starts[0] >= 2.0
     failed = [e for e in client.history(run.workflow_id) if e.get("type") == "task_failed"]
     assert [f["error"]["type"] for f in failed] == ["rate_limited"]
 
