@@ -114,12 +114,22 @@ JSON
 
 # ---- tests -----------------------------------------------------------------------------
 step "node --test against dist/ (server: $DISTORCH_BIN)"
-flags=(--test --test-reporter=spec)
+# Spec output for people, TAP to a file for the counts of the closing line.
+flags=(--test --test-reporter=spec --test-reporter-destination=stdout --test-reporter=tap --test-reporter-destination="$work/tap.txt")
 if node --help 2>/dev/null | grep -q -- '--test-concurrency'; then
   flags+=(--test-concurrency=2)
 fi
 if node --help 2>/dev/null | grep -q -- '--test-timeout'; then
   flags+=(--test-timeout=120000)
 fi
-node "${flags[@]}" test/*.test.mjs || die "tests failed (see above)"
+status=0
+node "${flags[@]}" test/*.test.mjs || status=$?
+passed="$(sed -n 's/^# pass \([0-9]*\)$/\1/p' "$work/tap.txt" | tail -n1)"
+failed="$(sed -n 's/^# fail \([0-9]*\)$/\1/p' "$work/tap.txt" | tail -n1)"
+cancelled="$(sed -n 's/^# cancelled \([0-9]*\)$/\1/p' "$work/tap.txt" | tail -n1)"
+failed=$(( ${failed:-0} + ${cancelled:-0} ))
+(( status == 0 )) || die "tests failed (see above): ${passed:-0} passed, $failed failed"
+[[ -n "$passed" && "$passed" -gt 0 ]] || die "node --test ran no test"
+(( failed == 0 )) || die "${passed} passed, $failed failed"
 step "all passed"
+echo "sdks/typescript: ${passed} passed, ${failed} failed"
