@@ -1,5 +1,6 @@
 //! The `distorch` binary: configuration, telemetry, and the subcommands that run the
-//! services. Backends are chosen here and only here.
+//! services (backends are chosen here and only here), plus the client commands that drive a
+//! running server over its REST API (`cli`).
 
 // The services allocate many small, short-lived buffers (JSON, records) across threads;
 // mimalloc's per-thread heaps avoid glibc malloc's lock contention measured under load.
@@ -7,13 +8,14 @@
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 mod backends;
+mod cli;
 mod config;
 mod process;
 mod services;
 mod standalone;
 mod supervisor;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,6 +54,19 @@ enum Cmd {
     Projector(ProjectorArgs),
     /// Apply the ScyllaDB and ClickHouse schema migrations (idempotent; run on every deploy).
     Migrate,
+    /// Client: register, list and show workflow definitions on a running server.
+    Definition(cli::DefinitionArgs),
+    /// Client: start, list, inspect, wait for and steer runs on a running server.
+    Workflow(cli::WorkflowArgs),
+    /// Client: show, retry or skip a task on a running server.
+    Task(cli::TaskArgs),
+    /// Client: list and redrive the tasks parked in the dead-letter queue.
+    Dlq(cli::DlqArgs),
+    /// Print a shell completion script, e.g. `distorch completion bash > /etc/bash_completion.d/distorch`.
+    Completion {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(clap::Args)]
@@ -75,6 +90,15 @@ struct ProjectorArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Cmd::Definition(args) => return cli::run(cli::Request::Definition(args)),
+        Cmd::Workflow(args) => return cli::run(cli::Request::Workflow(args)),
+        Cmd::Task(args) => return cli::run(cli::Request::Task(args)),
+        Cmd::Dlq(args) => return cli::run(cli::Request::Dlq(args)),
+        Cmd::Completion { shell } => {
+            let mut out = std::io::stdout().lock();
+            clap_complete::generate(shell, &mut Cli::command(), "distorch", &mut out);
+            return ExitCode::SUCCESS;
+        }
         Cmd::Standalone { listen, data_dir } => config::load(
             cli.config.as_deref(),
             config::standalone_flags(listen, data_dir),
