@@ -74,6 +74,32 @@ fn field(text: &str, key: &str) -> Option<String> {
     })
 }
 
+/// Runs `distorch <args>` with `stdin` as its standard input.
+fn distorch_stdin(url: &str, args: &[&str], stdin: &str) -> Out {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_distorch"))
+        .args(args)
+        .env("DISTORCH_URL", url)
+        .env_remove("DISTORCH_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run distorch");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("wait for distorch");
+    Out {
+        code: out.status.code().expect("exited, not killed"),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write file");
@@ -252,6 +278,13 @@ fn definitions_are_applied_from_files_then_listed_and_shown() {
         text.stdout
     );
 
+    // `-f -` reads stdin: YAML unless it starts with `{`.
+    let out = distorch_stdin(url, &["definition", "apply", "-f", "-"], GATED).ok();
+    assert_eq!(out.stdout, "registered definition gated version 1\n");
+    let doc = json!({"name": "gated", "steps": [{"id": "go", "signal": {"name": "go"}}]});
+    let out = distorch_stdin(url, &["definition", "apply", "-f", "-"], &doc.to_string()).ok();
+    assert_eq!(out.stdout, "registered definition gated version 2\n");
+
     let missing = distorch(url, &["definition", "show", "nope"]).code(2);
     assert!(missing.stdout.is_empty(), "{}", missing.stdout);
     assert!(
@@ -364,6 +397,17 @@ fn start_with_an_input_file_and_wait_prints_the_completed_run() {
         field(&out.stdout, "OUTPUT").as_deref(),
         Some(r#"{"got":"hi"}"#)
     );
+
+    // `--input @-` reads stdin.
+    let out = distorch_stdin(
+        url,
+        &[
+            "workflow", "start", "quick", "--input", "@-", "--wait", "-o", "json",
+        ],
+        r#"{"x": [1, 2]}"#,
+    )
+    .ok();
+    assert_eq!(out.json()["output"], json!({"got": [1, 2]}));
 
     // `wait` on a run that already ended answers at once.
     let out = distorch(url, &["workflow", "wait", &id]).ok();

@@ -57,6 +57,7 @@ pub struct Out {
         short = 'o',
         long = "output",
         visible_alias = "format",
+        value_name = "FORMAT",
         global = true,
         value_enum,
         default_value_t
