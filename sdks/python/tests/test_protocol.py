@@ -1,5 +1,9 @@
 """The SDK's bodies against the server's own OpenAPI document (GET /api/v1/openapi.json):
-every member the SDK sends is declared, every member it reads exists."""
+every member the SDK sends is declared, every member it reads exists.
+
+Schemas are reached from the paths by following ``$ref``s, so renaming a component does
+not break this test; changing the wire format does.
+"""
 
 from __future__ import annotations
 
@@ -20,10 +24,32 @@ def openapi(server: Any) -> dict[str, Any]:
     return doc
 
 
-def schema(doc: dict[str, Any], name: str) -> dict[str, Any]:
-    found = doc["components"]["schemas"][name]
-    assert isinstance(found, dict)
-    return found
+def resolve(doc: dict[str, Any], s: dict[str, Any]) -> dict[str, Any]:
+    """Follows ``$ref``s, and takes the non-null branch of an ``Option``'s ``oneOf``."""
+    while True:
+        if "$ref" in s:
+            name = s["$ref"].rsplit("/", 1)[-1]
+            s = doc["components"]["schemas"][name]
+        elif "oneOf" in s:
+            (s,) = [b for b in s["oneOf"] if b.get("type") != "null"]
+        else:
+            return s
+
+
+def request_schema(doc: dict[str, Any], path: str) -> dict[str, Any]:
+    body = doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]
+    return resolve(doc, body["schema"])
+
+
+def response_schema(
+    doc: dict[str, Any], path: str, method: str, status: str, media: str = "application/json"
+) -> dict[str, Any]:
+    content = doc["paths"][path][method]["responses"][status]["content"][media]
+    return resolve(doc, content["schema"])
+
+
+def members(s: dict[str, Any]) -> set[str]:
+    return set(s.get("properties", {}))
 
 
 def test_request_bodies_only_use_declared_members(
@@ -51,52 +77,83 @@ def test_request_bodies_only_use_declared_members(
             call()
         assert info.value.status == 404, info.value  # well-formed, unknown ids
 
-    for path, name in (
-        ("poll", "Poll"),
-        ("complete", "Complete"),
-        ("fail", "Fail"),
-        ("heartbeat", "Heartbeat"),
-        ("workflows", "StartWorkflow"),
-    ):
-        declared = set(schema(openapi, name)["properties"])
-        assert set(sent[path]) <= declared, (name, sent[path], declared)
-        assert set(schema(openapi, name).get("required", [])) <= set(sent[path])
-    assert set(sent["fail"]["error"]) <= set(schema(openapi, "Failure")["properties"])
-    assert set(sent["complete"]["metrics"]) <= set(schema(openapi, "Metrics")["properties"])
+    bodies = {
+        "poll": "/api/v1/queues/{queue}/poll",
+        "complete": "/api/v1/tasks/{task_id}/complete",
+        "fail": "/api/v1/tasks/{task_id}/fail",
+        "heartbeat": "/api/v1/tasks/{task_id}/heartbeat",
+        "workflows": "/api/v1/workflows",
+    }
+    for key, path in bodies.items():
+        s = request_schema(openapi, path)
+        assert set(sent[key]) <= members(s), (path, sent[key], members(s))
+        assert set(s.get("required", [])) <= set(sent[key]), (path, s.get("required"))
+    fail = request_schema(openapi, bodies["fail"])
+    error = resolve(openapi, fail["properties"]["error"])
+    assert set(sent["fail"]["error"]) <= members(error)
+    complete = request_schema(openapi, bodies["complete"])
+    declared_metrics = members(resolve(openapi, complete["properties"]["metrics"]))
+    assert set(sent["complete"]["metrics"]) <= declared_metrics
+    assert set(sent["fail"]["metrics"]) <= declared_metrics
 
 
 def test_response_members_the_sdk_reads_exist(openapi: dict[str, Any]) -> None:
+    polled = response_schema(openapi, "/api/v1/queues/{queue}/poll", "post", "200")
+    polled_task = resolve(openapi, polled["properties"]["tasks"]["items"])
+    workflow = response_schema(openapi, "/api/v1/workflows/{id}", "get", "200")
+    task = resolve(openapi, workflow["properties"]["tasks"]["items"])
     reads = {
-        "PolledTask": {
-            "task_id", "workflow_id", "step_id", "task", "attempt", "input", "checkpoint",
-            "heartbeat_timeout_ms",
-        },
-        "HeartbeatAck": {"cancel_requested"},
-        "RunStatus": {"workflow_id", "status"},
-        "Registered": {"name", "version"},
-        "Workflow": {
-            "workflow_id", "definition", "version", "status", "input", "output", "error",
-            "tasks",
-        },
-        "Task": {
-            "task_id", "workflow_id", "step_id", "kind", "task", "queue", "status", "attempt",
-            "input", "output", "error", "parked", "worker_id", "metrics",
-        },
-        "Problem": {"type", "title", "status", "detail", "workflow_id"},
+        "PolledTask": (
+            polled_task,
+            {
+                "task_id", "workflow_id", "step_id", "task", "attempt", "input",
+                "checkpoint", "heartbeat_timeout_ms",
+            },
+        ),
+        "HeartbeatAck": (
+            response_schema(openapi, "/api/v1/tasks/{task_id}/heartbeat", "post", "200"),
+            {"cancel_requested"},
+        ),
+        "RunStatus": (
+            response_schema(openapi, "/api/v1/workflows", "post", "201"),
+            {"workflow_id", "status"},
+        ),
+        "Registered": (
+            response_schema(openapi, "/api/v1/definitions", "post", "201"),
+            {"name", "version"},
+        ),
+        "Workflow": (
+            workflow,
+            {
+                "workflow_id", "definition", "version", "status", "input", "output", "error",
+                "tasks",
+            },
+        ),
+        "Task": (
+            task,
+            {
+                "task_id", "workflow_id", "step_id", "kind", "task", "queue", "status",
+                "attempt", "input", "output", "error", "parked", "worker_id", "metrics",
+            },
+        ),
+        "Task.metrics": (
+            resolve(openapi, task["properties"]["metrics"]),
+            {"cpu_ms", "peak_memory_bytes"},
+        ),
+        "Problem": (
+            response_schema(
+                openapi, "/api/v1/workflows", "post", "503", "application/problem+json"
+            ),
+            {"type", "title", "status", "detail", "workflow_id"},
+        ),
     }
-    for name, members in reads.items():
-        declared = set(schema(openapi, name)["properties"])
-        assert members <= declared, (name, members - declared)
-    paths = openapi["paths"]
+    for name, (s, wanted) in reads.items():
+        assert wanted <= members(s), (name, wanted - members(s))
     for p in (
-        "/api/v1/queues/{queue}/poll",
-        "/api/v1/tasks/{task_id}/complete",
-        "/api/v1/tasks/{task_id}/fail",
-        "/api/v1/tasks/{task_id}/heartbeat",
-        "/api/v1/workflows",
-        "/api/v1/workflows/{id}",
         "/api/v1/workflows/{id}/cancel",
         "/api/v1/workflows/{id}/signals/{name}",
-        "/api/v1/definitions",
+        "/api/v1/workflows/{id}/history",
+        "/api/v1/tasks/{task_id}",
+        "/api/v1/dlq",
     ):
-        assert p in paths, p
+        assert p in openapi["paths"], p
