@@ -7,8 +7,8 @@
 
 use crate::bus::ensure_topic;
 use crate::error::ApiError;
+use distorch_domain::topics::BreakerTransition;
 use distorch_eventlog::EventLog;
-use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -17,20 +17,7 @@ use tokio::task::JoinHandle;
 /// Long-poll wait of the reader; only bounds how often it loops when idle.
 const READ_WAIT: Duration = Duration::from_secs(5);
 
-/// The latest transition of one host.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-pub struct BreakerState {
-    pub host: String,
-    /// `closed`, `open` or `half_open`.
-    pub state: String,
-    /// When it entered this state, ms since the Unix epoch.
-    pub at_ms: i64,
-    pub reason: String,
-    #[serde(default)]
-    pub consecutive_failures: u32,
-}
-
-type States = RwLock<BTreeMap<String, BreakerState>>;
+type States = RwLock<BTreeMap<String, BreakerTransition>>;
 
 /// Breaker states by host, kept current by a background reader. Cheap to clone.
 #[derive(Clone)]
@@ -61,7 +48,7 @@ impl BreakerBoard {
     }
 
     /// Every host seen, by name.
-    pub fn list(&self) -> Vec<BreakerState> {
+    pub fn list(&self) -> Vec<BreakerTransition> {
         let states = self.inner.states.read().unwrap_or_else(|p| p.into_inner());
         states.values().cloned().collect()
     }
@@ -74,7 +61,7 @@ async fn read_loop(log: Arc<dyn EventLog>, topic: String, states: Arc<States>) {
             Ok(records) => {
                 for record in records {
                     from = record.offset + 1;
-                    match serde_json::from_slice::<BreakerState>(&record.payload) {
+                    match serde_json::from_slice::<BreakerTransition>(&record.payload) {
                         Ok(s) => {
                             let mut states = states.write().unwrap_or_else(|p| p.into_inner());
                             states.insert(s.host.clone(), s);

@@ -100,17 +100,36 @@ async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, Ap
     })
 }
 
-/// Deserialises JSON, naming the JSON path and line/column of the first problem.
+/// Deserialises JSON, naming the JSON path and line/column of the first problem. A field
+/// the body's type does not know, at any depth, is an error naming its path: a typo such as
+/// `error.mesage` must not be dropped silently (the types themselves stay lenient, as the
+/// log's records must be for rolling upgrades).
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut unknown = Vec::new();
     let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let mut note = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+    let de = serde_ignored::Deserializer::new(de, &mut note);
+    let value = serde_path_to_error::deserialize(de).map_err(|err| {
         let path = err.path().to_string();
         if path.is_empty() || path == "." {
             ApiError::BadRequest(format!("invalid JSON body: {}", err.inner()))
         } else {
             ApiError::BadRequest(format!("invalid JSON body at `{path}`: {}", err.inner()))
         }
-    })
+    })?;
+    match unknown.as_slice() {
+        [] => Ok(value),
+        [one] => Err(ApiError::BadRequest(format!(
+            "invalid JSON body: unknown field `{one}`"
+        ))),
+        many => Err(ApiError::BadRequest(format!(
+            "invalid JSON body: unknown fields {}",
+            many.iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))),
+    }
 }
 
 fn unsupported(found: Option<&str>, expected: &str) -> ApiError {

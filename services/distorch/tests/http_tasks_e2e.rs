@@ -385,8 +385,8 @@ output: '.steps.call.output.body'
     assert!(
         listed
             .iter()
-            .any(|b| b["host"] == host.as_str() && b["state"] == "open"),
-        "GraphQL breakers: {gql}"
+            .any(|b| b["host"] == host.as_str() && b["state"] == "OPEN"),
+        "GraphQL breakers (the state is the BreakerState enum): {gql}"
     );
     assert!(
         open["consecutive_failures"].as_u64().unwrap() >= 2,

@@ -26,10 +26,17 @@ pub struct ParentRef {
 }
 
 /// A failure reported by a worker, an HTTP call, a timeout, or a child run.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Failure))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "Failure")
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorInfo {
     /// Machine-readable type that `non_retryable` can name, e.g. `card_declined`, `timeout`.
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "graphql", graphql(name = "type"))]
     pub kind: String,
     #[serde(default)]
     pub message: String,
@@ -52,6 +59,8 @@ impl ErrorInfo {
 }
 
 /// Resource use of one attempt as reported by the worker SDK.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
     #[serde(default, skip_serializing_if = "Option::is_none")]

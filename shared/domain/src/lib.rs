@@ -6,6 +6,10 @@
 //! randomness are inputs (`Clock` values passed to `decide`), never read from the system,
 //! so every decision can be replayed and tested as given/when/then.
 //!
+//! The read models ([`view`]) and the types they hold derive their OpenAPI schema with the
+//! `openapi` feature and their GraphQL types with `graphql`, so the API serves them as they
+//! are and a field is added in one place; only the API enables the features.
+//!
 //! Entry points: [`definition::Definition::from_source`], [`workflow::decide`],
 //! [`workflow::evolve`].
 
@@ -15,6 +19,8 @@ pub mod event;
 pub mod expr;
 pub mod ids;
 pub mod path;
+#[cfg(any(feature = "openapi", feature = "graphql"))]
+mod schema;
 pub mod topics;
 pub mod view;
 pub mod workflow;

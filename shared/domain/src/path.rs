@@ -20,10 +20,19 @@ use crate::definition::{Definition, Step, StepKind};
 use crate::event::{Event, EventEnvelope, TaskKind};
 use crate::ids::{TaskId, WorkflowId};
 use crate::view::rfc3339;
+use serde::Serialize;
 use std::collections::HashMap;
+use std::fmt;
 
 /// What sort of step an entry is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StepKind))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::Enum),
+    graphql(name = "StepKind")
+)]
 pub enum PathKind {
     Task,
     Http,
@@ -71,7 +80,14 @@ impl PathKind {
 }
 
 /// How an entry ended, or that it has not yet.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = StepOutcome))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::Enum),
+    graphql(name = "StepOutcome")
+)]
 pub enum Outcome {
     Running,
     Completed,
@@ -100,7 +116,10 @@ impl Outcome {
 }
 
 /// Why an entry was skipped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 pub enum SkipReason {
     /// Its `when` was false.
     When,
@@ -120,7 +139,7 @@ impl SkipReason {
     }
 }
 
-/// The branch a `switch` took.
+/// The branch a `switch` took; shown as `cases[<i>]` or `default`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Branch {
     /// Index of the matching case.
@@ -128,8 +147,29 @@ pub enum Branch {
     Default,
 }
 
+impl fmt::Display for Branch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Branch::Case(i) => write!(f, "cases[{i}]"),
+            Branch::Default => f.write_str("default"),
+        }
+    }
+}
+
+impl Serialize for Branch {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
 /// One step instance on the path.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = PathStep))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "PathStep")
+)]
 pub struct PathEntry {
     /// The step id, prefixed by `<foreach id>[<i>].` per enclosing foreach iteration.
     pub step_key: String,

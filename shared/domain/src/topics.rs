@@ -55,6 +55,7 @@ impl Topics {
 }
 
 /// What a worker receives for one attempt; the payload of a `tasks.<queue>` record.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = PolledTask))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskDispatch {
     pub task_id: crate::TaskId,
@@ -68,4 +69,36 @@ pub struct TaskDispatch {
     pub checkpoint: Option<serde_json::Value>,
     #[serde(default)]
     pub heartbeat_timeout_ms: Option<u64>,
+}
+
+/// A circuit breaker's state: the HTTP executor's breakers per target host (the saga's
+/// `http::breaker` module holds the transitions), as the API shows them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
+pub enum BreakerState {
+    /// Calls go out; outcomes are counted.
+    Closed,
+    /// No call goes out until the cooldown ends; attempts wait or run their fallback.
+    Open,
+    /// The cooldown ended: one probe call is out, and its outcome closes or reopens it.
+    HalfOpen,
+}
+
+/// A breaker changed state: the payload of a `<prefix>.breakers` record, keyed by host. The
+/// HTTP executor writes them; the API folds them into each host's current state.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct BreakerTransition {
+    /// The target `host:port`.
+    pub host: String,
+    /// The state entered.
+    pub state: BreakerState,
+    /// When, in milliseconds since the Unix epoch.
+    pub at_ms: i64,
+    /// Why, for people: the failures that opened it, or the probe's outcome.
+    pub reason: String,
+    /// Consecutive failures counted when it changed (0 once closed again).
+    #[serde(default)]
+    pub consecutive_failures: u32,
 }

@@ -32,6 +32,12 @@ use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
 /// `GET /api/v1/workflows/{id}`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Workflow))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "WorkflowFields")
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowView {
     pub workflow_id: WorkflowId,
@@ -59,6 +65,8 @@ pub struct WorkflowView {
 }
 
 /// Whether an SLA's `warn_at` passed or the SLA itself.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlaKind {
@@ -76,6 +84,8 @@ impl SlaKind {
 }
 
 /// An SLA warning or breach (`SlaWarned` / `SlaBreached`).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlaAlert {
     /// The step whose SLA it is; `None` for the run's own SLA.
@@ -87,6 +97,12 @@ pub struct SlaAlert {
 }
 
 /// The inbox side of a human task.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Human))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "Human")
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HumanView {
     /// Rendered when the task was created.
@@ -111,6 +127,12 @@ pub struct HumanView {
 }
 
 /// One task of a run (a step task or a compensation), with its latest attempt.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Task))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "Task")
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
     pub task_id: TaskId,
@@ -142,6 +164,12 @@ pub struct TaskView {
 }
 
 /// `GET /api/v1/dlq` item.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeadLetterItem))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "DeadLetterItem")
+)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
     pub task_id: TaskId,

@@ -87,6 +87,12 @@ pub struct Page<T> {
 }
 
 /// A row of `GET /api/v1/workflows`.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = WorkflowRow))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "WorkflowRow")
+)]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct WorkflowSummary {
     /// The run.
@@ -104,6 +110,12 @@ pub struct WorkflowSummary {
 }
 
 /// A row of the definition catalogue: one registered definition name with all its versions.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DefinitionRow))]
+#[cfg_attr(
+    feature = "graphql",
+    derive(async_graphql::SimpleObject),
+    graphql(name = "Definition")
+)]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DefinitionSummary {
     /// The definition's name.
@@ -163,6 +175,7 @@ impl HumanTaskFilter {
 }
 
 /// A row of the human-task inbox: a human task of a run with its inbox side.
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = InboxItem))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct HumanTask {
     /// The task.
@@ -233,6 +246,7 @@ impl HumanTask {
 }
 
 /// An SLA warning or breach of a run (or one of its steps).
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = SlaBreach))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SlaRecord {
     /// The run.

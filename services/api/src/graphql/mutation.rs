@@ -3,12 +3,12 @@
 //! yet, with `caughtUp: false`).
 
 use super::error::OrGql;
-use super::types::{TaskState, WorkflowStatus};
 use crate::actions;
 use crate::error::ApiError;
 use crate::routes::{AppState, parse_task_id, parse_workflow_id};
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
 use distorch_domain::command::Command;
+use distorch_domain::workflow::{Status, TaskStatus};
 use serde_json::Value;
 
 pub struct Mutation;
@@ -34,7 +34,7 @@ pub struct StartWorkflowInput {
 pub struct StartedRun {
     pub workflow_id: ID,
     /// `null` when the read model has not caught up yet.
-    pub status: Option<WorkflowStatus>,
+    pub status: Option<Status>,
     /// The idempotency key (or workflow id) had already started this run.
     pub existing: bool,
 }
@@ -43,7 +43,7 @@ pub struct StartedRun {
 #[derive(SimpleObject, Debug)]
 pub struct RunStatus {
     pub workflow_id: ID,
-    pub status: Option<WorkflowStatus>,
+    pub status: Option<Status>,
     /// The read model reflects the verb (else `status` is what the engine said).
     pub caught_up: bool,
 }
@@ -54,7 +54,7 @@ pub struct TaskAction {
     pub task_id: ID,
     pub workflow_id: ID,
     /// `null` when the read model has not caught up yet.
-    pub status: Option<TaskState>,
+    pub status: Option<TaskStatus>,
     pub caught_up: bool,
 }
 
@@ -82,7 +82,7 @@ async fn run_verb(
         .gql()?;
     Ok(RunStatus {
         workflow_id: ID(workflow_id.to_string()),
-        status: applied.status.map(Into::into),
+        status: applied.status,
         caught_up: applied.caught_up,
     })
 }
@@ -100,7 +100,7 @@ async fn task_verb(
     Ok(TaskAction {
         task_id: ID(task_id.0),
         workflow_id: ID(workflow_id.to_string()),
-        status: applied.status.map(Into::into),
+        status: applied.status,
         caught_up: applied.caught_up,
     })
 }
@@ -126,7 +126,7 @@ impl Mutation {
         .gql()?;
         Ok(StartedRun {
             workflow_id: ID(started.workflow_id.to_string()),
-            status: started.status.map(Into::into),
+            status: started.status,
             existing: started.existing,
         })
     }

@@ -1,22 +1,22 @@
 //! Queries: the read side, from the same read store as the REST API.
 
 use super::error::OrGql;
-use super::types::{
-    DeadLetterItem, Definition, PageInfo, Task, Workflow, WorkflowPage, WorkflowRow, WorkflowStatus,
-};
+use super::types::{PageInfo, Workflow, WorkflowPage};
 use crate::error::ApiError;
 use crate::routes::{AppState, Breaker, breaker_rows, parse_task_id, parse_workflow_id};
 use crate::routes::{WindowQuery, analytics};
 use async_graphql::{Context, ID, InputObject, Object, Result};
+use distorch_domain::view::{DeadLetter, TaskView};
+use distorch_domain::workflow::Status;
 use distorch_store::analytics::{Bottlenecks, Cost, Performance, Window};
-use distorch_store::{MAX_LIMIT, WorkflowFilter};
+use distorch_store::{DefinitionSummary, MAX_LIMIT, WorkflowFilter};
 
 pub struct Query;
 
 /// Which runs `workflows` lists; the conditions given must all hold.
 #[derive(InputObject, Default, Debug)]
 pub struct WorkflowsFilter {
-    pub status: Option<WorkflowStatus>,
+    pub status: Option<Status>,
     /// Definition name.
     pub definition: Option<String>,
 }
@@ -33,7 +33,7 @@ impl Query {
             .await
             .map_err(ApiError::from)
             .gql()?;
-        Ok(view.map(Workflow))
+        Ok(view.map(Workflow::from))
     }
 
     /// Runs, newest first, `first` per page (1 to 1000, default 50); pass a page's
@@ -55,7 +55,7 @@ impl Query {
             .gql()?;
         let filter = filter.unwrap_or_default();
         let filter = WorkflowFilter {
-            status: filter.status.map(Into::into),
+            status: filter.status,
             definition: filter.definition.filter(|d| !d.is_empty()),
         };
         let after = after.as_deref().filter(|c| !c.is_empty());
@@ -66,7 +66,7 @@ impl Query {
             .map_err(ApiError::from)
             .gql()?;
         Ok(WorkflowPage {
-            nodes: page.items.into_iter().map(WorkflowRow::from).collect(),
+            nodes: page.items,
             page_info: PageInfo {
                 has_next_page: page.next_cursor.is_some(),
                 end_cursor: page.next_cursor,
@@ -75,7 +75,7 @@ impl Query {
     }
 
     /// A task by id (`<run uuid>.<n>`); `null` when there is none.
-    async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<Task>> {
+    async fn task(&self, ctx: &Context<'_>, id: ID) -> Result<Option<TaskView>> {
         let state = ctx.data_unchecked::<AppState>();
         let (task_id, _) = parse_task_id(&id).gql()?;
         let view = state
@@ -84,11 +84,11 @@ impl Query {
             .await
             .map_err(ApiError::from)
             .gql()?;
-        Ok(view.map(Task))
+        Ok(view)
     }
 
     /// Every registered definition with its versions.
-    async fn definitions(&self, ctx: &Context<'_>) -> Result<Vec<Definition>> {
+    async fn definitions(&self, ctx: &Context<'_>) -> Result<Vec<DefinitionSummary>> {
         let state = ctx.data_unchecked::<AppState>();
         let rows = state
             .store
@@ -96,11 +96,11 @@ impl Query {
             .await
             .map_err(ApiError::from)
             .gql()?;
-        Ok(rows.into_iter().map(Definition::from).collect())
+        Ok(rows)
     }
 
     /// Tasks parked in the dead-letter queue, waiting for an operator.
-    async fn dead_letters(&self, ctx: &Context<'_>) -> Result<Vec<DeadLetterItem>> {
+    async fn dead_letters(&self, ctx: &Context<'_>) -> Result<Vec<DeadLetter>> {
         let state = ctx.data_unchecked::<AppState>();
         let items = state
             .store
@@ -108,7 +108,7 @@ impl Query {
             .await
             .map_err(ApiError::from)
             .gql()?;
-        Ok(items.into_iter().map(DeadLetterItem::from).collect())
+        Ok(items)
     }
 
     /// Command records moved to the dead-letter queue (malformed, or rejected with nobody to

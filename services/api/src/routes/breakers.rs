@@ -3,6 +3,7 @@
 use super::AppState;
 use axum::Json;
 use axum::extract::State;
+use distorch_domain::topics::BreakerState;
 use distorch_domain::view::rfc3339;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,9 +19,7 @@ pub struct Breakers {
 pub struct Breaker {
     /// `host:port` the `http` steps call.
     pub host: String,
-    /// `closed` (calls flow), `open` (no calls until the cooldown ends; attempts wait or
-    /// run their fallback) or `half_open` (one probe call decides).
-    pub state: String,
+    pub state: BreakerState,
     /// When it entered this state (RFC 3339).
     pub since: String,
     /// Why, e.g. `5 consecutive failures; last: 503 from POST http://...`.

@@ -2,7 +2,7 @@
 
 use super::AppState;
 use crate::actions;
-use crate::dto::{DefinitionDoc, DefinitionRow, Definitions, Registered};
+use crate::dto::{DefinitionDoc, Definitions, Registered};
 use crate::error::ApiError;
 use crate::problem::{Document, Problem};
 use axum::Json;
@@ -53,9 +53,7 @@ pub(crate) async fn list_definitions(
     State(state): State<AppState>,
 ) -> Result<Json<Definitions>, ApiError> {
     let items = state.store.definitions().await?;
-    Ok(Json(Definitions {
-        items: items.into_iter().map(DefinitionRow::from).collect(),
-    }))
+    Ok(Json(Definitions { items }))
 }
 
 /// The latest version of a definition.

@@ -6,9 +6,7 @@
 
 use super::tasks::task_verb;
 use super::{AppState, parse_limit, parse_task_id};
-use crate::dto::{
-    ALL_TASK_STATUSES, Actor, CompleteHuman, Inbox, InboxItem, Reassign, TaskAction, TaskState,
-};
+use crate::dto::{ALL_TASK_STATUSES, Actor, CompleteHuman, Inbox, Reassign, TaskAction};
 use crate::error::ApiError;
 use crate::problem::{OptionalJson, Problem};
 use axum::Json;
@@ -87,12 +85,9 @@ pub(crate) async fn list_human_tasks(
         Some(raw) => Some(InboxStatus::Is(
             ALL_TASK_STATUSES
                 .into_iter()
-                .find(|s| TaskState::from(*s).as_str() == raw)
+                .find(|s| s.as_str() == raw)
                 .ok_or_else(|| {
-                    let allowed: Vec<_> = ALL_TASK_STATUSES
-                        .iter()
-                        .map(|s| TaskState::from(*s).as_str())
-                        .collect();
+                    let allowed: Vec<_> = ALL_TASK_STATUSES.iter().map(|s| s.as_str()).collect();
                     ApiError::BadRequest(format!(
                         "status {raw:?} is not one of: open, {}",
                         allowed.join(", ")
@@ -107,9 +102,7 @@ pub(crate) async fn list_human_tasks(
     };
     let limit = parse_limit(query.limit.as_deref())?;
     let rows = state.store.human_tasks(&filter, limit).await?;
-    Ok(Json(Inbox {
-        items: rows.into_iter().map(InboxItem::from).collect(),
-    }))
+    Ok(Json(Inbox { items: rows }))
 }
 
 /// Claim a human task: it becomes `running` and only the claimant can complete or release

@@ -1,7 +1,7 @@
 //! SLA warnings and breaches across runs.
 
 use super::{AppState, parse_limit};
-use crate::dto::{SlaBreach, SlaBreaches};
+use crate::dto::SlaBreaches;
 use crate::error::ApiError;
 use crate::problem::Problem;
 use axum::Json;
@@ -33,7 +33,5 @@ pub(crate) async fn sla_breaches(
     let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = parse_limit(query.limit.as_deref())?;
     let rows = state.store.sla_breaches(limit).await?;
-    Ok(Json(SlaBreaches {
-        items: rows.into_iter().map(SlaBreach::from).collect(),
-    }))
+    Ok(Json(SlaBreaches { items: rows }))
 }

@@ -2,13 +2,14 @@
 
 use super::{AppState, parse_task_id};
 use crate::actions;
-use crate::dto::{DeadLetterItem, DeadLetters, Skip, Task, TaskAction};
+use crate::dto::{DeadLetters, Skip, TaskAction};
 use crate::error::ApiError;
 use crate::problem::{OptionalJson, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use distorch_domain::command::Command;
+use distorch_domain::view::TaskView;
 use distorch_domain::{TaskId, WorkflowId};
 
 /// A task with its latest attempt.
@@ -18,7 +19,7 @@ use distorch_domain::{TaskId, WorkflowId};
     tag = "tasks",
     params(("task_id" = String, Path, description = "Task id (`<run uuid>.<n>`)")),
     responses(
-        (status = 200, description = "The task", body = Task),
+        (status = 200, description = "The task", body = TaskView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown task", body = Problem, content_type = "application/problem+json"),
     )
@@ -26,7 +27,7 @@ use distorch_domain::{TaskId, WorkflowId};
 pub(crate) async fn get_task(
     State(state): State<AppState>,
     Path(id): Path<String>,
-) -> Result<Json<Task>, ApiError> {
+) -> Result<Json<TaskView>, ApiError> {
     let (task_id, _) = parse_task_id(&id)?;
     let view = state.store.task(&task_id).await?;
     let view = view.ok_or_else(|| ApiError::NotFound(format!("no task {task_id}")))?;
@@ -117,7 +118,5 @@ pub(crate) async fn dead_letters(
     State(state): State<AppState>,
 ) -> Result<Json<DeadLetters>, ApiError> {
     let items = state.store.dead_letters().await?;
-    Ok(Json(DeadLetters {
-        items: items.into_iter().map(DeadLetterItem::from).collect(),
-    }))
+    Ok(Json(DeadLetters { items }))
 }

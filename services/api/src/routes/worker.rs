@@ -4,7 +4,7 @@
 //! for the read model.
 
 use super::{AppState, accepted, parse_task_id};
-use crate::dto::{Complete, Empty, Fail, Heartbeat, HeartbeatAck, Poll, Polled, PolledTask};
+use crate::dto::{Complete, Empty, Fail, Heartbeat, HeartbeatAck, Poll, Polled};
 use crate::error::ApiError;
 use crate::problem::{Json as JsonBody, Problem};
 use axum::Json;
@@ -77,9 +77,7 @@ pub(crate) async fn poll(
             Duration::from_millis(wait_ms),
         )
         .await?;
-    Ok(Json(Polled {
-        tasks: tasks.into_iter().map(PolledTask::from).collect(),
-    }))
+    Ok(Json(Polled { tasks }))
 }
 
 /// Report an attempt's success.

@@ -4,8 +4,7 @@
 use super::{AppState, accepted, parse_limit, parse_workflow_id, unexpected};
 use crate::actions;
 use crate::dto::{
-    ALL_STATUSES, Cancel, History, RunStatus, SignalSent, StartWorkflow, TaskCreated, Workflow,
-    WorkflowPage, WorkflowRow, WorkflowStatus,
+    ALL_STATUSES, Cancel, History, RunStatus, SignalSent, StartWorkflow, TaskCreated, WorkflowPage,
 };
 use crate::error::ApiError;
 use crate::problem::{Json as JsonBody, OptionalJson, Problem};
@@ -16,6 +15,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use distorch_domain::WorkflowId;
 use distorch_domain::command::{Answer, Command};
+use distorch_domain::view::WorkflowView;
 use distorch_store::WorkflowFilter;
 use serde_json::Value;
 
@@ -59,7 +59,7 @@ pub(crate) async fn start_workflow(
     let workflow_id = started.workflow_id;
     let body = RunStatus {
         workflow_id: workflow_id.to_string(),
-        status: started.status.map(WorkflowStatus::from),
+        status: started.status,
     };
     Ok((
         code,
@@ -78,7 +78,7 @@ pub(crate) async fn start_workflow(
         GetQuery,
     ),
     responses(
-        (status = 200, description = "The run", body = Workflow),
+        (status = 200, description = "The run", body = WorkflowView),
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown run", body = Problem, content_type = "application/problem+json"),
     )
@@ -87,7 +87,7 @@ pub(crate) async fn get_workflow(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(query): Query<GetQuery>,
-) -> Result<Json<Workflow>, ApiError> {
+) -> Result<Json<WorkflowView>, ApiError> {
     let id = parse_workflow_id(&id)?;
     let wait = std::time::Duration::from_millis(query.wait_ms.unwrap_or(0).min(MAX_WAIT_MS));
     let deadline = tokio::time::Instant::now() + wait;
@@ -168,7 +168,7 @@ pub(crate) async fn list_workflows(
     let cursor = query.cursor.as_deref().filter(|c| !c.is_empty());
     let page = state.store.workflows(&filter, limit, cursor).await?;
     Ok(Json(WorkflowPage {
-        items: page.items.into_iter().map(WorkflowRow::from).collect(),
+        items: page.items,
         next_cursor: page.next_cursor,
     }))
 }

@@ -9,6 +9,7 @@
 //! 429. A 404 or 422 is the caller's problem and says the service is up.
 
 use distorch_domain::definition::BreakerSpec;
+use distorch_domain::topics::{BreakerState, BreakerTransition};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 
@@ -78,33 +79,6 @@ impl BreakerConfig {
     }
 }
 
-/// A breaker's state (see the module docs for the transitions).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum State {
-    /// Calls go out; outcomes are counted.
-    Closed,
-    /// No call goes out until the cooldown ends.
-    Open,
-    /// The cooldown ended: one probe call is out, and its outcome closes or reopens it.
-    HalfOpen,
-}
-
-/// A breaker changed state: the JSON record on `<prefix>.breakers`, keyed by host.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Transition {
-    /// The target `host:port`.
-    pub host: String,
-    /// The state entered.
-    pub state: State,
-    /// When, in milliseconds since the Unix epoch.
-    pub at_ms: i64,
-    /// Why, for people: the failures that opened it, or the probe's outcome.
-    pub reason: String,
-    /// Consecutive failures counted when it changed (0 once closed again).
-    pub consecutive_failures: u32,
-}
-
 /// Whether a call may be made now.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Admission {
@@ -133,7 +107,7 @@ pub enum Outcome {
 
 #[derive(Debug, Clone)]
 struct Breaker {
-    state: State,
+    state: BreakerState,
     consecutive: u32,
     /// `(at_ms, failed)` of recent calls, oldest first.
     window: VecDeque<(i64, bool)>,
@@ -145,7 +119,7 @@ struct Breaker {
 impl Default for Breaker {
     fn default() -> Self {
         Self {
-            state: State::Closed,
+            state: BreakerState::Closed,
             consecutive: 0,
             window: VecDeque::new(),
             open_until_ms: 0,
@@ -169,25 +143,25 @@ impl Breakers {
         host: &str,
         cfg: &BreakerConfig,
         now_ms: i64,
-    ) -> (Admission, Option<Transition>) {
+    ) -> (Admission, Option<BreakerTransition>) {
         let Some(b) = self.hosts.get_mut(host) else {
             return (Admission::Call { probe: false }, None);
         };
         match b.state {
-            State::Closed => (Admission::Call { probe: false }, None),
-            State::Open if now_ms < b.open_until_ms => {
+            BreakerState::Closed => (Admission::Call { probe: false }, None),
+            BreakerState::Open if now_ms < b.open_until_ms => {
                 let reason = format!("circuit breaker for {host} is open: {}", b.reason);
                 let until_ms = b.open_until_ms;
                 (Admission::Reject { until_ms, reason }, None)
             }
-            State::Open => {
-                b.state = State::HalfOpen;
+            BreakerState::Open => {
+                b.state = BreakerState::HalfOpen;
                 b.probe_out = true;
                 let reason = "cooldown elapsed; one probe call is let through".to_string();
                 let t = transition(host, b, now_ms, reason);
                 (Admission::Call { probe: true }, Some(t))
             }
-            State::HalfOpen if b.probe_out => {
+            BreakerState::HalfOpen if b.probe_out => {
                 let wait = cfg.cooldown_ms.min(HALF_OPEN_RETRY_MS);
                 let reason = format!("circuit breaker for {host} is half-open; its probe is out");
                 (
@@ -199,7 +173,7 @@ impl Breakers {
                 )
             }
             // The probe's outcome was lost (should not happen): let another probe through.
-            State::HalfOpen => {
+            BreakerState::HalfOpen => {
                 b.probe_out = true;
                 (Admission::Call { probe: true }, None)
             }
@@ -216,10 +190,10 @@ impl Breakers {
         now_ms: i64,
         probe: bool,
         outcome: Outcome,
-    ) -> Option<Transition> {
+    ) -> Option<BreakerTransition> {
         let b = self.hosts.entry(host.to_string()).or_default();
         match (b.state, probe) {
-            (State::HalfOpen, true) => {
+            (BreakerState::HalfOpen, true) => {
                 b.probe_out = false;
                 match outcome {
                     Outcome::Success => {
@@ -238,7 +212,7 @@ impl Breakers {
                     }
                 }
             }
-            (State::Closed, _) => {
+            (BreakerState::Closed, _) => {
                 let failed = matches!(outcome, Outcome::Failure(_));
                 b.window.push_back((now_ms, failed));
                 let horizon = now_ms.saturating_sub(ms(cfg.window_ms));
@@ -280,15 +254,17 @@ impl Breakers {
     /// the next call becomes the probe.
     pub fn release_probe(&mut self, host: &str) {
         if let Some(b) = self.hosts.get_mut(host)
-            && b.state == State::HalfOpen
+            && b.state == BreakerState::HalfOpen
         {
             b.probe_out = false;
         }
     }
 
     /// The current state of `host` (closed when never seen).
-    pub fn state(&self, host: &str) -> State {
-        self.hosts.get(host).map_or(State::Closed, |b| b.state)
+    pub fn state(&self, host: &str) -> BreakerState {
+        self.hosts
+            .get(host)
+            .map_or(BreakerState::Closed, |b| b.state)
     }
 }
 
@@ -298,8 +274,8 @@ fn open(
     cfg: &BreakerConfig,
     now_ms: i64,
     reason: String,
-) -> Transition {
-    b.state = State::Open;
+) -> BreakerTransition {
+    b.state = BreakerState::Open;
     b.open_until_ms = now_ms.saturating_add(ms(cfg.cooldown_ms));
     b.probe_out = false;
     b.window.clear();
@@ -307,8 +283,8 @@ fn open(
     transition(host, b, now_ms, reason)
 }
 
-fn transition(host: &str, b: &Breaker, at_ms: i64, reason: String) -> Transition {
-    Transition {
+fn transition(host: &str, b: &Breaker, at_ms: i64, reason: String) -> BreakerTransition {
+    BreakerTransition {
         host: host.to_string(),
         state: b.state,
         at_ms,
@@ -353,7 +329,7 @@ mod tests {
         assert_eq!(b.record(H, &cfg(), 1, false, fail()), None);
         assert_eq!(b.record(H, &cfg(), 2, false, fail()), None);
         let t = b.record(H, &cfg(), 3, false, fail()).expect("opens");
-        assert_eq!(t.state, State::Open);
+        assert_eq!(t.state, BreakerState::Open);
         assert_eq!(t.consecutive_failures, 3);
         assert_eq!(t.host, H);
         match b.admit(H, &cfg(), 100).0 {
@@ -373,7 +349,7 @@ mod tests {
         b.record(H, &cfg(), 3, false, Outcome::Success);
         assert_eq!(b.record(H, &cfg(), 4, false, fail()), None);
         assert_eq!(b.record(H, &cfg(), 5, false, fail()), None);
-        assert_eq!(b.state(H), State::Closed);
+        assert_eq!(b.state(H), BreakerState::Closed);
     }
 
     #[test]
@@ -386,7 +362,7 @@ mod tests {
             opened = opened.or(b.record(H, &cfg(), i, false, o));
         }
         let t = opened.expect("the ratio opens it");
-        assert_eq!(t.state, State::Open);
+        assert_eq!(t.state, BreakerState::Open);
         assert!(t.reason.contains("6 of the last 11"), "{}", t.reason);
     }
 
@@ -399,7 +375,7 @@ mod tests {
         }
         // Much later: the earlier calls fell out of the 1 s window.
         assert_eq!(b.record(H, &cfg(), 5_000, false, fail()), None);
-        assert_eq!(b.state(H), State::Closed);
+        assert_eq!(b.state(H), BreakerState::Closed);
     }
 
     #[test]
@@ -410,7 +386,10 @@ mod tests {
         }
         let (a, t) = b.admit(H, &cfg(), 600);
         assert_eq!(a, Admission::Call { probe: true });
-        assert_eq!(t.expect("half-open transition").state, State::HalfOpen);
+        assert_eq!(
+            t.expect("half-open transition").state,
+            BreakerState::HalfOpen
+        );
         match b.admit(H, &cfg(), 601).0 {
             Admission::Reject { until_ms, .. } => assert_eq!(until_ms, 1_101),
             other => panic!("expected a rejection, got {other:?}"),
@@ -429,7 +408,7 @@ mod tests {
         let t = b
             .record(H, &cfg(), 610, true, Outcome::Success)
             .expect("closes");
-        assert_eq!(t.state, State::Closed);
+        assert_eq!(t.state, BreakerState::Closed);
         assert_eq!(t.consecutive_failures, 0);
         assert!(call(&mut b, 611));
     }
@@ -442,7 +421,7 @@ mod tests {
         }
         b.admit(H, &cfg(), 600);
         let t = b.record(H, &cfg(), 650, true, fail()).expect("reopens");
-        assert_eq!(t.state, State::Open);
+        assert_eq!(t.state, BreakerState::Open);
         assert_eq!(t.consecutive_failures, 4);
         assert!(t.reason.contains("probe"), "{}", t.reason);
         match b.admit(H, &cfg(), 700).0 {
@@ -459,7 +438,7 @@ mod tests {
         }
         assert_eq!(b.record(H, &cfg(), 10, false, fail()), None);
         assert_eq!(b.record(H, &cfg(), 11, false, Outcome::Success), None);
-        assert_eq!(b.state(H), State::Open);
+        assert_eq!(b.state(H), BreakerState::Open);
     }
 
     #[test]
@@ -488,9 +467,9 @@ mod tests {
 
     #[test]
     fn a_transition_serialises_as_the_breakers_topic_record() {
-        let t = Transition {
+        let t = BreakerTransition {
             host: H.into(),
-            state: State::HalfOpen,
+            state: BreakerState::HalfOpen,
             at_ms: 7,
             reason: "r".into(),
             consecutive_failures: 3,

@@ -26,7 +26,8 @@
 pub mod breaker;
 mod call;
 
-pub use breaker::{BreakerConfig, Transition};
+pub use breaker::BreakerConfig;
+use distorch_domain::topics::BreakerTransition;
 
 use crate::SagaError;
 use breaker::{Admission, Breakers};
@@ -519,7 +520,7 @@ impl Shared {
         Some(NewRecord::new(self.commands.clone(), key, payload))
     }
 
-    fn publish(&self, t: Transition) {
+    fn publish(&self, t: BreakerTransition) {
         let state = serde_json::to_value(t.state)
             .ok()
             .and_then(|v| v.as_str().map(str::to_owned))
