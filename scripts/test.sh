@@ -8,7 +8,8 @@
 # CI runs it through .ci/run with CI=true on a fresh clone.
 #
 # Phases, in order (each is timed; the summary at the end lists them):
-#   provision   tools the tests need (PyYAML, ClickHouse from chdb-core, tansu as the Kafka broker)
+#   provision   tools the tests need (PyYAML, Node.js, ClickHouse from chdb-core, tansu as the
+#               Kafka broker)
 #   services    servers the tests need (ClickHouse, tansu), stopped again on exit
 #   fetch       crates from crates.io, so network time is not counted as compile time
 #   fmt         cargo fmt --check
@@ -18,6 +19,8 @@
 #   build       every target, so end-to-end tests find the `distorch` binary
 #   test        cargo nextest (or cargo test when nextest is missing), --no-fail-fast
 #   doctest     cargo test --doc (nextest does not run doctests)
+#   sdk-python  the Python SDK's mypy --strict and pytest against the built binary
+#   sdk-ts      the TypeScript SDK's build, package check and node --test against it
 #
 # Environment:
 #   DISTORCH_CACHE      where installed tools live (default ~/.cache/distorch)
@@ -147,10 +150,25 @@ count_libtest() {
 count_plain() {
   local line p f
   [[ -f "$1" ]] || return 0
-  line=$(grep -E '^[a-z-]+: [0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1) || return 0
-  p=$(sed -E 's/^[a-z-]+: ([0-9]+) passed.*/\1/' <<<"$line")
+  line=$(grep -E '^[a-z/-]+: [0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1) || return 0
+  p=$(sed -E 's/^[a-z/-]+: ([0-9]+) passed.*/\1/' <<<"$line")
   f=$(sed -E 's/.* ([0-9]+) failed.*/\1/' <<<"$line")
   PASSED=$((PASSED + p)) FAILED=$((FAILED + f))
+}
+
+# count_pytest LOG: pytest's closing "==== 21 passed, 1 failed in 17.20s ====".
+count_pytest() {
+  local line n kind
+  [[ -f "$1" ]] || return 0
+  line=$(grep -E '^=+ .*[0-9]+ (passed|failed).* in [0-9.]+s' "$1" | tail -n 1) || return 0
+  for kind in passed failed error skipped; do
+    n=$(grep -oE "[0-9]+ $kind" <<<"$line" | grep -oE '^[0-9]+') || n=0
+    case $kind in
+      passed) PASSED=$((PASSED + n)) ;;
+      skipped) SKIPPED=$((SKIPPED + n)) ;;
+      *) FAILED=$((FAILED + n)) ;;
+    esac
+  done
 }
 
 on_exit() {
@@ -208,6 +226,13 @@ provision_apt() {
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
   done
   if ((${#missing[@]})); then apt_install "${missing[@]}"; fi
+}
+
+# Node.js 18+ and npm for the TypeScript SDK's tests (Debian's nodejs when none is installed).
+provision_node() {
+  command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+  node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 18 ? 0 : 1)' ||
+    die "the TypeScript SDK needs Node.js 18+, found $(node --version)"
 }
 
 # The Rust toolchain comes from rustup (the machine's one toolchain); we only check for it and
@@ -373,6 +398,13 @@ run_docs() {
     --features distorch-eventlog/test-util,distorch-store/test-util
 }
 
+# The SDKs' own suites, against the binary the build phase made. Each installs what it needs
+# into $DISTORCH_CACHE (a venv; npm's cache) and fails, never skips, when it cannot.
+run_sdk() {
+  DISTORCH_BIN="$REPO_ROOT/target/debug/distorch" bash "sdks/$1/test.sh" 2>&1 |
+    tee "$LOG_DIR/sdk-$1.log"
+}
+
 run_tests() {
   if [[ "$TEST_RUNNER" == nextest ]]; then
     # One retry: a test that passes only on its retry is reported as FLAKY in the output
@@ -417,6 +449,7 @@ begin_phase provision
 provision_apt
 provision_rust
 provision_python
+provision_node
 provision_kafka
 provision_clickhouse
 if [[ "$TEST_RUNNER" == nextest ]]; then
@@ -451,7 +484,13 @@ if [[ "$CHECK_RC" == 0 ]]; then
   else
     count_libtest "$LOG_DIR/tests.log"
   fi
+  check sdk-python run_sdk python
+  count_pytest "$LOG_DIR/sdk-python.log"
+  check sdk-ts run_sdk typescript
+  count_plain "$LOG_DIR/sdk-typescript.log"
 else
   skip_phase test "build $CHECK_RC"
+  skip_phase sdk-python "build $CHECK_RC"
+  skip_phase sdk-ts "build $CHECK_RC"
 fi
 # on_exit prints the summary and sets the exit status from the recorded phases.

@@ -172,6 +172,11 @@ pub struct Fail {
     pub error: ErrorInfo,
     #[serde(default)]
     pub metrics: Option<TaskMetrics>,
+    /// Wait at least this long before the next attempt (a rate limit's `Retry-After`, say);
+    /// the step's retry policy still decides whether there is one, and its backoff applies
+    /// when longer.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, ToSchema)]

@@ -224,6 +224,27 @@ mod tests {
     }
 
     #[test]
+    fn unknown_fields_are_refused_at_any_depth_with_their_path() {
+        #[derive(serde::Deserialize, Debug)]
+        #[allow(dead_code)]
+        struct Body {
+            attempt: u32,
+            error: distorch_domain::command::ErrorInfo,
+        }
+        let ok = parse_json::<Body>(br#"{"attempt": 1, "error": {"type": "x"}}"#);
+        assert!(ok.is_ok(), "{ok:?}");
+        let err = parse_json::<Body>(br#"{"attempt": 1, "error": {"type": "x", "mesage": "m"}}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown field `error.mesage`"), "{err}");
+        let err =
+            parse_json::<Body>(br#"{"attempt": 1, "eror": {}, "error": {"type": "x"}, "x": 1}"#)
+                .unwrap_err()
+                .to_string();
+        assert!(err.contains("`eror`") && err.contains("`x`"), "{err}");
+    }
+
+    #[test]
     fn media_types_ignore_parameters_and_case() {
         let mut headers = HeaderMap::new();
         headers.insert(

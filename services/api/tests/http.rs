@@ -802,3 +802,70 @@ async fn human_task_verbs_and_signals_become_commands() {
         ]
     );
 }
+
+/// A worker's failure report reaches the engine whole: its error, metrics and the
+/// `retry_after_ms` a rate-limited service asked for; a misspelt field inside the error is
+/// refused before anything is sent.
+#[tokio::test]
+async fn a_failure_report_carries_its_retry_after() {
+    let h = harness(fast()).await;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    fake_engine(h.log.clone(), move |command| {
+        record.lock().unwrap().push(command.clone());
+        Outcome::Accepted {
+            seq: 4,
+            result: Answer::Noted,
+        }
+    });
+    let task = TaskId::new(WorkflowId(uuid::Uuid::now_v7()), 1);
+    let uri = format!("/api/v1/tasks/{task}/fail");
+    let detail = problem(
+        call(
+            &h.app,
+            post_json(
+                &uri,
+                json!({"attempt": 1, "error": {"type": "rate_limited", "mesage": "slow down"}}),
+            ),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert!(detail.contains("error.mesage"), "{detail}");
+    assert!(
+        seen.lock().unwrap().is_empty(),
+        "a refused body sends nothing"
+    );
+
+    let (status, _, body) = call(
+        &h.app,
+        post_json(
+            &uri,
+            json!({
+                "attempt": 1,
+                "error": {"type": "rate_limited", "message": "slow down"},
+                "metrics": {"cpu_ms": 2.5},
+                "retry_after_ms": 5000
+            }),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let seen = seen.lock().unwrap();
+    match seen.as_slice() {
+        [
+            Command::FailTask {
+                task_id,
+                attempt: 1,
+                error,
+                metrics: Some(metrics),
+                retry_after_ms: Some(5000),
+            },
+        ] => {
+            assert_eq!(task_id, &task);
+            assert_eq!(error.kind, "rate_limited");
+            assert_eq!(metrics.cpu_ms, Some(2.5));
+        }
+        other => panic!("expected one FailTask with retry_after_ms, got {other:?}"),
+    }
+}

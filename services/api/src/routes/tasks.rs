@@ -31,7 +31,7 @@ pub(crate) async fn get_task(
     let (task_id, _) = parse_task_id(&id)?;
     let view = state.store.task(&task_id).await?;
     let view = view.ok_or_else(|| ApiError::NotFound(format!("no task {task_id}")))?;
-    Ok(Json(view.into()))
+    Ok(Json(view))
 }
 
 /// Publishes an operator command about a task and answers with the task's status once
@@ -51,7 +51,7 @@ pub(super) async fn task_verb(
     let body = TaskAction {
         task_id: task_id.0,
         workflow_id: workflow_id.to_string(),
-        status: applied.status.map(Into::into),
+        status: applied.status,
     };
     Ok((code, Json(body)))
 }

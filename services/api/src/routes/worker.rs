@@ -103,7 +103,7 @@ pub(crate) async fn complete_task(
         task_id,
         attempt: req.attempt,
         output: req.output,
-        metrics: req.metrics.map(Into::into),
+        metrics: req.metrics,
     };
     accepted(state.bus.send(command).await?)?;
     Ok(Json(Empty {}))
@@ -136,9 +136,9 @@ pub(crate) async fn fail_task(
     let command = Command::FailTask {
         task_id,
         attempt: req.attempt,
-        error: req.error.into(),
-        metrics: req.metrics.map(Into::into),
-        retry_after_ms: None,
+        error: req.error,
+        metrics: req.metrics,
+        retry_after_ms: req.retry_after_ms,
     };
     accepted(state.bus.send(command).await?)?;
     Ok(Json(Empty {}))

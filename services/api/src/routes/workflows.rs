@@ -96,11 +96,11 @@ pub(crate) async fn get_workflow(
         let view = view.ok_or_else(|| ApiError::NotFound(format!("no workflow run {id}")))?;
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         if view.status.is_terminal() || left.is_zero() {
-            return Ok(Json(view.into()));
+            return Ok(Json(view));
         }
         // Wakes once, when the run has ended, instead of polling or on each of its events.
         if !state.store.wait_for_end(id, left).await? {
-            return Ok(Json(state.store.workflow(id).await?.unwrap_or(view).into()));
+            return Ok(Json(state.store.workflow(id).await?.unwrap_or(view)));
         }
     }
 }
@@ -212,7 +212,7 @@ async fn run_verb(
     };
     let body = RunStatus {
         workflow_id: workflow_id.to_string(),
-        status: applied.status.map(Into::into),
+        status: applied.status,
     };
     Ok((code, Json(body)))
 }
