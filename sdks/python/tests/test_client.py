@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 
 import pytest
@@ -82,4 +83,26 @@ def test_wait_times_out_with_the_last_view(client: distorch.Client, uid: str) ->
         client.wait(run.workflow_id, timeout=0.3)
     assert isinstance(info.value, TimeoutError)
     assert info.value.workflow.status == "running"
+    client.cancel(run.workflow_id)
+
+
+def test_a_fresh_run_omits_empty_optional_members_and_the_views_read_them_as_none(
+    client: distorch.Client, uid: str
+) -> None:
+    """The server leaves out empty optional members (``worker_id``, ``metrics``,
+    ``started_at``, ``finished_at``, ``human``, ``parent_workflow_id``); the typed views
+    read an absent member and a ``null`` one alike."""
+    ref = client.register_definition(one_step(uid))
+    run = client.start(ref.name, {})
+    view = client.wait(run.workflow_id, timeout=10, until={"running"})
+    if not view.tasks:  # the read model may lag the first task by a moment
+        time.sleep(0.5)
+        view = client.get(run.workflow_id)
+    assert "parent_workflow_id" not in view.raw, view.raw
+    (task,) = view.tasks
+    for member in ("worker_id", "metrics", "started_at", "finished_at", "human"):
+        assert member not in task.raw, (member, task.raw)
+    assert task.worker_id is None and task.metrics is None
+    as_null = distorch.TaskInfo.from_json({**task.raw, "worker_id": None, "metrics": None})
+    assert as_null == task
     client.cancel(run.workflow_id)

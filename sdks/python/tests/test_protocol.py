@@ -69,7 +69,9 @@ def test_request_bodies_only_use_declared_members(
     client.poll(f"q-{uuid.uuid4().hex[:8]}", "w-1", max_tasks=3, wait=0)
     for call in (
         lambda: client.complete(task_id, 1, {"ok": True}, metrics),
-        lambda: client.fail(task_id, 1, "boom", "bad", retryable=False, metrics=metrics),
+        lambda: client.fail(
+            task_id, 1, "boom", "bad", retryable=True, metrics=metrics, retry_after=1.5
+        ),
         lambda: client.heartbeat(task_id, 1, {"cursor": 3}),
         lambda: client.start(f"missing-{uuid.uuid4().hex[:8]}", {}, idempotency_key="k"),
     ):
@@ -84,6 +86,7 @@ def test_request_bodies_only_use_declared_members(
         "heartbeat": "/api/v1/tasks/{task_id}/heartbeat",
         "workflows": "/api/v1/workflows",
     }
+    assert sent["fail"]["retry_after_ms"] == 1500
     for key, path in bodies.items():
         s = request_schema(openapi, path)
         assert set(sent[key]) <= members(s), (path, sent[key], members(s))

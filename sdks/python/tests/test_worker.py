@@ -552,6 +552,8 @@ def test_events_are_plain_json() -> None:
 
 
 def test_retry_after_delays_the_next_attempt(client: distorch.Client, uid: str) -> None:
+    """``retry_after`` travels with the failure report (``retry_after_ms``): the report goes
+    out at once and the engine schedules the next attempt no earlier than that."""
     q = f"q-{uid}"
     client.register_definition(
         f"""
@@ -560,17 +562,18 @@ steps:
   - id: call
     task: call
     queue: {q}
-    heartbeat_timeout: 1500ms
     retry: {{max_attempts: 3, initial_interval: 50ms}}
 """
     )
     starts: list[float] = []
+    raised: list[float] = []
     worker = distorch.Worker(url=client.url, queue=q, poll_wait=1)
 
     @worker.task("call")
     def call(ctx: distorch.TaskContext, input: Any) -> Any:
         starts.append(time.monotonic())
         if ctx.attempt == 1:
+            raised.append(time.monotonic())
             raise distorch.TaskError("rate_limited", "429 from upstream", retry_after=2.0)
         return {"attempt": ctx.attempt}
 
@@ -578,10 +581,48 @@ steps:
         run = client.start(f"later-{uid}", {})
         view = client.wait(run.workflow_id, timeout=20)
     assert view.status == "completed" and view.output == {"call": {"attempt": 2}}
-    # Held past the 1.5s heartbeat timeout: the worker kept heartbeating meanwhile.
     assert starts[1] - starts[0] >= 2.0
-    failed = [e for e in client.history(run.workflow_id) if e.get("type") == "task_failed"]
-    assert [f["error"]["type"] for f in failed] == ["rate_limited"]
+
+    events = client.history(run.workflow_id)
+    (failed,) = [e for e in events if e.get("type") == "task_failed"]
+    assert failed["error"]["type"] == "rate_limited"
+    # The engine honoured the worker's delay, not the step's 50 ms backoff.
+    assert failed["retry_at_ms"] - failed["at_ms"] >= 2000, failed
+    second = [e for e in events if e.get("type") == "task_started" and e.get("attempt") == 2]
+    assert second and second[0]["at_ms"] >= failed["retry_at_ms"], (second, failed)
+    # The report was not held back: the failure was recorded well before the delay ran out.
+    started1 = [e for e in events if e.get("type") == "task_started" and e.get("attempt") == 1]
+    assert failed["at_ms"] - started1[0]["at_ms"] < 1500, (started1, failed)
+    (task,) = view.tasks
+    assert task.status == "completed" and task.attempt == 2, task
+
+
+def test_retry_after_does_not_make_a_non_retryable_error_retry(
+    client: distorch.Client, uid: str
+) -> None:
+    q = f"q-{uid}"
+    client.register_definition(
+        f"""
+name: fatal-later-{uid}
+steps:
+  - id: call
+    task: call
+    queue: {q}
+    retry: {{max_attempts: 3, initial_interval: 50ms}}
+"""
+    )
+    worker = distorch.Worker(url=client.url, queue=q, poll_wait=1)
+
+    @worker.task("call")
+    def call(ctx: distorch.TaskContext, input: Any) -> Any:
+        raise distorch.TaskError("gone", "410", retryable=False, retry_after=5.0)
+
+    with running(worker):
+        run = client.start(f"fatal-later-{uid}", {})
+        view = client.wait(run.workflow_id, timeout=20)
+    assert view.status == "failed", view
+    (failed,) = [e for e in client.history(run.workflow_id) if e.get("type") == "task_failed"]
+    assert failed.get("retry_at_ms") is None, failed
 
 
 def test_a_result_is_resent_until_the_server_is_back(tmp_path: Path, uid: str) -> None:

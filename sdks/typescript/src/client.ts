@@ -17,7 +17,7 @@ import {
   isTerminal,
   type DeadLetter,
   type DefinitionRef,
-  type Failure,
+  type FailureReport,
   type HeartbeatAck,
   type HistoryEvent,
   type Metrics,
@@ -341,13 +341,23 @@ export class Client {
     await this.request("POST", `/api/v1/tasks/${segment(taskId)}/complete`, { body });
   }
 
-  /** Reports an attempt's failure. A 409 {@link ApiError} means it was superseded. */
-  async fail(taskId: string, attempt: number, error: Failure, metrics?: Metrics): Promise<void> {
+  /**
+   * Reports an attempt's failure. `error.retryAfterMs` (sent as `retry_after_ms`, rounded
+   * up to a whole millisecond) makes the server wait at least that long before the next
+   * attempt, if the retry policy allows one. A 409 {@link ApiError} means it was superseded.
+   */
+  async fail(taskId: string, attempt: number, error: FailureReport, metrics?: Metrics): Promise<void> {
     const body: Record<string, unknown> = {
       attempt,
       error: { type: error.type, message: error.message, retryable: error.retryable },
     };
     if (metrics) body.metrics = metrics;
+    if (error.retryAfterMs !== undefined) {
+      if (!Number.isFinite(error.retryAfterMs) || error.retryAfterMs < 0) {
+        throw new RangeError(`retryAfterMs must be a finite number >= 0, got ${error.retryAfterMs}`);
+      }
+      body.retry_after_ms = Math.ceil(error.retryAfterMs);
+    }
     await this.request("POST", `/api/v1/tasks/${segment(taskId)}/fail`, { body });
   }
 

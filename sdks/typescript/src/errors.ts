@@ -148,10 +148,10 @@ export interface TaskErrorOptions {
    */
   retryable?: boolean;
   /**
-   * The earliest the next attempt should start, in milliseconds. **Not sent**: the HTTP
-   * worker protocol (`POST /tasks/{id}/fail`) has no member for it, so the step's retry
-   * policy alone decides the delay. Kept on the error (and logged) so the intent is not
-   * lost silently; see the README.
+   * The earliest the next attempt may start, in milliseconds after the failure (a rate
+   * limit's `Retry-After`, say). Sent with the report as `retry_after_ms`; the server waits
+   * the longer of it and the step's backoff. It never adds an attempt: the retry policy
+   * still decides whether there is one, and it is not sent when `retryable` is false.
    */
   retryAfterMs?: number;
   /** The underlying error, if any. */
@@ -182,8 +182,12 @@ export class TaskError extends Error {
       throw new TypeError("TaskError type must be a non-empty string");
     }
     this.type = type;
+    const after = options.retryAfterMs;
+    if (after !== undefined && (typeof after !== "number" || !Number.isFinite(after) || after < 0)) {
+      throw new RangeError(`TaskError retryAfterMs must be a finite number >= 0, got ${String(after)}`);
+    }
     this.retryable = options.retryable ?? true;
-    this.retryAfterMs = options.retryAfterMs;
+    this.retryAfterMs = after;
   }
 
   /** A failure that may succeed if tried again (a dependency was down, a lock was taken). */

@@ -29,6 +29,8 @@ export type {
   WorkflowStatus,
   TaskStatus,
   Failure,
+  FailureReport,
+  HumanView,
   Metrics,
   TaskView,
   WorkflowView,

@@ -32,6 +32,16 @@ export interface Failure {
   retryable: boolean;
 }
 
+/** A worker's failure report: a {@link Failure}, optionally with the delay it asks for. */
+export interface FailureReport extends Failure {
+  /**
+   * Wait at least this many milliseconds before the next attempt (sent as
+   * `retry_after_ms`). The step's retry policy still decides whether there is one, and its
+   * backoff applies when longer.
+   */
+  retryAfterMs?: number;
+}
+
 /** Resource use of one attempt, as reported by the worker. */
 export interface Metrics {
   /** CPU time (user + system) of the worker process during the attempt, in ms. */
@@ -44,7 +54,26 @@ export interface Metrics {
   response_bytes?: number;
 }
 
-/** One task of a run (a step's task or a compensation) with its latest attempt. */
+/** The inbox side of a human task (`TaskView.human`). */
+export interface HumanView {
+  title: string;
+  assignee?: string | null;
+  group?: string | null;
+  claimed_by?: string | null;
+  /** JSON Schema the completion's output must satisfy. */
+  form?: unknown;
+  escalated?: boolean;
+  completed_by?: string | null;
+  /** When it times out (RFC 3339), if it has a timeout. */
+  due_at?: string | null;
+  [member: string]: unknown;
+}
+
+/**
+ * One task of a run (a step's task or a compensation) with its latest attempt. The server
+ * leaves out optional members that are empty; read `worker_id ?? null` and the like to
+ * treat absent and `null` alike.
+ */
 export interface TaskView {
   task_id: string;
   workflow_id: string;
@@ -60,11 +89,17 @@ export interface TaskView {
   error: Failure | null;
   /** Waiting in the dead-letter queue for an operator (retry or skip). */
   parked: boolean;
-  worker_id: string | null;
-  metrics: Metrics | null;
+  /** Absent (or `null`) until a worker started an attempt. */
+  worker_id?: string | null;
+  /** Absent (or `null`) until a report carried metrics. */
+  metrics?: Metrics | null;
   scheduled_at: string;
-  started_at: string | null;
-  finished_at: string | null;
+  /** Absent (or `null`) until an attempt started. */
+  started_at?: string | null;
+  /** Absent (or `null`) until the task ended. */
+  finished_at?: string | null;
+  /** The inbox side of a `human` task; absent for other kinds. */
+  human?: HumanView | null;
   [member: string]: unknown;
 }
 
@@ -82,7 +117,8 @@ export interface WorkflowView {
   current_steps: string[];
   tasks: TaskView[];
   last_seq: number;
-  parent_workflow_id: string | null;
+  /** Set on a child run; absent (or `null`) otherwise. */
+  parent_workflow_id?: string | null;
   sla: unknown[];
   [member: string]: unknown;
 }

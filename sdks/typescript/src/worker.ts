@@ -7,7 +7,7 @@ import { Lease, TaskContext } from "./context.js";
 import { ApiError, ConfigError, DistorchError, TaskError, describe } from "./errors.js";
 import { Log, consoleLogger, isLogLevel, type LogLevel, type Logger } from "./log.js";
 import { AttemptUsage } from "./telemetry.js";
-import type { Failure, Metrics, PolledTask } from "./types.js";
+import type { FailureReport, Metrics, PolledTask } from "./types.js";
 
 /** Heartbeat cadence when neither the options nor the task say otherwise. */
 export const DEFAULT_HEARTBEAT_INTERVAL_MS = 10_000;
@@ -59,7 +59,7 @@ export interface WorkerOptions {
   handleSignals?: boolean;
 }
 
-type Outcome = { kind: "completed"; output: unknown } | { kind: "failed"; error: Failure };
+type Outcome = { kind: "completed"; output: unknown } | { kind: "failed"; error: FailureReport };
 
 /**
  * A worker for one queue: takes tasks in batched long-polls, runs their handlers with a
@@ -342,15 +342,12 @@ export class Worker {
     await this.report(log, task, outcome, metrics);
   }
 
-  private failureOf(e: unknown, log: Log, cancelled: boolean): Failure {
+  private failureOf(e: unknown, log: Log, cancelled: boolean): FailureReport {
     if (e instanceof TaskError) {
-      if (e.retryAfterMs !== undefined) {
-        log.warn("TaskError.retryAfterMs is not sent: the HTTP worker protocol has no member for it, the step's retry policy decides the delay", {
-          retryAfterMs: e.retryAfterMs,
-        });
-      }
-      log.info("handler failed the task", { errorType: e.type, retryable: e.retryable, error: e.message });
-      return { type: e.type, message: clip(e.message), retryable: e.retryable };
+      log.info("handler failed the task", { errorType: e.type, retryable: e.retryable, error: e.message, retryAfterMs: e.retryAfterMs });
+      const failure: FailureReport = { type: e.type, message: clip(e.message), retryable: e.retryable };
+      if (e.retryable && e.retryAfterMs !== undefined) failure.retryAfterMs = e.retryAfterMs;
+      return failure;
     }
     if (!cancelled) {
       log.error("handler threw", { error: e, stack: e instanceof Error ? e.stack : undefined });

@@ -4,6 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   ApiError,
+  Client,
   ConfigError,
   RETRY,
   TaskError,
@@ -55,6 +56,9 @@ test("TaskError defaults to retryable and validates its type", () => {
   assert.equal(TaskError.fatal("x", "y").retryable, false);
   assert.equal(TaskError.retryable("x", "y").retryable, true);
   assert.throws(() => new TaskError("", "y"), TypeError);
+  assert.throws(() => new TaskError("x", "y", { retryAfterMs: -1 }), RangeError);
+  assert.throws(() => new TaskError("x", "y", { retryAfterMs: Number.NaN }), RangeError);
+  assert.equal(new TaskError("x", "y", { retryAfterMs: 0 }).retryAfterMs, 0);
 });
 
 test("ApiError classifies statuses like the Rust SDK", () => {
@@ -85,4 +89,23 @@ test("Worker options are validated", () => {
 test("terminal statuses", () => {
   for (const s of ["completed", "failed", "compensated", "cancelled"]) assert.equal(isTerminal(s), true);
   for (const s of ["running", "paused", "parked", "compensating", null]) assert.equal(isTerminal(s), false);
+});
+
+test("Client.fail sends retryAfterMs as retry_after_ms (rounded up) and nothing when absent", async () => {
+  const bodies = [];
+  const fakeFetch = async (_url, init) => {
+    bodies.push(JSON.parse(init.body));
+    return new Response("{}", { status: 200, headers: { "content-type": "application/json" } });
+  };
+  const client = new Client("http://127.0.0.1:1", { fetch: fakeFetch });
+  await client.fail("t.1", 1, { type: "rate_limited", message: "m", retryable: true, retryAfterMs: 1500.2 });
+  await client.fail("t.1", 2, { type: "boom", message: "m", retryable: true });
+  assert.deepEqual(bodies[0], {
+    attempt: 1,
+    error: { type: "rate_limited", message: "m", retryable: true },
+    retry_after_ms: 1501,
+  });
+  assert.equal("retry_after_ms" in bodies[1], false);
+  await assert.rejects(client.fail("t.1", 3, { type: "x", message: "", retryable: true, retryAfterMs: -5 }), RangeError);
+  assert.equal(bodies.length, 2, "an invalid delay is not sent");
 });

@@ -5,7 +5,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { Client, TaskError, Worker } from "@distorch/sdk";
-import { captureLogs, startServer, unique, waitForStatus } from "./helpers.mjs";
+import { captureLogs, startServer, unique, waitFor, waitForStatus } from "./helpers.mjs";
 
 let server;
 let client;
@@ -224,6 +224,96 @@ test("a thrown Error is a retryable `panic`; an unknown task type fails non-retr
     await w.stop();
     await done;
   }
+});
+
+test("TaskError.retryAfterMs is sent as retry_after_ms: the next attempt waits for it, not for the step's backoff", async () => {
+  const name = unique("later");
+  const queue = unique("q");
+  await client.registerDefinition(`
+name: ${name}
+steps:
+  - {id: call, task: call, queue: ${queue}, retry: {max_attempts: 3, initial_interval: 50ms}}
+`);
+  const w = worker(queue, { pollWaitMs: 1_000 });
+  const starts = [];
+  w.task("call", (ctx) => {
+    starts.push(Date.now());
+    if (ctx.attempt === 1) throw TaskError.retryable("rate_limited", "429 from upstream", { retryAfterMs: 2_000 });
+    return { attempt: ctx.attempt };
+  });
+  const done = w.run();
+  try {
+    const { workflowId } = await client.start(name, {});
+    const run = await client.wait(workflowId, { timeoutMs: 20_000 });
+    assert.equal(run.status, "completed", JSON.stringify(run.error));
+    assert.deepEqual(run.output, { call: { attempt: 2 } });
+    assert.ok(starts[1] - starts[0] >= 2_000, `the second attempt started ${starts[1] - starts[0]} ms after the first`);
+    const history = await client.history(workflowId);
+    const failed = history.filter((e) => e.type === "task_failed");
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0].error.type, "rate_limited");
+    assert.ok(failed[0].retry_at_ms - failed[0].at_ms >= 2_000, `retry_at_ms is 2 s after the failure: ${JSON.stringify(failed[0])}`);
+    const second = history.find((e) => e.type === "task_started" && e.attempt === 2);
+    assert.ok(second && second.at_ms >= failed[0].retry_at_ms, `attempt 2 started at its retry_at_ms: ${JSON.stringify(second)}`);
+    const first = history.find((e) => e.type === "task_started" && e.attempt === 1);
+    assert.ok(failed[0].at_ms - first.at_ms < 1_500, "the failure was reported at once, not held back");
+  } finally {
+    await w.stop();
+    await done;
+  }
+});
+
+test("retryAfterMs does not make a non-retryable TaskError retry", async () => {
+  const name = unique("fatal-later");
+  const queue = unique("q");
+  await client.registerDefinition(`
+name: ${name}
+steps:
+  - {id: call, task: call, queue: ${queue}, retry: {max_attempts: 3, initial_interval: 50ms}}
+`);
+  const w = worker(queue, { pollWaitMs: 1_000 });
+  let calls = 0;
+  w.task("call", () => {
+    calls++;
+    throw TaskError.fatal("gone", "410 from upstream", { retryAfterMs: 5_000 });
+  });
+  const done = w.run();
+  try {
+    const { workflowId } = await client.start(name, {});
+    const run = await client.wait(workflowId, { timeoutMs: 20_000 });
+    assert.equal(run.status, "failed");
+    assert.equal(calls, 1);
+    const failed = (await client.history(workflowId)).filter((e) => e.type === "task_failed");
+    assert.equal(failed.length, 1);
+    assert.equal(failed[0].retry_at_ms ?? null, null, "no next attempt");
+  } finally {
+    await w.stop();
+    await done;
+  }
+});
+
+test("a task no worker took yet leaves its empty optional members out of the view", async () => {
+  const name = unique("fresh");
+  const queue = unique("q");
+  await client.registerDefinition(`
+name: ${name}
+steps:
+  - {id: only, task: only, queue: ${queue}}
+`);
+  const { workflowId } = await client.start(name, {});
+  const run = await waitFor(async () => {
+    const r = await client.get(workflowId);
+    return r.tasks.length > 0 ? r : undefined;
+  });
+  assert.equal("parent_workflow_id" in run, false, JSON.stringify(run));
+  const task = run.tasks[0];
+  for (const member of ["worker_id", "metrics", "started_at", "finished_at", "human"]) {
+    assert.equal(member in task, false, `${member} is left out: ${JSON.stringify(task)}`);
+  }
+  // Typed as optional: `?? null` reads absent and null alike.
+  assert.equal(task.worker_id ?? null, null);
+  assert.equal(task.metrics ?? null, null);
+  await client.cancel(workflowId);
 });
 
 test("cpu_ms and peak_memory_bytes arrive on the task in the read model", async () => {

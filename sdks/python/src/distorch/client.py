@@ -9,6 +9,7 @@ and ``detail`` included), :class:`~distorch.TransportError` when no response cam
 from __future__ import annotations
 
 import json
+import math
 import random
 import time
 import urllib.parse
@@ -354,17 +355,26 @@ class Client:
         *,
         retryable: bool = True,
         metrics: Metrics | None = None,
+        retry_after: float | None = None,
     ) -> None:
         """Reports an attempt's failure; the step's retry policy decides what follows.
 
+        ``retry_after`` (seconds, sent as ``retry_after_ms`` rounded up) makes the server
+        wait at least that long before the next attempt; whether there is one is still the
+        retry policy's call, and its backoff applies when longer.
+
         :raises ApiError: 409 (``is_conflict``) when the attempt was superseded.
         """
+        if retry_after is not None and not retry_after >= 0:
+            raise ValueError("retry_after must not be negative")
         body: dict[str, Any] = {
             "attempt": attempt,
             "error": {"type": type, "message": message, "retryable": retryable},
         }
         if metrics is not None and metrics.to_json():
             body["metrics"] = metrics.to_json()
+        if retry_after is not None:
+            body["retry_after_ms"] = math.ceil(retry_after * 1000)
         self._http.request(
             "POST",
             f"/api/v1/tasks/{segment(task_id)}/fail",

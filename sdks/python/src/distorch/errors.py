@@ -141,9 +141,9 @@ class TaskError(Exception):
     :param retryable: ``False`` fails the step without further attempts, whatever the retry
         policy says.
     :param retry_after: seconds the next attempt must not start before (e.g. a rate limit's
-        ``Retry-After``). The HTTP protocol has no field for it, so the worker holds the
-        failure report (heartbeating meanwhile) for that long before sending it; the step's
-        own backoff then comes on top. Ignored when ``retryable`` is false.
+        ``Retry-After``), sent with the failure report as ``retry_after_ms``. The server
+        waits the longer of it and the step's backoff; the retry policy still decides
+        whether there is a next attempt. Ignored when ``retryable`` is false.
     """
 
     def __init__(

@@ -588,30 +588,6 @@ class _Run:
                 )
                 return
             outcome = self._outcome(result, extra, elapsed)
-            if (
-                isinstance(outcome, _Failed)
-                and outcome.retryable
-                and outcome.retry_after
-                and not self.stopping
-            ):
-                # The HTTP API has no field for it: hold the report (heartbeating) instead.
-                _log.info(
-                    "holding the failure report %.3fs (retry_after)",
-                    outcome.retry_after,
-                    extra=extra,
-                )
-                cancelled = self.loop.create_task(lease.cancelled_async.wait())
-                stop = self.loop.create_task(self.stop_event.wait())
-                await asyncio.wait(
-                    [cancelled, stop],
-                    timeout=outcome.retry_after,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                cancelled.cancel()
-                stop.cancel()
-                if lease.cancelled:
-                    _log.info("attempt cancelled while holding its failure; dropped", extra=extra)
-                    return
         finally:
             keep_alive.cancel()
         metrics = usage.finish(cpu) if usage is not None else None
@@ -717,6 +693,7 @@ class _Run:
                     outcome.message,
                     retryable=outcome.retryable,
                     metrics=metrics,
+                    retry_after=outcome.retry_after if outcome.retryable else None,
                 )
 
         retry = 0
