@@ -379,6 +379,19 @@ impl Core {
         let version = self.registry.next_version(name);
         match distorch_domain::definition::Definition::from_source(source, version) {
             Ok(def) => {
+                // A document identical to the latest version is that version, as a deployment
+                // of an unchanged process is in Camunda: applying the same file again (a CI
+                // pipeline, a retried apply) must not mint versions that differ in nothing.
+                if let Some(latest) = self.registry.definition(&def.name, None)
+                    && latest.source == def.source
+                {
+                    let result = Answer::Registered {
+                        name: def.name,
+                        version: latest.version,
+                    };
+                    self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
+                    return None;
+                }
                 let reg = DefinitionRegistered {
                     name: def.name.clone(),
                     command_id: Some(cmd.id.clone()),

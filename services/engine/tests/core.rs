@@ -489,3 +489,52 @@ fn a_snapshot_holds_a_partitions_live_and_ended_runs_only() {
         "another partition's snapshot does not hold it"
     );
 }
+
+#[test]
+fn applying_an_unchanged_definition_again_answers_its_version_and_appends_nothing() {
+    // Given "pay" registered as version 1
+    let (mut core, _) = with_payments();
+    let again = |id: &str, source: Value| {
+        record(
+            id,
+            Some("api"),
+            Command::RegisterDefinition { source },
+            None,
+        )
+    };
+
+    // When the same document is applied again (another command), then it is version 1 and
+    // nothing is appended
+    let out = core.handle(&[again("reg-2", payments())], T0 + 1);
+    assert!(on(&out, &topics().definitions()).is_empty());
+    assert_eq!(
+        replies(&out)[0].outcome,
+        Outcome::Accepted {
+            seq: 0,
+            result: Answer::Registered {
+                name: "pay".into(),
+                version: 1
+            }
+        }
+    );
+
+    // When a changed document is applied, then it becomes version 2
+    let mut changed = payments();
+    changed["steps"][0]["timeout"] = json!("2s");
+    let out = core.handle(&[again("reg-3", changed.clone())], T0 + 2);
+    let registered: Vec<DefinitionRegistered> = on(&out, &topics().definitions())
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(registered.len(), 1);
+    assert_eq!(registered[0].version, 2);
+
+    // When version 1's document is applied after version 2, then it is a new version 3: only
+    // the latest version is compared, so going back is a change like any other
+    let out = core.handle(&[again("reg-4", payments())], T0 + 3);
+    let registered: Vec<DefinitionRegistered> = on(&out, &topics().definitions())
+        .into_iter()
+        .map(|v| serde_json::from_value(v).unwrap())
+        .collect();
+    assert_eq!(registered[0].version, 3);
+}
