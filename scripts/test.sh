@@ -21,6 +21,8 @@
 #   doctest     cargo test --doc (nextest does not run doctests)
 #   sdk-python  the Python SDK's mypy --strict and pytest against the built binary
 #   sdk-ts      the TypeScript SDK's build, package check and node --test against it
+#   example     examples/order-saga/run.sh: one saga served by a Python, a TypeScript and a
+#               Rust worker, driven and checked with the CLI
 #
 # Environment:
 #   DISTORCH_CACHE      where installed tools live (default ~/.cache/distorch)
@@ -405,6 +407,13 @@ run_sdk() {
     tee "$LOG_DIR/sdk-$1.log"
 }
 
+# The three-language example; its Rust worker (a package outside the workspace) builds into
+# target/ too, reusing what the build phase compiled.
+run_example() {
+  DISTORCH_BIN="$REPO_ROOT/target/debug/distorch" bash examples/order-saga/run.sh 2>&1 |
+    tee "$LOG_DIR/example.log"
+}
+
 run_tests() {
   if [[ "$TEST_RUNNER" == nextest ]]; then
     # One retry: a test that passes only on its retry is reported as FLAKY in the output
@@ -488,9 +497,12 @@ if [[ "$CHECK_RC" == 0 ]]; then
   count_pytest "$LOG_DIR/sdk-python.log"
   check sdk-ts run_sdk typescript
   count_plain "$LOG_DIR/sdk-typescript.log"
+  check example run_example
+  count_plain "$LOG_DIR/example.log"
 else
   skip_phase test "build $CHECK_RC"
   skip_phase sdk-python "build $CHECK_RC"
   skip_phase sdk-ts "build $CHECK_RC"
+  skip_phase example "build $CHECK_RC"
 fi
 # on_exit prints the summary and sets the exit status from the recorded phases.
