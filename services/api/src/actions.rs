@@ -23,7 +23,7 @@ fn status_of(answer: &Answer) -> Option<Status> {
 pub(crate) struct Started {
     pub workflow_id: WorkflowId,
     pub status: Option<Status>,
-    /// The idempotency key had already started it.
+    /// The idempotency key or workflow id had already started it.
     pub existing: bool,
 }
 

@@ -31,6 +31,8 @@ pub struct Dispatchers {
 }
 
 impl Dispatchers {
+    /// No dispatcher yet; a queue's topic is created with `partitions` when missing, and its
+    /// feed buffers up to `prefetch` records.
     pub fn new(log: Arc<dyn EventLog>, topics: Topics, partitions: u32, prefetch: usize) -> Self {
         Self {
             log,
@@ -41,6 +43,8 @@ impl Dispatchers {
         }
     }
 
+    /// The queue's dispatcher, started on the first call: creates the queue's topic if
+    /// missing and joins group [`GROUP`] on it. Concurrent first calls start one.
     pub async fn get(&self, queue: &str) -> Result<Arc<QueueDispatcher>, ApiError> {
         let cell = self
             .queues
@@ -84,6 +88,8 @@ impl Dispatchers {
     }
 }
 
+/// Hands out the task attempts of one queue: its [`TaskFeed`] of claimed records, and the
+/// poll that starts them.
 pub struct QueueDispatcher {
     queue: String,
     log: Arc<dyn EventLog>,
@@ -91,6 +97,7 @@ pub struct QueueDispatcher {
 }
 
 impl QueueDispatcher {
+    /// The queue's name (not its topic's).
     pub fn queue(&self) -> &str {
         &self.queue
     }

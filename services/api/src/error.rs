@@ -7,6 +7,9 @@ use distorch_domain::command::Rejection;
 use distorch_eventlog::LogError;
 use distorch_store::StoreError;
 
+/// Why a request failed. [`ApiError::status`] gives its HTTP status; as a response it is a
+/// [`Problem`] whose `detail` is the message, and in GraphQL an error with that status's
+/// `extensions.code`.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// 400: the request (or the command it became) is invalid.
@@ -19,30 +22,39 @@ pub enum ApiError {
     /// verb not allowed in this status).
     #[error("{0}")]
     Conflict(String),
+    /// 415: the body's `Content-Type` is not one the route reads.
     #[error("{0}")]
     UnsupportedMediaType(String),
+    /// 413: the body is larger than `api.max_body_bytes`.
     #[error("{0}")]
     PayloadTooLarge(String),
-    /// The command was appended (so it is durable) but no reply came in time.
+    /// 503: the command was appended (so it is durable) but no reply came in time; the
+    /// value is the timeout in seconds.
     #[error(
         "the engine did not answer within {0} s (an engine may be failing over); the command is durable and will still be applied"
     )]
     Timeout(f64),
-    /// A start that was not confirmed (no answer in time, an engine failing over, or a failed
-    /// append) may still be applied under this id; a retry naming it starts nothing more.
+    /// 503: a start that was not confirmed (no answer in time, an engine failing over, or a
+    /// failed append) may still be applied under this id; a retry naming it starts nothing
+    /// more. The problem (or GraphQL error) carries the id for the retry.
     #[error(
         "{reason}. Retry with \"workflow_id\": \"{workflow_id}\" (or the same \
          idempotency_key): the retry returns that run if it started and never starts a second one"
     )]
     StartPending {
+        /// The id the start was published with.
         workflow_id: distorch_domain::WorkflowId,
+        /// What went wrong, without the retry advice the message adds.
         reason: String,
     },
-    /// The service cannot serve the request right now (reply reader down, shutting down).
+    /// 503: the service cannot serve the request right now (a command could not be appended,
+    /// the reply reader stopped, analytics are not configured, an engine of another version).
     #[error("{0}")]
     Unavailable(String),
+    /// The event log failed: 503 when the error is retryable, else 500.
     #[error("event log: {0}")]
     Log(#[from] LogError),
+    /// The read store failed: 400 for a bad cursor, 503 when retryable, else 500.
     #[error("read store: {0}")]
     Store(#[from] StoreError),
 }
@@ -58,6 +70,7 @@ impl From<Rejection> for ApiError {
 }
 
 impl ApiError {
+    /// The HTTP status this error answers with.
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,

@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! The DisTorch API: REST (definitions, runs, tasks, the dead-letter queue, the worker
 //! protocol, health, metrics, OpenAPI docs), GraphQL with subscriptions, and live event
 //! streams over WebSocket and SSE ([`feed`]).
@@ -75,19 +76,28 @@ impl Default for ApiConfig {
 }
 
 impl ApiConfig {
+    /// The topic names under [`topic_prefix`](Self::topic_prefix).
     pub fn topics(&self) -> Topics {
         Topics::with_prefix(self.topic_prefix.clone())
     }
 }
 
+/// Partition counts of the topics (`[api.partitions]`), used only when this service creates
+/// a missing topic: an existing topic keeps the count it has.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Partitions {
+    /// Of the commands topic. The binary also gives it to the engine, which creates its
+    /// topics (commands, events, replies, snapshots) with it.
     pub commands: u32,
+    /// Of the events topic; the live feed runs one tail reader per partition.
     pub events: u32,
     /// Per `tasks.<queue>` topic.
     pub tasks: u32,
+    /// Of the definitions topic. Nothing reads it: the engine creates that topic with one
+    /// partition.
     pub definitions: u32,
+    /// Of the replies topic.
     pub replies: u32,
 }
 

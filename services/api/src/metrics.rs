@@ -34,7 +34,8 @@ struct QueueLabels {
     queue: String,
 }
 
-/// Cheap to clone: every field is an `Arc` inside.
+/// The API's metrics, all under the `distorch_api` prefix. Cheap to clone: every field is
+/// an `Arc` inside.
 #[derive(Clone, Debug, Default)]
 pub struct ApiMetrics {
     http_requests: Family<HttpLabels, Counter>,
@@ -44,6 +45,8 @@ pub struct ApiMetrics {
 }
 
 impl ApiMetrics {
+    /// Registers every metric into `registry` under the `distorch_api` prefix; call once per
+    /// registry.
     pub fn register(&self, registry: &mut Registry) {
         let api = registry.sub_registry_with_prefix("distorch_api");
         api.register(
@@ -69,6 +72,7 @@ impl ApiMetrics {
         );
     }
 
+    /// Counts one request; `route` is the matched route template, never the raw path.
     pub fn http_request(&self, method: &str, route: &str, status: u16) {
         let labels = HttpLabels {
             method: method.to_owned(),
@@ -78,10 +82,13 @@ impl ApiMetrics {
         self.http_requests.get_or_create(&labels).inc();
     }
 
+    /// Counts one command by name and outcome (`accepted`, `rejected`, `timeout`, `error`
+    /// or `published`).
     pub fn command(&self, command: &'static str, outcome: &'static str) {
         self.commands_n(command, outcome, 1);
     }
 
+    /// Counts `n` commands of one name and outcome; nothing when `n` is 0.
     pub fn commands_n(&self, command: &'static str, outcome: &'static str, n: usize) {
         if n > 0 {
             self.commands
@@ -90,6 +97,7 @@ impl ApiMetrics {
         }
     }
 
+    /// Counts `n` attempts handed to workers from `queue`.
     pub fn tasks_handed_out(&self, queue: &str, n: usize) {
         let labels = QueueLabels {
             queue: queue.to_owned(),
@@ -97,6 +105,7 @@ impl ApiMetrics {
         self.poll_tasks.get_or_create(&labels).inc_by(n as u64);
     }
 
+    /// Sets the queue-depth gauge of `queue` (saturating at `i64::MAX`).
     pub fn set_queue_depth(&self, queue: &str, depth: u64) {
         let labels = QueueLabels {
             queue: queue.to_owned(),

@@ -5,6 +5,8 @@ use crate::routes::{
 };
 use utoipa::OpenApi;
 
+/// The OpenAPI document of the REST API (`ApiDoc::openapi()`), served at
+/// `/api/v1/openapi.json` with Swagger UI at `/docs`.
 #[derive(OpenApi)]
 #[openapi(
     info(

@@ -11,9 +11,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use utoipa::ToSchema;
 
+/// Media type of every error response.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
-/// `application/problem+json` body.
+/// An error response (RFC 9457 problem details), sent as `application/problem+json`.
 #[derive(Debug, Clone, Serialize, serde::Deserialize, ToSchema)]
 pub struct Problem {
     /// Stable, machine-readable problem type, e.g. `urn:distorch:problem:not-found`.
@@ -25,12 +26,14 @@ pub struct Problem {
     pub status: u16,
     /// What exactly is wrong, and where.
     pub detail: String,
-    /// The run a start that got no answer in time will create: retry the start with it.
+    /// Only on a 503 answer to a start: the run id the unconfirmed start may still create.
+    /// Retry the start with it as `workflow_id`; absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub workflow_id: Option<String>,
 }
 
 impl Problem {
+    /// The problem of `status`: its `type` slug and `title` follow from the status.
     pub fn new(status: StatusCode, detail: impl Into<String>) -> Self {
         let slug = match status {
             StatusCode::BAD_REQUEST => "bad-request",
@@ -156,7 +159,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Json<T> {
     }
 }
 
-/// A JSON body that may be omitted entirely (then `T::default()`), e.g. cancel's options.
+/// A JSON body that may be omitted (an empty or blank body is `T::default()`), e.g. cancel's
+/// options.
 pub struct OptionalJson<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned + Default> FromRequest<S> for OptionalJson<T> {

@@ -7,7 +7,7 @@
 //! starts with its first subscriber and stops when the last one has gone.
 //!
 //! # Every event once, in order, resumable
-//! - Offsets: each broadcast batch says which offsets it covers. A subscriber ([`cursor`])
+//! - Offsets: each broadcast batch says which offsets it covers. A subscriber (`cursor.rs`)
 //!   tracks the next offset it needs; whenever a batch starts past it (the subscriber
 //!   lagged and the channel dropped batches, or it asked to start earlier than the tail),
 //!   it reads the missing range from the log itself before taking the batch. A slow
@@ -60,8 +60,11 @@ pub(crate) struct Batch {
 /// One event with where it sits in the log.
 #[derive(Debug, Clone)]
 pub struct FeedEvent {
+    /// Partition of the events topic it was read from.
     pub partition: u32,
+    /// Its offset in that partition.
     pub offset: u64,
+    /// The decoded event, shared by every subscriber that receives it.
     pub envelope: Arc<EventEnvelope>,
 }
 

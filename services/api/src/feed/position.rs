@@ -6,6 +6,7 @@
 use crate::error::ApiError;
 use std::fmt;
 
+/// The next offset to deliver of each partition, indexed by partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Position(pub Vec<u64>);
 

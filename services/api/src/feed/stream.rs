@@ -35,8 +35,11 @@ fn channel_stream<T: Send + 'static>(rx: mpsc::Receiver<Result<T, ApiError>>) ->
 /// A task event with the queue it belongs to.
 #[derive(Debug, Clone)]
 pub struct TaskUpdate {
+    /// The task the event is about.
     pub task_id: TaskId,
+    /// The task's queue; never empty (human tasks have none and are left out).
     pub queue: String,
+    /// The event, as its run's history shows it.
     pub envelope: Arc<EventEnvelope>,
 }
 

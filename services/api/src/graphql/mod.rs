@@ -1,9 +1,9 @@
 //! GraphQL at `/graphql`: queries and mutations over `POST`, subscriptions over a
 //! WebSocket upgrade of `GET` (graphql-ws), GraphiQL on a plain `GET`.
 //!
-//! GraphQL types live here, at the edge ([`types`]); resolvers call the same read store and
-//! [`crate::actions`] as REST, so both APIs publish the same commands and read the same
-//! views. Errors carry `extensions.code` ([`error`]). The SDL is committed in
+//! GraphQL types live here, at the edge (`types.rs`); resolvers call the same read store and
+//! `crate::actions` as REST, so both APIs publish the same commands and read the same
+//! views. Errors carry `extensions.code` (`error.rs`). The SDL is committed in
 //! `schemas/graphql/schema.graphql` and a test fails when it drifts ([`sdl`]).
 
 mod error;
@@ -25,6 +25,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 
+/// The executable schema: [`Query`], [`Mutation`] and [`Subscription`], with the depth limit.
 pub type ApiSchema = Schema<Query, Mutation, Subscription>;
 
 /// Deepest selection a query may make; the schema's real depth is far below, so only

@@ -11,29 +11,35 @@ use distorch_domain::command::Command;
 use distorch_domain::workflow::{Status, TaskStatus};
 use serde_json::Value;
 
+/// The mutation root: the write side, through the same `crate::actions` as REST.
 pub struct Mutation;
 
+/// A request to start a run.
 #[derive(InputObject, Debug)]
 pub struct StartWorkflowInput {
     /// Definition name.
     pub definition: String,
-    /// Latest when absent.
+    /// Definition version; the latest when absent.
     pub version: Option<u32>,
-    /// Checked against the definition's `input_schema`.
+    /// The run's input, any JSON; checked against the definition's `input_schema`. Default
+    /// `null`.
     pub input: Option<Value>,
-    /// The same key for the same definition always names the same run.
+    /// The same key for the same definition always names the same run: a repeated start
+    /// returns that run (`existing: true`). Not with `workflowId`.
     pub idempotency_key: Option<String>,
     /// The run's id chosen by the caller (a UUID), instead of an idempotency key: a repeated
-    /// start with it returns the existing run. An UNAVAILABLE error carries the id a pending
-    /// start will create in `extensions.workflowId`.
+    /// start with it returns the existing run. An `UNAVAILABLE` error about a start that may
+    /// still be applied carries the run's id in `extensions.workflowId`: retry with it.
     pub workflow_id: Option<ID>,
 }
 
 /// The run a start named.
 #[derive(SimpleObject, Debug)]
 pub struct StartedRun {
+    /// The run's id (UUID).
     pub workflow_id: ID,
-    /// `null` when the read model has not caught up yet.
+    /// The run's status: from the read model once it shows the run, else as the engine
+    /// reported it.
     pub status: Option<Status>,
     /// The idempotency key (or workflow id) had already started this run.
     pub existing: bool,
@@ -42,7 +48,10 @@ pub struct StartedRun {
 /// A run after an operator verb.
 #[derive(SimpleObject, Debug)]
 pub struct RunStatus {
+    /// The run's id (UUID).
     pub workflow_id: ID,
+    /// The run's status after the verb: from the read model when `caughtUp`, else as the
+    /// engine reported it.
     pub status: Option<Status>,
     /// The read model reflects the verb (else `status` is what the engine said).
     pub caught_up: bool,
@@ -51,22 +60,32 @@ pub struct RunStatus {
 /// A task after an operator verb.
 #[derive(SimpleObject, Debug)]
 pub struct TaskAction {
+    /// The task's id (`<run uuid>.<n>`).
     pub task_id: ID,
+    /// The task's run (UUID).
     pub workflow_id: ID,
     /// `null` when the read model has not caught up yet.
     pub status: Option<TaskStatus>,
+    /// The read model reflects the verb.
     pub caught_up: bool,
 }
 
+/// The definition version a registration produced.
 #[derive(SimpleObject, Debug)]
 pub struct Registered {
+    /// Definition name.
     pub name: String,
+    /// The new version number (from 1), or the latest one's when the document is identical
+    /// to it.
     pub version: u32,
 }
 
+/// A signal the run has received.
 #[derive(SimpleObject, Debug)]
 pub struct SignalSent {
+    /// The run's id (UUID).
     pub workflow_id: ID,
+    /// Signal name.
     pub signal: String,
 }
 
@@ -105,9 +124,12 @@ async fn task_verb(
     })
 }
 
+/// Changes: each publishes the same command as its REST twin and answers once the engine
+/// has decided, after a bounded wait for the read model to reflect it.
 #[Object]
 impl Mutation {
-    /// Start a run.
+    /// Start a run. With `idempotencyKey` or `workflowId`, repeating it returns the run it
+    /// started (`existing: true`) instead of starting another.
     async fn start_workflow(
         &self,
         ctx: &Context<'_>,
@@ -163,7 +185,9 @@ impl Mutation {
         .await
     }
 
-    /// Send signal `name` to a run; a `signal` step of that name takes its payload.
+    /// Send signal `name` (letters, digits, `_`, `-` and `.`) to a run. The run keeps it until
+    /// a `signal` step of that name takes it; `payload` (any JSON, default `null`) becomes
+    /// that step's output.
     async fn send_signal(
         &self,
         ctx: &Context<'_>,
@@ -182,12 +206,14 @@ impl Mutation {
         })
     }
 
-    /// Run a failed or parked task again with a fresh attempt budget.
+    /// Run a task parked in the dead-letter queue again, with a fresh attempt budget (a
+    /// human task goes back to the inbox unclaimed). A task that is not parked is a `CONFLICT`.
     async fn retry_task(&self, ctx: &Context<'_>, id: ID) -> Result<TaskAction> {
         task_verb(ctx, &id, |task_id| Command::RetryTask { task_id }).await
     }
 
-    /// Treat a task as completed with `output`.
+    /// Skip a parked or unfinished task: it counts as completed with `output` (any JSON,
+    /// default `null`). A finished task that is not parked is a `CONFLICT`.
     async fn skip_task(
         &self,
         ctx: &Context<'_>,
@@ -202,7 +228,8 @@ impl Mutation {
     }
 
     /// Register the next version of a definition, given as a JSON `definition` or as
-    /// `yaml` text (exactly one of them).
+    /// `yaml` text (exactly one of them). A document identical to the latest version
+    /// registers nothing and answers with that version.
     async fn register_definition(
         &self,
         ctx: &Context<'_>,

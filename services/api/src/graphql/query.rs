@@ -11,16 +11,19 @@ use distorch_domain::workflow::Status;
 use distorch_store::analytics::{Bottlenecks, Cost, Performance, Window};
 use distorch_store::{DefinitionSummary, MAX_LIMIT, WorkflowFilter};
 
+/// The query root: reads of the same read store (and log, for the commands DLQ) as REST.
 pub struct Query;
 
 /// Which runs `workflows` lists; the conditions given must all hold.
 #[derive(InputObject, Default, Debug)]
 pub struct WorkflowsFilter {
+    /// Only runs in this status.
     pub status: Option<Status>,
-    /// Definition name.
+    /// Only runs of this definition (its name).
     pub definition: Option<String>,
 }
 
+/// Reads: runs, tasks, definitions, dead letters, analytics and circuit breakers.
 #[Object]
 impl Query {
     /// A run by id; `null` when there is none.
@@ -112,8 +115,8 @@ impl Query {
     }
 
     /// Command records moved to the dead-letter queue (malformed, or rejected with nobody to
-    /// answer), oldest first, like `GET /api/v1/dlq/commands`. `after` is the `id` of the
-    /// last record of the previous page.
+    /// answer), oldest first, like `GET /api/v1/dlq/commands`: `first` records (1 to 1000,
+    /// default 100) after `after`, the `id` of the last record of the previous page.
     async fn dead_letter_commands(
         &self,
         ctx: &Context<'_>,
@@ -156,6 +159,7 @@ impl Query {
 /// Analytics over one window; each report is fetched only when selected.
 pub struct AnalyticsReport(Window);
 
+/// Analytics reports over one time window, as JSON; each is computed only when selected.
 #[Object]
 impl AnalyticsReport {
     /// Per definition and step: counts, p50/p95/p99 run and end-to-end times, throughput,
@@ -174,7 +178,7 @@ impl AnalyticsReport {
         Ok(async_graphql::Json(report.map_err(ApiError::from).gql()?))
     }
 
-    /// Cost per definition, step, queue and tenant at the configured rates.
+    /// Cost per definition, step, task type, queue and tenant at the configured rates.
     async fn cost(&self, ctx: &Context<'_>) -> Result<async_graphql::Json<Cost>> {
         let state = ctx.data_unchecked::<AppState>();
         let report = analytics(state)

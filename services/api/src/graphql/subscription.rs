@@ -8,8 +8,11 @@ use crate::routes::{AppState, parse_workflow_id};
 use async_graphql::{Context, ID, Result, Subscription};
 use futures::{Stream, StreamExt};
 
+/// The subscription root, fed by the live [`crate::feed::Feed`].
 pub struct Subscription;
 
+/// Live events over a WebSocket at `/graphql` (protocol `graphql-transport-ws`, or the older
+/// `graphql-ws`).
 #[Subscription]
 impl Subscription {
     /// The run's events with a seq above `afterSeq` (its history first, then live), each

@@ -60,6 +60,7 @@ impl Workflow {
 /// Where a page ends and whether another follows.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct PageInfo {
+    /// Whether another page follows.
     pub has_next_page: bool,
     /// Pass as `after` to get the next page; `null` on the last page.
     pub end_cursor: Option<String>,
@@ -68,15 +69,19 @@ pub struct PageInfo {
 /// One page of runs, newest first.
 #[derive(SimpleObject, Clone, Debug)]
 pub struct WorkflowPage {
+    /// The runs of this page, newest first.
     pub nodes: Vec<WorkflowSummary>,
+    /// Where this page ends and whether another follows.
     pub page_info: PageInfo,
 }
 
-/// One event of a run, as its history shows it.
+/// A run's event as GraphQL shows it: the envelope's fields, the event as JSON.
 pub struct WorkflowEvent(pub Arc<EventEnvelope>);
 
+/// One event of a run, as its history shows it.
 #[Object]
 impl WorkflowEvent {
+    /// The run's id (UUID).
     async fn workflow_id(&self) -> ID {
         ID(self.0.workflow_id.to_string())
     }
@@ -99,17 +104,21 @@ impl WorkflowEvent {
     }
 }
 
-/// An event about a task of a queue.
+/// A [`feed::TaskUpdate`] as GraphQL shows it.
 pub struct TaskUpdate(pub feed::TaskUpdate);
 
+/// An event about a task of a queue.
 #[Object]
 impl TaskUpdate {
+    /// The task's id (`<run uuid>.<n>`).
     async fn task_id(&self) -> ID {
         ID(self.0.task_id.0.clone())
     }
+    /// The task's queue.
     async fn queue(&self) -> &str {
         &self.0.queue
     }
+    /// The task's run (UUID).
     async fn workflow_id(&self) -> ID {
         ID(self.0.envelope.workflow_id.to_string())
     }
@@ -117,6 +126,7 @@ impl TaskUpdate {
     async fn seq(&self) -> u64 {
         self.0.envelope.seq
     }
+    /// When the engine decided it (RFC 3339).
     async fn at(&self) -> String {
         rfc3339(self.0.envelope.at_ms)
     }

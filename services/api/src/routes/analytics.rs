@@ -231,8 +231,6 @@ pub(crate) async fn analytics_cost(
     ))
 }
 
-// ---- OpenAPI descriptions of the store's report types (never constructed) ----
-
 #[cfg(test)]
 mod tests {
     use super::*;

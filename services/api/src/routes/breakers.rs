@@ -11,6 +11,7 @@ use utoipa::ToSchema;
 /// `GET /api/v1/breakers` body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Breakers {
+    /// One per host, ordered by host.
     pub items: Vec<Breaker>,
 }
 
@@ -19,6 +20,7 @@ pub struct Breakers {
 pub struct Breaker {
     /// `host:port` the `http` steps call.
     pub host: String,
+    /// Its state since `since`.
     pub state: BreakerState,
     /// When it entered this state (RFC 3339).
     pub since: String,

@@ -14,7 +14,8 @@ use axum::response::IntoResponse;
 ///
 /// The body is the definition document as JSON, or as YAML with `Content-Type:
 /// application/yaml`. The engine validates everything (steps, jq expressions, durations,
-/// compensations) and its detail names the offending path.
+/// compensations) and its detail names the offending path. A document identical to the
+/// latest version registers nothing and answers with that version.
 #[utoipa::path(
     post,
     path = "/api/v1/definitions",

@@ -33,6 +33,7 @@ pub struct DeadCommandsQuery {
 /// `GET /api/v1/dlq/commands` body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct DeadCommands {
+    /// The records of this page, oldest first.
     pub items: Vec<DeadCommand>,
     /// Pass as `cursor` for the next page; absent when this page reached the end.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -47,7 +48,8 @@ pub struct DeadCommand {
     /// Why the engine could not apply it, e.g. `malformed command: missing field `type``
     /// or `start_workflow names nothing known: definition "x" is not registered`.
     pub reason: String,
-    /// Where it was read from: `topic[partition]@offset`.
+    /// Where it was read from: `topic[partition]@offset`; `null` when the record does not
+    /// say.
     pub source: Option<String>,
     /// The record key it was published with.
     pub key: String,
@@ -59,10 +61,12 @@ pub struct DeadCommand {
     pub headers: Vec<RecordHeader>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema, async_graphql::SimpleObject)]
 /// One header of a log record.
+#[derive(Debug, Clone, Serialize, ToSchema, async_graphql::SimpleObject)]
 pub struct RecordHeader {
+    /// Header name.
     pub name: String,
+    /// Header value, as text.
     pub value: String,
 }
 

@@ -13,6 +13,7 @@ use utoipa::ToSchema;
 /// `GET /api/v1/workflows/{id}/path` body.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct PathBody {
+    /// Run id (UUID).
     pub workflow_id: String,
     /// In the order the steps began; compensations where they began.
     pub entries: Vec<PathEntry>,

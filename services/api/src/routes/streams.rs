@@ -26,7 +26,8 @@ use futures::StreamExt;
 use serde_json::Value;
 use std::convert::Infallible;
 
-/// WebSocket close code for "the server hit an error" (RFC 6455).
+/// WebSocket close code 1011, "internal error": the server hit an error (IANA registry of
+/// RFC 6455 close codes).
 const CLOSE_INTERNAL: u16 = 1011;
 
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]

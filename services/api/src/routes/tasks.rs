@@ -56,7 +56,9 @@ pub(super) async fn task_verb(
     Ok((code, Json(body)))
 }
 
-/// Run a failed or parked task again with a fresh attempt budget.
+/// Run a task parked in the dead-letter queue again, with a fresh attempt budget.
+///
+/// A parked human task goes back to the inbox, unclaimed.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks/{task_id}/retry",
@@ -66,7 +68,7 @@ pub(super) async fn task_verb(
         (status = 200, description = "Retrying", body = TaskAction),
         (status = 202, description = "Retrying; the read model has not caught up yet", body = TaskAction),
         (status = 404, description = "Unknown task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task is not failed or parked", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task is not parked, or the run has ended", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn retry_task(
@@ -80,7 +82,7 @@ pub(crate) async fn retry_task(
     task_verb(&state, task_id, workflow_id, command).await
 }
 
-/// Treat a task as completed with the given output.
+/// Skip a parked or unfinished task: it counts as completed with the given output.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks/{task_id}/skip",
@@ -91,7 +93,7 @@ pub(crate) async fn retry_task(
         (status = 200, description = "Skipped", body = TaskAction),
         (status = 202, description = "Skipped; the read model has not caught up yet", body = TaskAction),
         (status = 404, description = "Unknown task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "The task has already finished", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "The task has finished and is not parked, or the run has ended", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn skip_task(

@@ -144,7 +144,10 @@ pub(crate) async fn fail_task(
     Ok(Json(Empty {}))
 }
 
-/// Extend an attempt's lease, optionally saving a checkpoint for the next attempt.
+/// Report that an attempt is still running, optionally saving a checkpoint.
+///
+/// The attempt's heartbeat timeout, if the step has one, counts again from now. A
+/// checkpoint is handed to the next attempt should this one fail.
 #[utoipa::path(
     post,
     path = "/api/v1/tasks/{task_id}/heartbeat",

@@ -22,7 +22,8 @@ use serde_json::Value;
 /// Start a run.
 ///
 /// With an `idempotency_key` or a `workflow_id`, repeating the request returns the run it
-/// started (200) instead of starting another. The response is sent once the run is readable.
+/// started (200) instead of starting another. The response waits, for a bounded time, until
+/// the run is readable, so a `GET` right after it finds the run.
 /// A 503 whose problem names a `workflow_id` means the start is durable but unanswered (an
 /// engine failing over): retry with that `workflow_id`.
 #[utoipa::path(
@@ -32,7 +33,7 @@ use serde_json::Value;
     request_body = StartWorkflow,
     responses(
         (status = 201, description = "Started", body = RunStatus),
-        (status = 200, description = "The run this idempotency key already started", body = RunStatus),
+        (status = 200, description = "The run this idempotency key or workflow_id already started", body = RunStatus),
         (status = 400, description = "Bad body, or input fails the definition's input_schema", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "Unknown definition or version", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "No answer in time; the problem's `workflow_id` names the run to retry with", body = Problem, content_type = "application/problem+json"),
@@ -334,9 +335,9 @@ pub(crate) async fn add_task(
 
 /// Send a signal to a run. The JSON body is its payload (an empty body is `null`).
 ///
-/// The run keeps it until a `signal` step of that name takes it, so it may arrive before
-/// the run gets there. The payload becomes that step's output and `.signals.<name>` in
-/// later expressions.
+/// Signal names are letters, digits, `_`, `-` and `.`. The run keeps a signal until a
+/// `signal` step of that name takes it, so it may arrive before the run gets there. The
+/// payload becomes that step's output and `.signals.<name>` in later expressions.
 #[utoipa::path(
     post,
     path = "/api/v1/workflows/{id}/signals/{name}",
