@@ -14,6 +14,7 @@ pub struct CommandEnvelope {
     /// When set, the engine appends a [`Reply`] keyed by this value to `distorch.replies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reply_to: Option<String>,
+    /// The command; its fields sit next to `id` in the JSON object, tagged by `type`.
     #[serde(flatten)]
     pub command: Command,
 }
@@ -21,7 +22,9 @@ pub struct CommandEnvelope {
 /// A run that started another run as one of its steps.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ParentRef {
+    /// The parent run.
     pub workflow_id: WorkflowId,
+    /// Key of the parent's step that waits for the child; the child's end is reported to it.
     pub step_key: String,
 }
 
@@ -34,12 +37,18 @@ pub struct ParentRef {
 )]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorInfo {
-    /// Machine-readable type that `non_retryable` can name, e.g. `card_declined`, `timeout`.
+    /// Machine-readable type, which a retry policy's `non_retryable` can name: a worker's
+    /// own (e.g. `card_declined`) or one DisTorch sets, such as `timeout.start_to_close`,
+    /// `timeout.heartbeat`, `timeout.schedule_to_start`, `timeout.human`, `timeout.signal`,
+    /// `expression` (a jq expression failed), `breaker_open` or `child.failed`.
     #[serde(rename = "type")]
     #[cfg_attr(feature = "graphql", graphql(name = "type"))]
     pub kind: String,
+    /// What went wrong, for people; may be empty.
     #[serde(default)]
     pub message: String,
+    /// Whether another attempt may succeed; `false` stops the retries whatever the retry
+    /// policy allows. `true` when a report leaves it out.
     #[serde(default = "yes")]
     pub retryable: bool,
 }
@@ -49,6 +58,7 @@ fn yes() -> bool {
 }
 
 impl ErrorInfo {
+    /// A retryable error of type `kind`.
     pub fn new(kind: impl Into<String>, message: impl Into<String>) -> Self {
         Self {
             kind: kind.into(),
@@ -58,151 +68,225 @@ impl ErrorInfo {
     }
 }
 
-/// Resource use of one attempt as reported by the worker SDK.
+/// Resource use of one attempt, as the worker reported it (for an `http` step, as DisTorch's
+/// HTTP executor measured it). Every field is absent when not reported.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct TaskMetrics {
+    /// CPU time the attempt used (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_ms: Option<f64>,
+    /// Peak memory the attempt used (bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub peak_memory_bytes: Option<u64>,
-    /// HTTP tasks: time to the response, and its body size.
+    /// For an `http` step: how long the call took, until the whole response was read or the
+    /// call failed (ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
+    /// For an `http` step: size of the response body (bytes).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub response_bytes: Option<u64>,
 }
 
+/// A request to change a run (or the definition registry), tagged in JSON by `type`, the
+/// snake_case name of the variant ([`Command::name`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Command {
     /// Registers the next version of the definition named in `source`.
     RegisterDefinition {
+        /// The definition document as JSON (YAML already converted); the engine validates it.
         source: Value,
     },
+    /// Starts a run. A start for a run that already exists changes nothing and answers
+    /// with that run (`existing`).
     StartWorkflow {
+        /// Id of the run to start (see [`WorkflowId`] for how ids are chosen).
         workflow_id: WorkflowId,
+        /// Name of the definition to run.
         definition: String,
         /// Latest when absent.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         version: Option<u32>,
+        /// The run's input, checked against the definition's `input_schema`.
         #[serde(default)]
         input: Value,
+        /// The key `workflow_id` was derived from, if any; kept on the run.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+        /// Set when the run is a child run, started by a step of `parent`.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         parent: Option<ParentRef>,
     },
+    /// Ends a live run `cancelled`: its open tasks and child runs are cancelled, after its
+    /// completed steps are undone when `compensate` is set.
     CancelWorkflow {
+        /// The run.
         workflow_id: WorkflowId,
+        /// Undo the completed steps first (rejected if the run is already compensating).
         #[serde(default)]
         compensate: bool,
+        /// Why, for people; the read model shows it as the run's error.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// Stops a live run from starting anything new until it is resumed.
     PauseWorkflow {
+        /// The run.
         workflow_id: WorkflowId,
     },
+    /// Lets a paused run go on.
     ResumeWorkflow {
+        /// The run.
         workflow_id: WorkflowId,
     },
     /// Adds an ad-hoc task step (raw step JSON, validated by the engine) that runs after the
     /// steps in flight.
     AddTask {
+        /// The run.
         workflow_id: WorkflowId,
+        /// The step as a definition would write it; only task steps are accepted.
         step: Value,
     },
     /// A worker took the task (from the poll endpoint or a task topic).
     StartTask {
+        /// The task.
         task_id: TaskId,
+        /// The attempt taken; must be the current one, not started yet.
         attempt: u32,
+        /// Who took it, for people reading the run.
         worker_id: String,
     },
+    /// A worker finished an attempt successfully.
     CompleteTask {
+        /// The task.
         task_id: TaskId,
+        /// The attempt; must be the current one.
         attempt: u32,
+        /// What the attempt produced.
         #[serde(default)]
         output: Value,
+        /// Resource use of the attempt.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metrics: Option<TaskMetrics>,
     },
+    /// A worker reports a failed attempt; the task's retry policy decides what follows.
     FailTask {
+        /// The task.
         task_id: TaskId,
+        /// The attempt; must be the current one.
         attempt: u32,
+        /// What went wrong; `retryable: false` or a `non_retryable` type ends the retries.
         error: ErrorInfo,
         /// The service asked to wait this long (`Retry-After`); the next attempt waits at
         /// least that.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         retry_after_ms: Option<u64>,
+        /// Resource use of the attempt.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         metrics: Option<TaskMetrics>,
     },
+    /// The attempt is alive: its heartbeat timeout starts over.
     Heartbeat {
+        /// The task.
         task_id: TaskId,
+        /// The attempt; must be the current one.
         attempt: u32,
+        /// Progress to resume from, handed to later attempts; `None` keeps the last one.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         checkpoint: Option<Value>,
     },
-    /// Operator: run a failed or parked task again.
+    /// Operator: run a parked task again, with a fresh attempt budget.
     RetryTask {
+        /// The parked task.
         task_id: TaskId,
     },
-    /// Operator: treat the task as done with this output.
+    /// Operator: treat a parked or unfinished task as done with this output.
     SkipTask {
+        /// The task.
         task_id: TaskId,
+        /// The output it counts as having produced.
         #[serde(default)]
         output: Value,
     },
     /// The attempt was not made because the target's circuit breaker is open: try again at
     /// `until_ms` without using up an attempt, or run the step's fallback.
     DeferTask {
+        /// The task.
         task_id: TaskId,
+        /// The attempt not made; must be the current one.
         attempt: u32,
+        /// When to try again (ms since the Unix epoch); a time already past means now.
         until_ms: i64,
+        /// Why, for people (the breaker's state).
         reason: String,
     },
     /// A child run ended (sent by the saga processor).
     ChildFinished {
+        /// The parent run.
         workflow_id: WorkflowId,
+        /// The parent's step that waits for the child.
         step_key: String,
+        /// The child run; a child the step no longer waits for is ignored.
         child_id: WorkflowId,
+        /// The child's output, when it completed.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         output: Option<Value>,
+        /// Why it did not complete (failed, compensated or cancelled); `None` when it did.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<ErrorInfo>,
     },
     /// Delivers a signal to the run (kept until a `signal` step of that name takes it).
     SendSignal {
+        /// The run.
         workflow_id: WorkflowId,
+        /// Signal name, matched against `signal` steps.
         name: String,
+        /// The signal's data: the output of the step that takes it.
         #[serde(default)]
         payload: Value,
     },
+    /// `user` takes an open human task to work on it; claiming it again is a no-op.
     ClaimHumanTask {
+        /// The human task.
         task_id: TaskId,
+        /// Who claims it; rejected while someone else holds it.
         user: String,
     },
+    /// The holder puts a claimed human task back in its inbox.
     ReleaseHumanTask {
+        /// The human task.
         task_id: TaskId,
+        /// Who releases it; must be the holder.
         user: String,
     },
+    /// Gives an open human task new owners; it goes back to their inbox unclaimed.
     ReassignHumanTask {
+        /// The human task.
         task_id: TaskId,
+        /// The new assignee and/or group (at least one); flattened into the command.
         #[serde(flatten)]
         assign: crate::definition::Assignment,
+        /// Who reassigns it.
         user: String,
     },
     /// Completes a human task; `output` must satisfy the step's `form`.
     CompleteHumanTask {
+        /// The human task.
         task_id: TaskId,
+        /// The task's result.
         #[serde(default)]
         output: Value,
+        /// Who completes it; must be the holder when someone has claimed it.
         user: String,
     },
     /// A timer of the run came due (issued by the engine that owns the run).
     FireTimer {
+        /// The run.
         workflow_id: WorkflowId,
+        /// The timer; one that no longer applies (its attempt or step moved on) changes
+        /// nothing.
         timer: crate::workflow::Timer,
     },
 }
@@ -296,14 +380,19 @@ pub enum Rejection {
 /// The engine's answer to a command that asked for one (`reply_to`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reply {
+    /// The command answered.
     pub command_id: CommandId,
+    /// Accepted or rejected; flattened into the reply, tagged by `outcome`.
     #[serde(flatten)]
     pub outcome: Outcome,
 }
 
+/// Whether the engine applied a command.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "outcome", rename_all = "snake_case")]
 pub enum Outcome {
+    /// Applied, now or earlier (a redelivered command is accepted again and changes
+    /// nothing).
     Accepted {
         /// The run's last event sequence after applying the command (0 for definitions).
         #[serde(default)]
@@ -312,7 +401,9 @@ pub enum Outcome {
         #[serde(default)]
         result: Answer,
     },
+    /// Refused; nothing changed.
     Rejected {
+        /// Why.
         rejection: Rejection,
     },
 }
@@ -324,18 +415,31 @@ pub enum Answer {
     /// `start_workflow`: the run the start names, and whether it existed before this
     /// command (an idempotency key or a workflow id used again).
     Started {
+        /// The run.
         workflow_id: WorkflowId,
+        /// Its status after the command.
         status: Status,
+        /// Whether the run existed before this command.
         existing: bool,
     },
     /// `register_definition`: the version the definition got.
-    Registered { name: String, version: u32 },
+    Registered {
+        /// The definition's name.
+        name: String,
+        /// The version it got.
+        version: u32,
+    },
     /// `add_task`: the task created.
-    TaskAdded { task_id: TaskId },
+    TaskAdded {
+        /// The task reserved for the added step.
+        task_id: TaskId,
+    },
     /// Any other command applied to a run, or a command applied before and delivered again:
     /// the run's status after it.
     Applied {
+        /// The run.
         workflow_id: WorkflowId,
+        /// Its status after the command.
         status: Status,
     },
     /// A notice that no longer concerns anything (a timer or a child's end that arrived

@@ -88,6 +88,7 @@ impl Expr {
         })
     }
 
+    /// The jq text it was compiled from.
     pub fn source(&self) -> &str {
         &self.src
     }
@@ -425,10 +426,13 @@ impl Template {
         })
     }
 
+    /// The template text as written, placeholders included.
     pub fn source(&self) -> &str {
         &self.src
     }
 
+    /// The text with each placeholder replaced by its value over `ctx`: strings as they
+    /// are, other values as compact JSON. Fails when a placeholder fails or yields nothing.
     pub fn render(&self, ctx: &Value) -> Result<String, ExprError> {
         let mut out = String::new();
         for part in &self.parts {

@@ -9,12 +9,17 @@ use uuid::Uuid;
 /// Namespace for deterministic (v5) ids derived from other ids.
 const NAMESPACE: Uuid = Uuid::from_u128(0x6d1f_2b3c_9a4e_4c11_8f0e_d15f_0c4a_7e21);
 
+/// A run's id, a UUID: time-ordered when DisTorch picks it, chosen by the caller when a
+/// start names one, derived from the definition name and idempotency key when a start
+/// carries a key (so the same key names the same run), and derived from the parent run and
+/// step for a child run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct WorkflowId(pub Uuid);
 
 impl WorkflowId {
-    /// A fresh, time-ordered id.
+    /// The id of a new run, from a UUID the caller generated (the API passes a time-ordered
+    /// v7 one): the domain reads no randomness itself.
     pub fn new_random(uuid: Uuid) -> Self {
         Self(uuid)
     }
@@ -50,12 +55,13 @@ impl FromStr for WorkflowId {
     }
 }
 
-/// `<workflow id>.<n>`: the n-th task created by that run.
+/// A task's id, `<workflow id>.<n>`: the n-th task its run created, counting from 1.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct TaskId(pub String);
 
 impl TaskId {
+    /// The id of the `n`-th task of run `workflow`.
     pub fn new(workflow: WorkflowId, n: u32) -> Self {
         Self(format!("{workflow}.{n}"))
     }

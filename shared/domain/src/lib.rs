@@ -1,10 +1,11 @@
+#![warn(missing_docs)]
 //! The pure model of DisTorch: ids, workflow definitions (parsing, validation, compiled
 //! jq expressions), commands, events, and the workflow state machine
 //! (`workflow::decide` / `workflow::evolve`).
 //!
 //! This crate MUST NOT depend on tokio, on any I/O crate, or on a web framework. Time and
-//! randomness are inputs (`Clock` values passed to `decide`), never read from the system,
-//! so every decision can be replayed and tested as given/when/then.
+//! randomness are inputs (the `now_ms` passed to `decide`, the UUID of a new run), never
+//! read from the system, so every decision can be replayed and tested as given/when/then.
 //!
 //! The read models ([`view`]) and the types they hold derive their OpenAPI schema with the
 //! `openapi` feature and their GraphQL types with `graphql`, so the API serves them as they

@@ -34,13 +34,21 @@ use std::fmt;
     graphql(name = "StepKind")
 )]
 pub enum PathKind {
+    /// A `task` step, run by a worker.
     Task,
+    /// An `http` step: DisTorch calls the service itself.
     Http,
+    /// A `human` step, done by a person through the inbox.
     Human,
+    /// A `switch`: runs the steps of the first case whose condition holds, else its default.
     Switch,
+    /// A `parallel` step: runs its branches side by side.
     Parallel,
+    /// A `foreach` step: runs its steps once per item.
     Foreach,
+    /// A `wait` step: a fixed delay.
     Wait,
+    /// A `signal` step: waits for a signal of its name sent to the run.
     Signal,
     /// A child run (`workflow:` step).
     Child,
@@ -49,6 +57,7 @@ pub enum PathKind {
 }
 
 impl PathKind {
+    /// The name used in JSON, e.g. `task`, `child`.
     pub fn as_str(self) -> &'static str {
         match self {
             PathKind::Task => "task",
@@ -89,19 +98,27 @@ impl PathKind {
     graphql(name = "StepOutcome")
 )]
 pub enum Outcome {
+    /// Not over yet: an attempt is pending or out, or it waits for a timer, a signal, a
+    /// child run or the steps inside it.
     Running,
+    /// Ended successfully.
     Completed,
     /// Failed after its attempts; with `on_failure: continue` the run went on.
     Failed,
     /// Waiting in the dead-letter queue for an operator.
     Parked,
+    /// Did not run (its condition was false, or its `switch` branch was not taken), or an
+    /// operator skipped its task; the skip reason says which.
     Skipped,
     /// Completed, then undone by its compensation.
     Compensated,
+    /// Stopped before it ended: the run ended, or no longer needed it (e.g. the other
+    /// branches of a `parallel` with `join: any` once one finished).
     Cancelled,
 }
 
 impl Outcome {
+    /// The name used in JSON, e.g. `running`, `parked`.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Running => "running",
@@ -130,6 +147,7 @@ pub enum SkipReason {
 }
 
 impl SkipReason {
+    /// The name used in JSON, e.g. `branch_not_taken`.
     pub fn as_str(self) -> &'static str {
         match self {
             SkipReason::When => "when",
@@ -144,6 +162,7 @@ impl SkipReason {
 pub enum Branch {
     /// Index of the matching case.
     Case(usize),
+    /// No case matched: the `default` steps ran.
     Default,
 }
 
@@ -171,35 +190,47 @@ impl Serialize for Branch {
     graphql(name = "PathStep")
 )]
 pub struct PathEntry {
-    /// The step id, prefixed by `<foreach id>[<i>].` per enclosing foreach iteration.
+    /// The step instance: the step id, prefixed by `<foreach key>[<i>].` per enclosing
+    /// `foreach` iteration, or by `<step key>/` for a fallback step that runs in place of an
+    /// `http` step. A compensation has the key of the step it undoes.
     pub step_key: String,
+    /// Id of the step in the definition.
     pub step_id: String,
-    /// Key of the enclosing container step, if any.
+    /// Key of the enclosing container step; `null` at the top level and for a compensation.
     pub parent: Option<String>,
+    /// What sort of step it is.
     pub kind: PathKind,
+    /// How it ended, or that it has not yet.
     pub outcome: Outcome,
+    /// Why it was skipped; `null` unless it was.
     pub skip_reason: Option<SkipReason>,
-    /// Sequence number of the event that began the entry.
+    /// `seq` of the run's event that began the entry; entries are in this order.
     pub seq: u64,
-    /// RFC 3339; `None` for a step that never began (skipped).
+    /// When it began (RFC 3339); `null` for a step that never began (skipped).
     pub started_at: Option<String>,
+    /// When it ended (RFC 3339); `null` while it runs or is parked, and for a step of a
+    /// `switch` branch that was not taken.
     pub finished_at: Option<String>,
     /// Attempts made by the entry's task (0 for steps without one).
     pub attempts: u32,
+    /// The task that runs it (task, `http`, human and compensation entries); `null` for
+    /// other steps.
     pub task_id: Option<TaskId>,
-    /// For a `switch`: the branch it took.
+    /// For a `switch`: the branch it took; `null` for other steps and before it chose.
     pub branch: Option<Branch>,
-    /// For an `http` step whose breaker was open: the fallback step run instead.
+    /// For an `http` step whose breaker was open: id of the fallback step run instead;
+    /// `null` otherwise.
     pub fallback: Option<String>,
-    /// For a child-run step: the child's id.
+    /// For a child-run step: the child's id; `null` for other steps.
     pub child_workflow_id: Option<WorkflowId>,
-    /// Why it failed (or, while it retries, why its last attempt did).
+    /// Why it failed (or, while it retries, why its last attempt did); `null` otherwise.
     pub error: Option<ErrorInfo>,
 }
 
 /// The ordered entries of one run.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ExecutionPath {
+    /// In the order the entries began (see the module doc).
     pub entries: Vec<PathEntry>,
 }
 

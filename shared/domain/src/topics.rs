@@ -1,6 +1,8 @@
 //! Names of the log topics DisTorch uses. Every service derives names from one [`Topics`]
 //! value so a deployment can prefix them (`acme.distorch.events`).
 
+/// The topic names of one deployment, all under one prefix (`distorch` unless configured):
+/// `<prefix>.commands`, `<prefix>.events`, `<prefix>.tasks.<queue>`...
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,
@@ -15,6 +17,7 @@ impl Default for Topics {
 }
 
 impl Topics {
+    /// Names under `prefix` instead of `distorch`.
     pub fn with_prefix(prefix: impl Into<String>) -> Self {
         Self {
             prefix: prefix.into(),
@@ -54,25 +57,39 @@ impl Topics {
     }
 }
 
-/// What a worker receives for one attempt; the payload of a `tasks.<queue>` record.
+/// One attempt of a task handed to a worker: what to run, on what input, and the task id and
+/// attempt number to report its start, heartbeats and outcome with.
+// Also the payload of a `<prefix>.tasks.<queue>` record.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = PolledTask))]
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TaskDispatch {
+    /// The task; every report about the attempt names it.
     pub task_id: crate::TaskId,
+    /// The run the task belongs to.
     pub workflow_id: crate::WorkflowId,
+    /// Id of the definition step the task runs; for a compensation, of the step it undoes.
     pub step_id: String,
+    /// The task type, e.g. `reserve-stock`: what the worker is to do.
     pub task: String,
+    /// The queue the attempt was offered on.
     pub queue: String,
+    /// The attempt number, from 1. Reports must carry it: one about an attempt that is no
+    /// longer the current one is refused.
     pub attempt: u32,
+    /// The task's input, any JSON value.
     pub input: serde_json::Value,
+    /// The last checkpoint an earlier attempt of this task saved with a heartbeat, to resume
+    /// from; `null` when there is none.
     #[serde(default)]
     pub checkpoint: Option<serde_json::Value>,
+    /// The attempt fails when this long (ms) passes after its start or its last heartbeat
+    /// without a new heartbeat; `null` when the step sets no heartbeat timeout.
     #[serde(default)]
     pub heartbeat_timeout_ms: Option<u64>,
 }
 
-/// A circuit breaker's state: the HTTP executor's breakers per target host (the saga's
-/// `http::breaker` module holds the transitions), as the API shows them.
+/// The state of the circuit breaker that guards calls of `http` steps to one target
+/// `host:port`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

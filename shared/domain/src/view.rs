@@ -31,7 +31,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::time::{Duration, SystemTime};
 
-/// `GET /api/v1/workflows/{id}`.
+/// A run as the read model shows it: where it stands, its tasks with their latest attempts,
+/// and its SLA alerts.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Workflow))]
 #[cfg_attr(
     feature = "graphql",
@@ -40,23 +41,32 @@ use std::time::{Duration, SystemTime};
 )]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowView {
+    /// The run's id.
     pub workflow_id: WorkflowId,
+    /// Name of the definition the run executes.
     pub definition: String,
+    /// Version of that definition the run was started with.
     pub version: u32,
+    /// Where the run stands now.
     pub status: Status,
+    /// The input the run was started with, any JSON value.
     pub input: Value,
+    /// The run's output once it has completed; `null` until then.
     pub output: Option<Value>,
-    /// Why the run failed, was cancelled, or (while live) why compensation began.
+    /// Why the run failed, why compensation began (kept once the run is compensated), or why
+    /// it was cancelled when a reason was given; `null` otherwise.
     pub error: Option<ErrorInfo>,
-    /// RFC 3339.
+    /// When the run started (RFC 3339).
     pub created_at: String,
+    /// When the run last changed: the time of its latest event (RFC 3339).
     pub updated_at: String,
-    /// Keys of the steps in progress, in the order they started.
+    /// Keys of the steps in progress, in the order they started; empty once the run ended.
     pub current_steps: Vec<String>,
-    /// In the order they were first scheduled.
+    /// Every task of the run, in the order they were first scheduled.
     pub tasks: Vec<TaskView>,
-    /// Sequence of the last event folded in.
+    /// `seq` of the latest event reflected here (events are numbered 1, 2, 3... per run).
     pub last_seq: u64,
+    /// For a child run, the run whose step started it; absent for a top-level run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_workflow_id: Option<WorkflowId>,
     /// SLA warnings and breaches of the run and its steps, oldest first.
@@ -64,17 +74,20 @@ pub struct WorkflowView {
     pub sla: Vec<SlaAlert>,
 }
 
-/// Whether an SLA's `warn_at` passed or the SLA itself.
+/// Which threshold of an SLA a run or step passed: the warning (`warn_at`) or the SLA itself.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "graphql", derive(async_graphql::Enum))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SlaKind {
+    /// The SLA's `warn_at` share of its duration passed while the run or step was going.
     Warning,
+    /// The SLA's whole duration passed while the run or step was going.
     Breach,
 }
 
 impl SlaKind {
+    /// The name used in JSON: `warning` or `breach`.
     pub fn as_str(self) -> &'static str {
         match self {
             SlaKind::Warning => "warning",
@@ -83,20 +96,25 @@ impl SlaKind {
     }
 }
 
-/// An SLA warning or breach (`SlaWarned` / `SlaBreached`).
+/// A run or one of its steps passed its SLA's warning threshold or the SLA itself. An SLA
+/// only reports: the run goes on.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SlaAlert {
-    /// The step whose SLA it is; `None` for the run's own SLA.
+    /// Key of the step whose SLA it is; `null` for the run's own SLA.
     pub step_key: Option<String>,
+    /// The SLA's whole duration (ms), also on a warning; it counts from the run's or the
+    /// step's start.
     pub sla_ms: u64,
+    /// Warning or breach.
     pub kind: SlaKind,
-    /// RFC 3339.
+    /// When the engine recorded it (RFC 3339): when the threshold passed or shortly after.
     pub at: String,
 }
 
-/// The inbox side of a human task.
+/// The inbox side of a human task: who it is for, who holds it, and the form its output must
+/// fill.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Human))]
 #[cfg_attr(
     feature = "graphql",
@@ -105,28 +123,35 @@ pub struct SlaAlert {
 )]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HumanView {
-    /// Rendered when the task was created.
+    /// What the inbox shows, rendered from the step's `title` when the task was created.
     pub title: String,
+    /// The person it is assigned to; `null` when it is for a group only.
     #[serde(default)]
     pub assignee: Option<String>,
+    /// The group it is assigned to; `null` when it is for one person only.
     #[serde(default)]
     pub group: Option<String>,
+    /// Who claimed it (and, once it is completed, who had claimed it); `null` while nobody
+    /// holds it.
     #[serde(default)]
     pub claimed_by: Option<String>,
-    /// JSON Schema the completion's output must satisfy.
+    /// JSON Schema the completion's output must satisfy; `null` when any output will do.
     #[serde(default)]
     pub form: Option<Value>,
-    /// An escalation timer reassigned it.
+    /// Whether nobody completed it in time and the step's escalation reassigned it. It stays
+    /// `true` after a later manual reassignment.
     #[serde(default)]
     pub escalated: bool,
+    /// Who completed it; `null` until it is completed.
     #[serde(default)]
     pub completed_by: Option<String>,
-    /// When it times out (RFC 3339), if it has a timeout.
+    /// When it fails for want of completion (RFC 3339); `null` when the step has no timeout.
     #[serde(default)]
     pub due_at: Option<String>,
 }
 
-/// One task of a run (a step task or a compensation), with its latest attempt.
+/// One task of a run (a step's task, a person's task, or a compensation), with its latest
+/// attempt.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = Task))]
 #[cfg_attr(
     feature = "graphql",
@@ -135,35 +160,62 @@ pub struct HumanView {
 )]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskView {
+    /// The task's id.
     pub task_id: TaskId,
+    /// The run it belongs to.
     pub workflow_id: WorkflowId,
+    /// Id of the definition step it runs; for a compensation, of the step it undoes.
     pub step_id: String,
+    /// The step instance it runs: the step id, prefixed by `<foreach key>[<i>].` per
+    /// enclosing `foreach` iteration, or by `<step key>/` for a fallback step that runs in
+    /// place of an `http` step.
     pub step_key: String,
+    /// A step's task, a compensation, or a person's task.
     pub kind: TaskKind,
+    /// The task type, e.g. `reserve-stock`; `http` for an `http` step, `human` for a
+    /// person's task.
     pub task: String,
+    /// The queue workers take it from; empty for a person's task.
     pub queue: String,
+    /// Where its latest attempt stands. A task waiting out a backoff or an open circuit
+    /// breaker before its next attempt shows as scheduled.
     pub status: TaskStatus,
+    /// Number of the latest attempt, from 1; an operator's retry continues the count. Always
+    /// 1 for a person's task.
     pub attempt: u32,
+    /// The input its attempts are given, any JSON value; `null` for a person's task.
     pub input: Value,
+    /// What it produced, or the output an operator gave when skipping it; `null` until then.
     pub output: Option<Value>,
+    /// Why the latest failed attempt failed. It stays while later attempts are scheduled and
+    /// run, and when an operator skips the task; a completion clears it. `null` when no
+    /// attempt failed.
     pub error: Option<ErrorInfo>,
-    /// In the dead-letter queue waiting for an operator.
+    /// Whether it waits in the dead-letter queue for an operator to retry or skip it.
     pub parked: bool,
+    /// The worker that started the latest attempt; absent until one has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
+    /// Resource use reported with the outcome of the latest attempt; absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<TaskMetrics>,
+    /// When the latest attempt was scheduled (RFC 3339); for a person's task, when it
+    /// entered the inbox.
     pub scheduled_at: String,
+    /// When a worker started the latest attempt, or someone claimed the person's task
+    /// (RFC 3339); absent before that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
+    /// When it ended (RFC 3339); absent while it may still run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// Set for human tasks.
+    /// The inbox side of a person's task; absent for other tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human: Option<HumanView>,
 }
 
-/// `GET /api/v1/dlq` item.
+/// A task parked in the dead-letter queue: it failed for good under `on_failure: park`, or
+/// it is a compensation that failed, and it waits for an operator to retry or skip it.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema), schema(as = DeadLetterItem))]
 #[cfg_attr(
     feature = "graphql",
@@ -172,12 +224,19 @@ pub struct TaskView {
 )]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetter {
+    /// The parked task.
     pub task_id: TaskId,
+    /// The run it belongs to.
     pub workflow_id: WorkflowId,
+    /// Id of the definition step it runs; for a compensation, of the step it undoes.
     pub step_id: String,
+    /// The task type, e.g. `reserve-stock`.
     pub task: String,
+    /// Number of its latest attempt (the count goes on across operator retries).
     pub attempts: u32,
+    /// Why it was parked, usually the failure of its last attempt.
     pub error: Option<ErrorInfo>,
+    /// The input its attempts were given.
     pub input: Value,
 }
 
@@ -245,6 +304,7 @@ impl WorkflowView {
         self.tasks.iter().filter(|t| t.parked).map(DeadLetter::from)
     }
 
+    /// The task `id` of this run, if it has one.
     pub fn task(&self, id: &TaskId) -> Option<&TaskView> {
         self.tasks.iter().find(|t| &t.task_id == id)
     }

@@ -24,9 +24,12 @@ use super::{
 };
 use read::{Obj, Result, error, field, index};
 
+/// How a definition's text is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SourceFormat {
+    /// A JSON document.
     Json,
+    /// A YAML document (anchors and `<<` merge keys resolved); stored as JSON.
     Yaml,
 }
 
@@ -34,7 +37,9 @@ pub enum SourceFormat {
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[error("{path}: {message}")]
 pub struct DefinitionError {
+    /// Where: a JSON path into the document, empty for the document itself.
     pub path: String,
+    /// What is wrong, and what would have been accepted.
     pub message: String,
 }
 

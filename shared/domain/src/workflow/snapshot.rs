@@ -14,47 +14,80 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 
-/// Everything [`Workflow`] holds, as serialisable data.
+/// Everything [`Workflow`] holds, as serialisable data: each field holds what the
+/// [`Workflow`] field of the same name does, except that the definition is named by name and
+/// version and ad-hoc steps are kept as their source.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WorkflowSnapshot {
+    /// [`Workflow::id`].
     pub id: WorkflowId,
+    /// Name of the run's definition; with `version`, what [`Workflow::restore`] looks up.
     pub definition: String,
+    /// Version of the run's definition.
     pub version: u32,
+    /// [`Workflow::input`].
     pub input: Value,
+    /// [`Workflow::parent`].
     pub parent: Option<ParentRef>,
+    /// [`Workflow::idempotency_key`].
     pub idempotency_key: Option<String>,
+    /// [`Workflow::created_ms`].
     pub created_ms: i64,
+    /// [`Workflow::updated_ms`].
     pub updated_ms: i64,
+    /// [`Workflow::last_seq`]: the restored run skips events up to it.
     pub last_seq: u64,
+    /// [`Workflow::terminal`].
     pub terminal: Option<Status>,
+    /// [`Workflow::paused`].
     pub paused: bool,
+    /// [`Workflow::compensation`].
     pub compensation: Option<Compensation>,
+    /// [`Workflow::output`].
     pub output: Option<Value>,
+    /// [`Workflow::error`].
     pub error: Option<ErrorInfo>,
+    /// [`Workflow::steps`].
     pub steps: HashMap<String, StepState>,
+    /// [`Workflow::tasks`].
     pub tasks: HashMap<TaskId, TaskState>,
+    /// [`Workflow::next_task`].
     pub next_task: u32,
+    /// [`Workflow::completed_order`].
     pub completed_order: Vec<String>,
     /// `(position, step source, reserved task id)` in order of addition.
     pub extra_steps: Vec<(usize, Value, TaskId)>,
+    /// [`Workflow::applied`].
     pub applied: HashSet<CommandId>,
+    /// [`Workflow::signals`].
     pub signals: HashMap<String, Vec<Value>>,
+    /// [`Workflow::signals_consumed`].
     pub signals_consumed: HashMap<String, usize>,
+    /// [`Workflow::sla_fired`].
     pub sla_fired: HashSet<(Option<String>, bool)>,
 }
 
+/// Why a snapshot could not be turned back into a [`Workflow`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RestoreError {
+    /// The run's definition version is not in the [`DefinitionSource`].
     #[error("run {run}: definition {name} v{version} is not registered")]
     UnknownDefinition {
+        /// The snapshot's run.
         run: WorkflowId,
+        /// Definition name.
         name: String,
+        /// Definition version.
         version: u32,
     },
+    /// An ad-hoc step's source no longer compiles against the definition.
     #[error("run {run}: ad-hoc step {index} no longer compiles: {reason}")]
     ExtraStep {
+        /// The snapshot's run.
         run: WorkflowId,
+        /// Position of the step in `extra_steps` (order of addition).
         index: usize,
+        /// The compile error.
         reason: String,
     },
 }

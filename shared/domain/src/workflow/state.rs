@@ -10,12 +10,17 @@ use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
+/// Where a step instance stands in the engine's state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StepStatus {
+    /// Started and not done: its task, timer, signal, child run or inner steps are pending.
+    /// A step whose failure fails, parks or compensates the run stays `Running`.
     Running,
+    /// Done, with its output recorded (also when an operator skipped its task).
     Completed,
     /// Failed under `on_failure: continue`: done, without output.
     Failed,
+    /// Its `when` was false; it never ran.
     Skipped,
     /// Abandoned: the run or its `parallel` (join any) no longer needs it.
     Cancelled,
@@ -28,10 +33,14 @@ impl StepStatus {
     }
 }
 
+/// One step instance of a run, keyed in [`Workflow::steps`] by its step key.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepState {
+    /// Id of the step in the definition (or of the ad-hoc or fallback step).
     pub step_id: String,
+    /// Where it stands.
     pub status: StepStatus,
+    /// Its output once `Completed`; `Null` before and otherwise.
     pub output: Value,
     /// Key of the enclosing container step.
     pub parent: Option<String>,
@@ -44,6 +53,7 @@ pub struct StepState {
     pub fire_at_ms: Option<i64>,
     /// `workflow`: the child run.
     pub child: Option<WorkflowId>,
+    /// When it started or was skipped (ms since the Unix epoch); a step SLA counts from it.
     pub started_ms: i64,
     /// `http` step whose breaker was open: the fallback step running in its place.
     pub fallback: Option<String>,
@@ -77,42 +87,76 @@ mod chosen_branch {
 /// The inbox side of a human task.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HumanState {
+    /// The rendered title.
     pub title: String,
+    /// Who it is for now (after any reassignment).
     pub assign: Assignment,
+    /// Who holds it; `None` while it is unclaimed.
     pub claimed_by: Option<String>,
     /// JSON Schema source of the form the output must satisfy.
     pub form: Option<Value>,
+    /// When it entered the inbox (ms since the Unix epoch); its timeout and escalation count
+    /// from it, so an operator retry restarts them.
     pub created_ms: i64,
+    /// The task fails when nobody completed it this long (ms) after `created_ms`.
     pub timeout_ms: Option<u64>,
+    /// It is reassigned to `escalate_to` when still open this long (ms) after `created_ms`.
     pub escalate_after_ms: Option<u64>,
+    /// Who it is reassigned to on escalation.
     pub escalate_to: Option<Assignment>,
+    /// The escalation happened (it happens once).
     pub escalated: bool,
 }
 
+/// One task of a run with its current attempt, keyed in [`Workflow::tasks`] by its id.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TaskState {
+    /// The task's id.
     pub id: TaskId,
+    /// Key of the step instance it runs (for a compensation, the step it undoes).
     pub step_key: String,
+    /// Id of that step.
     pub step_id: String,
+    /// Step task, compensation, or human task.
     pub kind: TaskKind,
+    /// Task type (`human` for a human task, `http` for an `http` step).
     pub task: String,
+    /// Queue its attempts are offered on (empty for a human task).
     pub queue: String,
+    /// Number of the current attempt, from 1. An operator retry continues the count, except
+    /// for a human task, which starts again at 1.
     pub attempt: u32,
-    /// The attempt number after which no retry follows.
+    /// The attempt number after which no retry follows. An operator retry sets it to the
+    /// current attempt plus the policy's `max_attempts` (a fresh budget); a deferred attempt
+    /// (breaker open) raises it by one, as it was never made.
     pub max_attempts: u32,
+    /// Where the current attempt stands; `Scheduled` while waiting for `retry_at_ms`.
     pub status: TaskStatus,
+    /// Input of every attempt (`Null` for a human task).
     pub input: Value,
+    /// What it produced (or the operator's output on a skip); `Null` until then.
     pub output: Value,
+    /// The latest failure (or deferral, as `breaker_open`); a later success does not clear
+    /// it.
     pub error: Option<ErrorInfo>,
+    /// Latest checkpoint a heartbeat carried; handed to the next attempt.
     pub checkpoint: Option<Value>,
+    /// In the dead-letter queue, waiting for an operator.
     pub parked: bool,
-    /// Set while waiting for the backoff before the next attempt.
+    /// Set while waiting before the next attempt: the backoff after a failure, or the delay
+    /// of an attempt deferred while a circuit breaker was open.
     pub retry_at_ms: Option<i64>,
+    /// When the current attempt was scheduled (ms since the Unix epoch).
     pub scheduled_ms: i64,
+    /// When the current attempt started (or a person claimed the task); `None` before.
     pub started_ms: Option<i64>,
+    /// When the current attempt last sent a heartbeat (its start counts as one).
     pub last_heartbeat_ms: Option<i64>,
+    /// Start-to-close timeout of an attempt (ms); `u64::MAX` for a human task.
     pub timeout_ms: u64,
+    /// Longest gap allowed between heartbeats (ms); `None`: no heartbeat needed.
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Longest an attempt may wait for a worker to start it (ms); `None`: no limit.
     pub schedule_to_start_timeout_ms: Option<u64>,
     /// Set for `human` steps.
     pub human: Option<HumanState>,
@@ -153,9 +197,12 @@ impl TaskState {
     }
 }
 
+/// The run is compensating (`CompensationStarted`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Compensation {
+    /// Why compensation began.
     pub reason: ErrorInfo,
+    /// End `cancelled` (an operator's cancel with compensation) rather than `compensated`.
     pub then_cancel: bool,
 }
 
@@ -164,6 +211,7 @@ pub struct Compensation {
 pub struct ExtraStep {
     /// Index in the top-level sequence as it stood when the step was added.
     pub position: usize,
+    /// The compiled step.
     pub step: Step,
     /// The task id reserved for it.
     pub task_id: TaskId,
@@ -174,20 +222,35 @@ pub struct ExtraStep {
 /// One run. Built by [`Workflow::new`] from its `WorkflowStarted` event, then by [`evolve`].
 #[derive(Debug, Clone)]
 pub struct Workflow {
+    /// The run's id.
     pub id: WorkflowId,
+    /// The definition version the run started with; it keeps it to the end.
     pub definition: Arc<Definition>,
+    /// The start input.
     pub input: Value,
+    /// For a child run, the parent run and step waiting for it.
     pub parent: Option<ParentRef>,
+    /// The key the run was started with, if any.
     pub idempotency_key: Option<String>,
+    /// When it started (ms since the Unix epoch); the run's SLA counts from it.
     pub created_ms: i64,
+    /// Time of its latest event (ms since the Unix epoch).
     pub updated_ms: i64,
+    /// `seq` of its latest event; events at or below it are ignored by [`evolve`].
     pub last_seq: u64,
+    /// How it ended; `None` while it is live.
     pub terminal: Option<Status>,
+    /// Paused by an operator.
     pub paused: bool,
+    /// Set once compensation began.
     pub compensation: Option<Compensation>,
+    /// The run's output once completed.
     pub output: Option<Value>,
+    /// Why it failed, once failed.
     pub error: Option<ErrorInfo>,
+    /// Step instances that started or were skipped, by step key.
     pub steps: HashMap<String, StepState>,
+    /// Every task of the run, by id.
     pub tasks: HashMap<TaskId, TaskState>,
     /// Task number the next new task gets.
     pub next_task: u32,
@@ -195,6 +258,8 @@ pub struct Workflow {
     pub completed_order: Vec<String>,
     /// Ad-hoc task steps, in order of addition.
     pub extra_steps: Vec<ExtraStep>,
+    /// Ids of the commands that produced events of this run: a command whose id is here is
+    /// a duplicate and changes nothing.
     pub applied: HashSet<CommandId>,
     /// Signals received, by name, in arrival order.
     pub signals: HashMap<String, Vec<Value>>,
@@ -246,6 +311,8 @@ impl Workflow {
         })
     }
 
+    /// The run's status, derived like the read model's: terminal, else paused > parked >
+    /// compensating > running.
     pub fn status(&self) -> Status {
         if let Some(t) = self.terminal {
             t
