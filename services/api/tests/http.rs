@@ -234,6 +234,15 @@ async fn listing_validates_its_query() {
     }
     let (status, _, _) = call(app, get("/api/v1/workflows?status=running&limit=1000")).await;
     assert_eq!(status, StatusCode::OK);
+
+    // Every listing answers a malformed query as problem+json, the command DLQ's included.
+    for uri in [
+        "/api/v1/dlq/commands?limit=ten",
+        "/api/v1/dlq/commands?limit=0",
+    ] {
+        let detail = problem(call(app, get(uri)).await, StatusCode::BAD_REQUEST);
+        assert!(detail.contains("limit"), "{uri}: {detail}");
+    }
 }
 
 #[tokio::test]

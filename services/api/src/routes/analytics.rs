@@ -54,65 +54,12 @@ fn parse_duration(raw: &str) -> Option<i64> {
     n.checked_mul(ms).filter(|ms| *ms > 0)
 }
 
-/// Days since 1970-01-01 of a civil date (proleptic Gregorian; H. Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-/// RFC 3339 (`2026-01-31T12:00:00Z`, `...T12:00:00.250+02:00`) in ms since the epoch.
+/// RFC 3339 (`2026-01-31T12:00:00Z`, `...T12:00:00.250+02:00`) in ms since the epoch; `None`
+/// for anything else, an impossible date (`2026-02-31`) included. Parsed by `jiff`.
 fn parse_rfc3339(raw: &str) -> Option<i64> {
-    let b = raw.as_bytes();
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = raw.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())?
-    };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    if b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, s) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
-        return None;
-    }
-    let mut rest = &raw[19..];
-    let mut millis = 0;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
-            return None;
-        }
-        let first3 = format!("{:0<3}", &frac[..digits.min(3)]);
-        millis = first3.parse::<i64>().ok()?;
-        rest = &frac[digits..];
-    }
-    let offset_min = match rest {
-        "Z" | "z" => 0,
-        _ => {
-            let sign = match rest.as_bytes().first()? {
-                b'+' => 1,
-                b'-' => -1,
-                _ => return None,
-            };
-            let (oh, om) = rest[1..].split_once(':')?;
-            if oh.len() != 2 || om.len() != 2 {
-                return None;
-            }
-            sign * (oh.parse::<i64>().ok()? * 60 + om.parse::<i64>().ok()?)
-        }
-    };
-    let secs = days_from_civil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset_min * 60;
-    Some(secs * 1000 + millis)
+    raw.parse::<jiff::Timestamp>()
+        .ok()
+        .map(jiff::Timestamp::as_millisecond)
 }
 
 impl WindowQuery {
@@ -256,6 +203,7 @@ mod tests {
         for bad in [
             "2026-01-31",
             "2026-13-01T00:00:00Z",
+            "2026-02-31T00:00:00Z",
             "2026-01-31T12:00:00",
             "yesterday",
         ] {

@@ -9,6 +9,7 @@
 use super::AppState;
 use crate::error::ApiError;
 use axum::Json;
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use distorch_domain::view::rfc3339;
 use distorch_eventlog::{EventLog, Record};
@@ -78,13 +79,14 @@ pub struct RecordHeader {
     params(DeadCommandsQuery),
     responses(
         (status = 200, description = "Dead-lettered command records", body = DeadCommands),
-        (status = 400, description = "Invalid cursor or limit")
+        (status = 400, description = "Invalid cursor or limit", body = crate::problem::Problem, content_type = "application/problem+json")
     )
 )]
 pub(crate) async fn dead_commands(
     State(state): State<AppState>,
-    Query(query): Query<DeadCommandsQuery>,
+    query: Result<Query<DeadCommandsQuery>, QueryRejection>,
 ) -> Result<Json<DeadCommands>, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::BadRequest(e.body_text()))?;
     let limit = match query.limit {
         None => DEFAULT_LIMIT,
         Some(n @ 1..=MAX_LIMIT) => n,

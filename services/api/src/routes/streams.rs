@@ -228,7 +228,10 @@ async fn pump<T>(mut socket: WebSocket, mut stream: EventStream<T>, render: fn(T
                     }
                 }
                 Some(Err(e)) => {
-                    let frame = CloseFrame { code: CLOSE_INTERNAL, reason: e.to_string().into() };
+                    let frame = CloseFrame {
+                        code: CLOSE_INTERNAL,
+                        reason: close_reason(&e.to_string()).into(),
+                    };
                     let _ = socket.send(Message::Close(Some(frame))).await;
                     return;
                 }
@@ -239,5 +242,36 @@ async fn pump<T>(mut socket: WebSocket, mut stream: EventStream<T>, render: fn(T
                 Some(Ok(_)) => {}
             },
         }
+    }
+}
+
+/// Most bytes a close frame's reason may hold (RFC 6455: 125 bytes of payload, 2 of them the
+/// code).
+const MAX_CLOSE_REASON: usize = 123;
+
+/// `reason` cut to fit a close frame, at a character boundary, marked with `…` when cut.
+fn close_reason(reason: &str) -> String {
+    if reason.len() <= MAX_CLOSE_REASON {
+        return reason.to_owned();
+    }
+    let mut end = MAX_CLOSE_REASON - '…'.len_utf8();
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &reason[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn close_reasons_fit_a_close_frame() {
+        assert_eq!(close_reason("log unavailable"), "log unavailable");
+        let long = "é".repeat(100);
+        let cut = close_reason(&long);
+        assert!(cut.len() <= MAX_CLOSE_REASON, "{} bytes", cut.len());
+        assert!(cut.ends_with('…'), "{cut}");
+        assert!(long.starts_with(cut.trim_end_matches('…')));
     }
 }
