@@ -69,7 +69,7 @@ impl ErrorInfo {
 }
 
 /// Resource use of one attempt, as the worker reported it (for an `http` step, as DisTorch's
-/// HTTP executor measured it). Every field is absent when not reported.
+/// HTTP executor measured it). Each field is absent/null when not reported.
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[cfg_attr(feature = "graphql", derive(async_graphql::SimpleObject))]
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

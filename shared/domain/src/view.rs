@@ -66,7 +66,7 @@ pub struct WorkflowView {
     pub tasks: Vec<TaskView>,
     /// `seq` of the latest event reflected here (events are numbered 1, 2, 3... per run).
     pub last_seq: u64,
-    /// For a child run, the run whose step started it; absent for a top-level run.
+    /// For a child run, the run whose step started it; absent/null for a top-level run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent_workflow_id: Option<WorkflowId>,
     /// SLA warnings and breaches of the run and its steps, oldest first.
@@ -193,23 +193,24 @@ pub struct TaskView {
     pub error: Option<ErrorInfo>,
     /// Whether it waits in the dead-letter queue for an operator to retry or skip it.
     pub parked: bool,
-    /// The worker that started the latest attempt; absent until one has.
+    /// The worker that started the latest attempt; absent/null until one has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub worker_id: Option<String>,
-    /// Resource use reported with the outcome of the latest attempt; absent when none was.
+    /// Resource use reported with the outcome of the latest attempt; absent/null when none
+    /// was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metrics: Option<TaskMetrics>,
     /// When the latest attempt was scheduled (RFC 3339); for a person's task, when it
     /// entered the inbox.
     pub scheduled_at: String,
     /// When a worker started the latest attempt, or someone claimed the person's task
-    /// (RFC 3339); absent before that.
+    /// (RFC 3339); absent/null before that.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<String>,
-    /// When it ended (RFC 3339); absent while it may still run.
+    /// When it ended (RFC 3339); absent/null while it may still run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
-    /// The inbox side of a person's task; absent for other tasks.
+    /// The inbox side of a person's task; absent/null for other tasks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub human: Option<HumanView>,
 }
