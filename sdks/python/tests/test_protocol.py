@@ -99,6 +99,14 @@ def test_request_bodies_only_use_declared_members(
     assert set(sent["complete"]["metrics"]) <= declared_metrics
     assert set(sent["fail"]["metrics"]) <= declared_metrics
 
+    # retry_after (seconds) goes out as whole milliseconds, rounded up.
+    for seconds, ms in ((0.1, 100), (0.0015, 2), (2, 2000), (0, 0)):
+        with pytest.raises(distorch.ApiError):
+            client.fail(task_id, 1, "boom", retry_after=seconds)
+        assert sent["fail"]["retry_after_ms"] == ms, (seconds, sent["fail"])
+    with pytest.raises(ValueError):
+        client.fail(task_id, 1, "boom", retry_after=-1)
+
 
 def test_response_members_the_sdk_reads_exist(openapi: dict[str, Any]) -> None:
     polled = response_schema(openapi, "/api/v1/queues/{queue}/poll", "post", "200")

@@ -374,7 +374,8 @@ class Client:
         if metrics is not None and metrics.to_json():
             body["metrics"] = metrics.to_json()
         if retry_after is not None:
-            body["retry_after_ms"] = math.ceil(retry_after * 1000)
+            # Rounded up, but 0.1 s is 100 ms, not the 101 its float product would give.
+            body["retry_after_ms"] = math.ceil(round(retry_after * 1000, 6))
         self._http.request(
             "POST",
             f"/api/v1/tasks/{segment(task_id)}/fail",
