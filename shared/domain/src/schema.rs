@@ -16,7 +16,10 @@ mod openapi {
             ObjectBuilder::new()
                 .schema_type(Type::String)
                 .format(Some(SchemaFormat::Custom("uuid".into())))
-                .description(Some("A run's id (a time-ordered UUID)."))
+                .description(Some(
+                    "A run's id, a UUID: time-ordered when DisTorch chose it, derived from \
+                     the idempotency key or the parent for such runs, or the caller's own.",
+                ))
                 .into()
         }
     }

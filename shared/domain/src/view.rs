@@ -332,13 +332,32 @@ impl WorkflowView {
                 timeout_ms,
                 ..
             } => {
-                if self.task(task_id).is_some() {
-                    return;
-                }
                 let due_at = timeout_ms.map(|ms| {
                     let ms = i64::try_from(ms).unwrap_or(i64::MAX);
                     rfc3339(envelope.at_ms.saturating_add(ms))
                 });
+                let inbox = HumanView {
+                    title: title.clone(),
+                    assignee: assign.assignee.clone(),
+                    group: assign.group.clone(),
+                    claimed_by: None,
+                    form: form.clone(),
+                    escalated: false,
+                    completed_by: None,
+                    due_at,
+                };
+                // An operator's retry of a parked human task creates it again: it is back in
+                // the inbox, unclaimed, its timeout counting from now. The error that parked it
+                // stays, as for any retried task, to say why it came back.
+                if let Some(t) = self.task_mut(task_id) {
+                    t.status = TaskStatus::Scheduled;
+                    t.output = None;
+                    t.scheduled_at = at;
+                    t.started_at = None;
+                    t.finished_at = None;
+                    t.human = Some(inbox);
+                    return;
+                }
                 self.tasks.push(TaskView {
                     task_id: task_id.clone(),
                     workflow_id: self.workflow_id,
@@ -358,16 +377,7 @@ impl WorkflowView {
                     scheduled_at: at,
                     started_at: None,
                     finished_at: None,
-                    human: Some(HumanView {
-                        title: title.clone(),
-                        assignee: assign.assignee.clone(),
-                        group: assign.group.clone(),
-                        claimed_by: None,
-                        form: form.clone(),
-                        escalated: false,
-                        completed_by: None,
-                        due_at,
-                    }),
+                    human: Some(inbox),
                 });
             }
             Event::HumanTaskClaimed { task_id, by } => {
@@ -1336,16 +1346,24 @@ mod tests {
                 task_id: task_id(1),
             },
         ));
-        let mut again = scheduled(1, "approve", TaskKind::Human, 2);
-        if let Event::TaskScheduled { task, queue, .. } = &mut again {
-            *task = "human".into();
-            *queue = String::new();
-        }
-        view.apply(&env(8, again));
+        let first_due = human_of(&view, 1).1.due_at.clone();
+        // The engine creates the task again (what `RetryTask` of a human task emits).
+        view.apply(&env(8, human_created(1, "approve", Some(1000))));
         let (t, h) = human_of(&view, 1);
-        assert_eq!((t.status, t.attempt), (TaskStatus::Scheduled, 2));
+        assert_eq!(t.status, TaskStatus::Scheduled);
+        assert_eq!(
+            (t.started_at.as_deref(), t.finished_at.as_deref()),
+            (None, None)
+        );
+        assert_eq!(
+            t.error.as_ref().unwrap().kind,
+            "timeout.human",
+            "why it came back"
+        );
         assert_eq!(h.claimed_by, None);
         assert_eq!(h.title, "Approve refund of 42");
+        assert_ne!(h.due_at, first_due, "its timeout counts from the retry");
+        assert_eq!(view.tasks.len(), 1, "the same task, not a second one");
         assert_eq!(view.status, Status::Running);
     }
 

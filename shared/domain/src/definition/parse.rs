@@ -198,6 +198,7 @@ impl Definition {
         };
         let mut builder = Builder::new(&defaults, &self.compensations);
         collect_ids(&self.steps, "steps", &mut builder.ids);
+        collect_ids(&self.fallbacks, "fallbacks", &mut builder.ids);
         for id in taken_ids {
             builder
                 .ids

@@ -718,6 +718,24 @@ fn added_step_id_must_be_new() {
 }
 
 #[test]
+fn added_step_id_must_not_be_a_fallback_id() {
+    // A step found by id would otherwise resolve to the fallback (its retry, SLA and
+    // compensation would be the fallback's).
+    let def = parse(doc(|d| {
+        d["steps"] = json!([{"id": "a", "http": {"url": "https://example.com"}, "fallback": "fb"}]);
+        d["fallbacks"] = json!([{"id": "fb", "task": "w"}]);
+    }));
+    let err = def
+        .parse_step(&json!({"id": "fb", "task": "w"}), &[])
+        .unwrap_err();
+    assert_eq!(err.path, "id");
+    assert!(
+        err.message.contains("already used at fallbacks[0].id"),
+        "{err}"
+    );
+}
+
+#[test]
 fn added_step_is_validated_like_a_definition_step() {
     let def = registered();
     let err = def
