@@ -133,7 +133,8 @@ export class Client {
 
   /**
    * Registers a definition: YAML text (sent as `application/yaml`, as is) or a definition
-   * object (sent as JSON). Each registration of a name gets the next version.
+   * object (sent as JSON). Each registration of a changed document gets the next
+   * version; the latest document registered again answers its own version.
    */
   async registerDefinition(definition: string | object): Promise<DefinitionRef> {
     const init: RequestInit =

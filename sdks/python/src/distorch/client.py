@@ -81,7 +81,8 @@ class Client:
 
     def register_definition(self, definition: str | Mapping[str, Any]) -> DefinitionRef:
         """Registers a workflow definition: YAML text (sent as ``application/yaml``) or a
-        mapping (sent as JSON). Each registration of a name gets the next version.
+        mapping (sent as JSON). Each registration of a changed document gets the next
+        version; the latest document registered again answers its own version.
 
         :raises ApiError: 400 with a ``detail`` naming the offending path when the
             definition is invalid.
