@@ -1,5 +1,6 @@
-//! The Rust worker SDK against a real `distorch standalone`: handlers, retries, heartbeats
-//! with checkpoints, and the per-attempt metrics that land in the task's events.
+//! The Rust worker SDK against a real `distorch standalone`: handlers, retries (with a
+//! handler's `retry_after`), heartbeats with checkpoints, and the per-attempt metrics that
+//! land in the task's events.
 
 mod common;
 
@@ -8,6 +9,7 @@ use distorch_worker::{TaskError, Worker};
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sdk_workers_run_retry_and_checkpoint_a_workflow_to_completion() {
@@ -32,9 +34,11 @@ output: '.steps.crunch.output'
         .handler("fetch", move |ctx| {
             let calls = calls.clone();
             async move {
-                // The first attempt fails retryably; the SDK reports it, the engine retries.
+                // The first attempt fails retryably, asking for a delay longer than the
+                // policy's 20 ms backoff; the SDK reports it, the engine retries after it.
                 if calls.fetch_add(1, Ordering::SeqCst) == 0 {
-                    return Err(TaskError::retryable("upstream_503", "try again"));
+                    return Err(TaskError::retryable("upstream_429", "slow down")
+                        .retry_after(Duration::from_millis(1500)));
                 }
                 Ok(json!({"n": ctx.input["n"], "attempt": ctx.attempt}))
             }
@@ -71,6 +75,15 @@ output: '.steps.crunch.output'
         checkpoint,
         Some(json!({"progress": 50})),
         "the heartbeat's checkpoint is an event"
+    );
+    let failed = events
+        .iter()
+        .find(|e| e["type"] == "task_failed")
+        .expect("the first attempt's failure");
+    let delay = failed["retry_at_ms"].as_i64().unwrap() - failed["at_ms"].as_i64().unwrap();
+    assert!(
+        delay >= 1500,
+        "the retry waits the handler's retry_after, not the 20 ms backoff: {failed}"
     );
     let completed: Vec<_> = events
         .iter()

@@ -194,6 +194,8 @@ struct FailRequest<'a> {
     error: &'a ErrorReport,
     #[serde(skip_serializing_if = "Option::is_none")]
     metrics: Option<Metrics>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
 }
 
 #[derive(Serialize)]
@@ -325,18 +327,21 @@ impl Client {
         self.task_call(task_id, "complete", &body).await
     }
 
-    /// Reports an attempt's failure. `409` ([`Error::is_conflict`]) means it was superseded.
+    /// Reports an attempt's failure; the next attempt, if the retry policy allows one, waits
+    /// at least `retry_after`. `409` ([`Error::is_conflict`]) means it was superseded.
     pub async fn fail(
         &self,
         task_id: &str,
         attempt: u32,
         error: &ErrorReport,
+        retry_after: Option<Duration>,
         metrics: Option<Metrics>,
     ) -> Result<(), Error> {
         let body = FailRequest {
             attempt,
             error,
             metrics,
+            retry_after_ms: retry_after.map(crate::task::retry_after_ms),
         };
         self.task_call(task_id, "fail", &body).await
     }
@@ -498,10 +503,20 @@ mod tests {
             attempt: 1,
             error: &error,
             metrics: None,
+            retry_after_ms: None,
         };
         assert_eq!(
             serde_json::to_value(&body).unwrap(),
             json!({"attempt": 1, "error": {"type": "panic", "message": "boom", "retryable": true}})
+        );
+        let delayed = FailRequest {
+            retry_after_ms: Some(crate::task::retry_after_ms(Duration::from_micros(1500))),
+            ..body
+        };
+        assert_eq!(
+            serde_json::to_value(&delayed).unwrap()["retry_after_ms"],
+            json!(2),
+            "sent beside `error`, rounded up to whole ms"
         );
         let m = Metrics {
             cpu_ms: Some(1.5),

@@ -76,12 +76,21 @@ impl Backend {
         task_id: &str,
         attempt: u32,
         error: &ErrorReport,
+        retry_after: Option<Duration>,
         metrics: Option<Metrics>,
     ) -> Result<(), Error> {
         match self {
-            Backend::Http(client) => client.fail(task_id, attempt, error, metrics).await,
+            Backend::Http(client) => {
+                client
+                    .fail(task_id, attempt, error, retry_after, metrics)
+                    .await
+            }
             #[cfg(feature = "kafka")]
-            Backend::Log(source) => source.fail(task_id, attempt, error, metrics).await,
+            Backend::Log(source) => {
+                source
+                    .fail(task_id, attempt, error, retry_after, metrics)
+                    .await
+            }
         }
     }
 

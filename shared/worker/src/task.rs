@@ -167,6 +167,10 @@ pub struct TaskError {
     pub message: String,
     /// Whether the server may try the task again (see the type's docs).
     pub retryable: bool,
+    /// Wait at least this long before the next attempt (a rate limit's `Retry-After`, say);
+    /// the retry policy still decides whether there is one, and its backoff applies when
+    /// longer. Set with [`TaskError::retry_after`].
+    pub retry_after: Option<std::time::Duration>,
 }
 
 impl TaskError {
@@ -176,6 +180,7 @@ impl TaskError {
             kind: kind.into(),
             message: message.into(),
             retryable: true,
+            retry_after: None,
         }
     }
 
@@ -185,7 +190,15 @@ impl TaskError {
             kind: kind.into(),
             message: message.into(),
             retryable: false,
+            retry_after: None,
         }
+    }
+
+    /// The same failure, asking that the next attempt wait at least `delay` (sent as the
+    /// report's `retry_after_ms`). Meaningless on a fatal error: there is no next attempt.
+    pub fn retry_after(mut self, delay: std::time::Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
     }
 }
 
@@ -197,4 +210,11 @@ impl From<TaskError> for ErrorReport {
             retryable: e.retryable,
         }
     }
+}
+
+/// Whole milliseconds of `delay`, rounded up (so a sub-millisecond delay still delays), as the
+/// fail report's `retry_after_ms`.
+pub(crate) fn retry_after_ms(delay: std::time::Duration) -> u64 {
+    let ms = delay.as_nanos().div_ceil(1_000_000);
+    u64::try_from(ms).unwrap_or(u64::MAX)
 }

@@ -416,7 +416,8 @@ async fn poll_loop(
 /// How an attempt ended, as it will be reported.
 enum Outcome {
     Completed(Value),
-    Failed(ErrorReport),
+    /// The failure, and how long the next attempt should wait at least.
+    Failed(ErrorReport, Option<Duration>),
 }
 
 /// Runs one attempt to its report. `_slot` is held throughout so the attempt counts against
@@ -431,14 +432,17 @@ async fn execute(
 ) {
     let Some(handler) = inner.handlers.get(&task.task).cloned() else {
         tracing::warn!("no handler for task type; failing it");
-        let outcome = Outcome::Failed(ErrorReport {
-            kind: "unknown_task".into(),
-            message: format!(
-                "worker {} on queue {} has no handler for task type `{}`",
-                inner.worker_id, inner.queue, task.task
-            ),
-            retryable: false,
-        });
+        let outcome = Outcome::Failed(
+            ErrorReport {
+                kind: "unknown_task".into(),
+                message: format!(
+                    "worker {} on queue {} has no handler for task type `{}`",
+                    inner.worker_id, inner.queue, task.task
+                ),
+                retryable: false,
+            },
+            None,
+        );
         if report(
             &inner,
             &task.task_id,
@@ -496,15 +500,21 @@ async fn execute(
 
     let outcome = match joined {
         Ok(Ok(output)) => Outcome::Completed(output),
-        Ok(Err(e)) => Outcome::Failed(e.into()),
+        Ok(Err(e)) => {
+            let retry_after = e.retry_after;
+            Outcome::Failed(e.into(), retry_after)
+        }
         Err(e) if e.is_panic() => {
             let message = panic_message(e.into_panic());
             tracing::error!(panic = %message, "handler panicked");
-            Outcome::Failed(ErrorReport {
-                kind: "panic".into(),
-                message,
-                retryable: true,
-            })
+            Outcome::Failed(
+                ErrorReport {
+                    kind: "panic".into(),
+                    message,
+                    retryable: true,
+                },
+                None,
+            )
         }
         Err(_) => {
             // Only the runtime shutting down cancels it; the server will time the attempt out.
@@ -562,7 +572,12 @@ async fn report(
                     .complete(task_id, attempt, output, metrics)
                     .await
             }
-            Outcome::Failed(error) => inner.backend.fail(task_id, attempt, error, metrics).await,
+            Outcome::Failed(error, retry_after) => {
+                inner
+                    .backend
+                    .fail(task_id, attempt, error, *retry_after, metrics)
+                    .await
+            }
         };
         let e = match result {
             Ok(()) => return true,

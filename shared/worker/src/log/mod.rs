@@ -315,6 +315,7 @@ impl LogSource {
         task_id: &str,
         attempt: u32,
         error: &ErrorReport,
+        retry_after: Option<std::time::Duration>,
         metrics: Option<Metrics>,
     ) -> Result<(), Error> {
         let command = Command::FailTask {
@@ -325,7 +326,7 @@ impl LogSource {
                 message: error.message.clone(),
                 retryable: error.retryable,
             },
-            retry_after_ms: None,
+            retry_after_ms: retry_after.map(crate::task::retry_after_ms),
             metrics: task_metrics(metrics),
         };
         self.report(task_id, attempt, command).await
