@@ -2,6 +2,7 @@
 //! engine's answer, wait (bounded) for the read model, and read back what changed. The
 //! callers only translate their own input and output shapes.
 
+use crate::dto::Registered;
 use crate::error::ApiError;
 use crate::routes::{AppState, accepted, unexpected};
 use distorch_domain::command::{Answer, Command};
@@ -142,11 +143,12 @@ pub(crate) async fn task_verb(
     }
 }
 
-/// Registers the next version of the definition in `source`; returns its name and version.
+/// Registers the definition in `source` as its next version, or answers the latest version
+/// when the document is identical to it (`unchanged`).
 pub(crate) async fn register_definition(
     state: &AppState,
     source: Value,
-) -> Result<(String, u32), ApiError> {
+) -> Result<Registered, ApiError> {
     // The name is the command's partitioning key, so it must be checked before publishing.
     match source.get("name") {
         Some(Value::String(name)) if !name.trim().is_empty() => {}
@@ -168,7 +170,12 @@ pub(crate) async fn register_definition(
             .send(Command::RegisterDefinition { source })
             .await?,
     )?;
-    let Answer::Registered { name, version } = answer else {
+    let Answer::Registered {
+        name,
+        version,
+        unchanged,
+    } = answer
+    else {
         return Err(unexpected("RegisterDefinition", &answer));
     };
     match state
@@ -180,7 +187,11 @@ pub(crate) async fn register_definition(
         Ok(false) => tracing::debug!(name, version, "definition not readable yet"),
         Err(e) => tracing::warn!(name, version, error = %e, "waiting for the definition failed"),
     }
-    Ok((name, version))
+    Ok(Registered {
+        name,
+        version,
+        unchanged,
+    })
 }
 
 /// Signal names follow the definition's rule for them.

@@ -79,14 +79,17 @@ pub struct DefinitionDoc {
     pub definition: Value,
 }
 
-/// The definition version a registration produced.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// The definition version a registration produced (REST and GraphQL alike).
+#[derive(Debug, Clone, Serialize, ToSchema, async_graphql::SimpleObject)]
 pub struct Registered {
     /// Definition name.
     pub name: String,
     /// The new version number (from 1), or the latest one's when the document is identical
     /// to it.
     pub version: u32,
+    /// The document was identical to the latest version: nothing was registered, and
+    /// `version` names that version (REST answers 200 instead of 201).
+    pub unchanged: bool,
 }
 
 /// A request to start a run.

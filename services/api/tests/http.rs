@@ -347,6 +347,15 @@ async fn engine_outcomes_become_http_answers() {
             result: Answer::Registered {
                 name: "good".into(),
                 version: 3,
+                unchanged: false,
+            },
+        },
+        Command::RegisterDefinition { source } if source["name"] == "same" => Outcome::Accepted {
+            seq: 0,
+            result: Answer::Registered {
+                name: "same".into(),
+                version: 2,
+                unchanged: true,
             },
         },
         Command::RegisterDefinition { .. } => Outcome::Rejected {
@@ -425,7 +434,27 @@ async fn engine_outcomes_become_http_answers() {
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
-    assert_eq!(body, json!({"name": "good", "version": 3}));
+    assert_eq!(
+        body,
+        json!({"name": "good", "version": 3, "unchanged": false})
+    );
+    // A document identical to the latest version: 200, naming that version.
+    let (status, _, body) = call(
+        app,
+        post(
+            "/api/v1/definitions",
+            "application/x-yaml",
+            "name: same
+steps: []
+",
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        body,
+        json!({"name": "same", "version": 2, "unchanged": true})
+    );
 
     // The read model never catches up here (nothing projects), so verbs answer 202 with
     // the status the engine reported.

@@ -197,6 +197,9 @@ fn definitions_are_applied_from_files_then_listed_and_shown() {
     let yaml = write(files.path(), "quick.yaml", QUICK);
     let out = distorch(url, &["definition", "apply", "-f", &yaml]).ok();
     assert_eq!(out.stdout, "registered definition quick version 1\n");
+    // Applying the same file again registers nothing.
+    let out = distorch(url, &["definition", "apply", "-f", &yaml]).ok();
+    assert_eq!(out.stdout, "definition quick version 1 unchanged\n");
 
     // JSON, by extension; and a file without extension that starts with `{`.
     let doc = json!({"name": "quick", "steps": [{"id": "nap", "wait": "50ms"}]});
@@ -206,7 +209,10 @@ fn definitions_are_applied_from_files_then_listed_and_shown() {
         &["definition", "apply", "-f", &json_file, "-o", "json"],
     )
     .ok();
-    assert_eq!(out.json(), json!({"name": "quick", "version": 2}));
+    assert_eq!(
+        out.json(),
+        json!({"name": "quick", "version": 2, "unchanged": false})
+    );
     let bare = write(
         files.path(),
         "other",

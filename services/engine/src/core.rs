@@ -368,6 +368,7 @@ impl Core {
             let result = Answer::Registered {
                 name: name.clone(),
                 version: *version,
+                unchanged: false,
             };
             self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
             return None;
@@ -388,6 +389,7 @@ impl Core {
                     let result = Answer::Registered {
                         name: def.name,
                         version: latest.version,
+                        unchanged: true,
                     };
                     self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
                     return None;
@@ -409,6 +411,7 @@ impl Core {
                 let result = Answer::Registered {
                     name: reg.name,
                     version,
+                    unchanged: false,
                 };
                 self.reply(cmd, Outcome::Accepted { seq: 0, result }, out);
                 None

@@ -167,7 +167,8 @@ fn a_registered_definition_starts_runs_whose_first_task_is_dispatched_and_answer
             seq: 0,
             result: Answer::Registered {
                 name: "pay".into(),
-                version: 1
+                version: 1,
+                unchanged: false,
             }
         }
     );
@@ -513,7 +514,8 @@ fn applying_an_unchanged_definition_again_answers_its_version_and_appends_nothin
             seq: 0,
             result: Answer::Registered {
                 name: "pay".into(),
-                version: 1
+                version: 1,
+                unchanged: true,
             }
         }
     );

@@ -428,6 +428,10 @@ pub enum Answer {
         name: String,
         /// The version it got.
         version: u32,
+        /// The document was identical to the latest version, which it names: nothing was
+        /// registered.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unchanged: bool,
     },
     /// `add_task`: the task created.
     TaskAdded {

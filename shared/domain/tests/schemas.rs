@@ -375,6 +375,7 @@ fn every_timer_task_kind_and_reply_outcome_matches_the_schemas() {
             result: Answer::Registered {
                 name: "orders".into(),
                 version: 2,
+                unchanged: true,
             },
         },
         Outcome::Accepted {

@@ -4,6 +4,7 @@
 
 use super::error::OrGql;
 use crate::actions;
+use crate::dto::Registered;
 use crate::error::ApiError;
 use crate::routes::{AppState, parse_task_id, parse_workflow_id};
 use async_graphql::{Context, ID, InputObject, Object, Result, SimpleObject};
@@ -68,16 +69,6 @@ pub struct TaskAction {
     pub status: Option<TaskStatus>,
     /// The read model reflects the verb.
     pub caught_up: bool,
-}
-
-/// The definition version a registration produced.
-#[derive(SimpleObject, Debug)]
-pub struct Registered {
-    /// Definition name.
-    pub name: String,
-    /// The new version number (from 1), or the latest one's when the document is identical
-    /// to it.
-    pub version: u32,
 }
 
 /// A signal the run has received.
@@ -249,7 +240,6 @@ impl Mutation {
                 .gql();
             }
         };
-        let (name, version) = actions::register_definition(state, source).await.gql()?;
-        Ok(Registered { name, version })
+        actions::register_definition(state, source).await.gql()
     }
 }

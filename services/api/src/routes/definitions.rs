@@ -25,7 +25,8 @@ use axum::response::IntoResponse;
         content((Object = "application/json"), (String = "application/yaml"))
     ),
     responses(
-        (status = 201, description = "Registered", body = Registered),
+        (status = 201, description = "Registered as a new version", body = Registered),
+        (status = 200, description = "Identical to the latest version, which it names; nothing registered", body = Registered),
         (status = 400, description = "Invalid document", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither JSON nor YAML", body = Problem, content_type = "application/problem+json"),
     )
@@ -34,13 +35,17 @@ pub(crate) async fn register_definition(
     State(state): State<AppState>,
     Document(source): Document,
 ) -> Result<impl IntoResponse, ApiError> {
-    let (name, version) = actions::register_definition(&state, source).await?;
-    let location = format!("/api/v1/definitions/{name}/versions/{version}");
-    Ok((
-        StatusCode::CREATED,
-        [(header::LOCATION, location)],
-        Json(Registered { name, version }),
-    ))
+    let registered = actions::register_definition(&state, source).await?;
+    let location = format!(
+        "/api/v1/definitions/{}/versions/{}",
+        registered.name, registered.version
+    );
+    let status = if registered.unchanged {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((status, [(header::LOCATION, location)], Json(registered)))
 }
 
 /// List registered definitions.

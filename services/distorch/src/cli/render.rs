@@ -208,13 +208,14 @@ pub fn pretty_json(raw: &str) -> String {
 
 // ---- definitions ----
 
-/// `POST /definitions` → `{"name","version"}`.
+/// `POST /definitions` → `{"name","version","unchanged"}`.
 pub fn registered(v: &Value) -> String {
-    format!(
-        "registered definition {} version {}\n",
-        text(v, "name"),
-        text(v, "version")
-    )
+    let (name, version) = (text(v, "name"), text(v, "version"));
+    if v["unchanged"] == true {
+        format!("definition {name} version {version} unchanged\n")
+    } else {
+        format!("registered definition {name} version {version}\n")
+    }
 }
 
 /// `GET /definitions` → `{"items":[{"name","latest_version","versions","description"}]}`.
@@ -652,6 +653,10 @@ mod tests {
         assert_eq!(
             registered(&json!({"name": "q", "version": 2})),
             "registered definition q version 2\n"
+        );
+        assert_eq!(
+            registered(&json!({"name": "q", "version": 2, "unchanged": true})),
+            "definition q version 2 unchanged\n"
         );
         assert_eq!(
             started(&json!({"workflow_id": "w", "status": "running"}), false),
