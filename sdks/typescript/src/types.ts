@@ -183,6 +183,8 @@ export interface HeartbeatAck {
 export interface DefinitionRef {
   name: string;
   version: number;
+  /** The document was identical to the latest version, which `version` names: nothing was registered. */
+  unchanged: boolean;
 }
 
 /** The answer to a start. */

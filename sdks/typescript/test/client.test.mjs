@@ -26,7 +26,14 @@ async function registerSignalled() {
     steps: [{ id: "go", signal: { name: "go" } }],
     output: ".steps.go.output",
   });
-  assert.deepEqual(ref, { name, version: 1 });
+  assert.deepEqual(ref, { name, version: 1, unchanged: false });
+  // The same document again is that version, unchanged.
+  const again = await client.registerDefinition({
+    name,
+    steps: [{ id: "go", signal: { name: "go" } }],
+    output: ".steps.go.output",
+  });
+  assert.deepEqual(again, { name, version: 1, unchanged: true });
   return name;
 }
 

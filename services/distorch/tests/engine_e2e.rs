@@ -37,7 +37,10 @@ async fn a_run_goes_through_its_steps_with_workers_and_ends_with_its_output() {
     let api = server.api();
     let (status, body) = api.register_yaml(ORDER).await;
     assert_eq!(status, 201, "{body}");
-    assert_eq!(body, json!({"name": "order", "version": 1}));
+    assert_eq!(
+        body,
+        json!({"name": "order", "version": 1, "unchanged": false})
+    );
 
     let id = api
         .start("order", json!({"order_id": "o-1", "amount": 42}))
