@@ -25,6 +25,9 @@ def test_start_with_the_same_key_or_id_never_creates_a_second_run(
 ) -> None:
     ref = client.register_definition(one_step(uid))
     assert ref == distorch.DefinitionRef(name=f"idem-{uid}", version=1)
+    # The same document again is that version, and registers nothing.
+    again_ref = client.register_definition(one_step(uid))
+    assert again_ref == distorch.DefinitionRef(name=ref.name, version=1, unchanged=True)
 
     first = client.start(ref.name, {"n": 1}, idempotency_key=f"key-{uid}")
     again = client.start(ref.name, {"n": 1}, idempotency_key=f"key-{uid}")

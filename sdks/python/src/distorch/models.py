@@ -54,14 +54,21 @@ def _opt_float(obj: Mapping[str, Any], key: str) -> float | None:
 
 @dataclass(frozen=True)
 class DefinitionRef:
-    """Answer to a definition registration: the name and the version it was stored as."""
+    """Answer to a definition registration: the name and the version it was stored as.
+    ``unchanged`` means the document was identical to the latest version, which ``version``
+    names: nothing was registered."""
 
     name: str
     version: int
+    unchanged: bool = False
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any]) -> DefinitionRef:
-        return cls(name=_str(obj, "name"), version=_int(obj, "version"))
+        return cls(
+            name=_str(obj, "name"),
+            version=_int(obj, "version"),
+            unchanged=obj.get("unchanged") is True,
+        )
 
 
 @dataclass(frozen=True)
