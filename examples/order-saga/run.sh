@@ -4,7 +4,7 @@
 #
 #   DISTORCH_BIN=/abs/path/to/target/debug/distorch bash examples/order-saga/run.sh
 #
-# It builds the Rust worker (cargo --offline; a standalone package, not a workspace member),
+# It builds the Rust worker (cargo --offline; a member of the repository's workspace),
 # installs the Python SDK into a venv and packs the TypeScript SDK, starts
 # `distorch standalone` on a free port and the three workers, applies order-saga.yaml with
 # `distorch definition apply`, starts three orders with `distorch workflow start --wait`
@@ -67,12 +67,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 # ---- the Rust worker -----------------------------------------------------------------------
-# Cargo.lock is the repository's (cargo drops what the worker does not use), so --offline
-# finds every crate the repository has fetched.
+# A member of the repository's workspace: the build phase has built it already, so this is
+# quick; --offline uses the crates the workspace fetched.
 step "building the Rust worker"
-cp "$REPO_ROOT/Cargo.lock" "$HERE/rust-worker/Cargo.lock"
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO_ROOT/target}
-cargo build --offline --quiet --manifest-path "$HERE/rust-worker/Cargo.toml" >"$WORK/cargo.log" 2>&1 ||
+cargo build --offline --quiet --manifest-path "$REPO_ROOT/Cargo.toml" -p order-saga-rust-worker >"$WORK/cargo.log" 2>&1 ||
   { cat "$WORK/cargo.log" >&2; die "the Rust worker does not build (cargo build --offline)"; }
 RUST_WORKER="$CARGO_TARGET_DIR/debug/order-saga-rust-worker"
 [[ -x "$RUST_WORKER" ]] || die "no $RUST_WORKER after the build"
