@@ -72,6 +72,7 @@ pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
 /// see [`distorch_projector::Projector::rebuild`].
 pub async fn rebuild(cfg: Config) -> anyhow::Result<()> {
     let log = backends::replay_log(&cfg.backends.log, &cfg.kafka, &cfg.api.topic_prefix).await?;
+    let log = std::sync::Arc::new(distorch_engine::fenced(log, &cfg.api.topics()));
     let store = backends::store(&cfg.backends.store).await?;
     let analytics = backends::analytics(&cfg.backends.analytics).await?;
     let mut projector =

@@ -7,6 +7,7 @@ use distorch_api::SharedRegistry;
 use distorch_domain::topics::Topics;
 use distorch_engine::{Engine, Metrics};
 use distorch_eventlog::EventLog;
+use distorch_eventlog::fence::FencedLog;
 use distorch_projector::Projector;
 use distorch_saga::{AlertMetrics, Alerter, HttpExecutor, HttpMetrics, Saga, SagaConfig};
 use distorch_store::ReadStore;
@@ -16,16 +17,23 @@ use std::sync::{Arc, RwLock};
 /// What every service of a process shares: the log, topic names and the metrics registry.
 #[derive(Clone)]
 pub struct Context {
+    /// The log every service reads and writes: `fenced`, as a trait object.
     pub log: Arc<dyn EventLog>,
+    /// The same log, for the engine, which claims partitions on it.
+    pub fenced: FencedLog,
     pub topics: Topics,
     pub registry: SharedRegistry,
 }
 
 impl Context {
+    /// `log` as the backend opened it; every service reads it through the fencing rule.
     pub fn new(log: Arc<dyn EventLog>, cfg: &Config) -> Self {
+        let topics = cfg.api.topics();
+        let fenced = distorch_engine::fenced(log, &topics);
         Self {
-            log,
-            topics: cfg.api.topics(),
+            log: Arc::new(fenced.clone()),
+            fenced,
+            topics,
             registry: Arc::new(RwLock::new(prometheus_client::registry::Registry::default())),
         }
     }
@@ -40,7 +48,7 @@ pub async fn engine(sup: &mut Supervisor, ctx: &Context, cfg: &Config) -> anyhow
     let mut engine_cfg = cfg.engine.clone();
     engine_cfg.partitions = cfg.api.partitions.commands;
     let metrics = Metrics::new(&mut ctx.registry());
-    let engine = Engine::new(ctx.log.clone(), ctx.topics.clone(), engine_cfg, metrics);
+    let engine = Engine::new(ctx.fenced.clone(), ctx.topics.clone(), engine_cfg, metrics);
     engine.ensure_topics().await?;
     sup.spawn("engine", engine.run(sup.stopped()));
     Ok(())

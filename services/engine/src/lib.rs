@@ -26,6 +26,7 @@ pub use crate::core::{Core, Ended, Incoming, Output};
 pub use metrics::Metrics;
 
 use distorch_domain::topics::Topics;
+use distorch_eventlog::fence::FencedLog;
 use distorch_eventlog::offsets::{COMMIT_INTERVAL, PacedCommits};
 use distorch_eventlog::{Consumer, EventLog, LogError, NewRecord, Record};
 use std::collections::{BTreeMap, HashSet};
@@ -91,10 +92,12 @@ pub enum EngineError {
 /// The engine driver: owns the commands partitions the group assigns it and runs the
 /// [`Core`] over them (see the crate docs). Started with [`Engine::run`].
 pub struct Engine {
-    log: Arc<dyn EventLog>,
+    log: FencedLog,
     topics: Topics,
     config: EngineConfig,
     metrics: Metrics,
+    /// This process's id in the ownership epochs it claims.
+    instance: String,
 }
 
 struct State {
@@ -103,10 +106,20 @@ struct State {
     definitions_next: u64,
     /// Commands partitions this engine owns, with their snapshot bookkeeping.
     owned: BTreeMap<u32, partitions::Owned>,
+    /// Partitions still assigned to this engine that another engine has claimed since, with
+    /// the consumer's rebalance count then: not taken back before the next rebalance.
+    fenced: BTreeMap<u32, u64>,
     /// Offsets of commands handled (their output durable), committed every
     /// [`COMMIT_INTERVAL`].
     commits: PacedCommits,
     queues: HashSet<String>,
+}
+
+/// The log as every DisTorch service must read it: the engine's events partitions have owners,
+/// and what an engine writes there after another one claimed the partition is ignored
+/// (`distorch_eventlog::fence`, docs/adr/0037).
+pub fn fenced(log: Arc<dyn EventLog>, topics: &Topics) -> FencedLog {
+    FencedLog::new(log, topics.fences(), &[topics.events()])
 }
 
 /// Creates every topic DisTorch's services read before the first write (idempotent), so a
@@ -123,6 +136,7 @@ pub async fn ensure_topics(
         (topics.events(), p),
         (topics.replies(), p),
         (topics.snapshots(), p),
+        (topics.fences(), 1),
         (topics.definitions(), 1),
         (topics.dlq(), 1),
     ] {
@@ -138,25 +152,25 @@ fn now_ms() -> i64 {
 }
 
 impl Engine {
-    /// An engine that does nothing until [`Engine::run`]; `metrics` should be registered in
-    /// the process's registry ([`Metrics::new`]).
-    pub fn new(
-        log: Arc<dyn EventLog>,
-        topics: Topics,
-        config: EngineConfig,
-        metrics: Metrics,
-    ) -> Self {
+    /// An engine that does nothing until [`Engine::run`]; `log` is the process's log as
+    /// [`fenced`] wraps it, `metrics` should be registered in the process's registry
+    /// ([`Metrics::new`]).
+    pub fn new(log: FencedLog, topics: Topics, config: EngineConfig, metrics: Metrics) -> Self {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         Self {
             log,
             topics,
             config,
             metrics,
+            instance: format!("engine-{}-{nanos:x}", std::process::id()),
         }
     }
 
     /// Creates the topics the engine writes (idempotent).
     pub async fn ensure_topics(&self) -> Result<(), EngineError> {
-        Ok(ensure_topics(self.log.as_ref(), &self.topics, self.config.partitions).await?)
+        Ok(ensure_topics(&self.log, &self.topics, self.config.partitions).await?)
     }
 
     /// Runs until `shutdown` resolves, finishing the batch in hand.
@@ -174,11 +188,12 @@ impl Engine {
             core: Core::new(self.topics.clone(), partitions, self.metrics.clone()),
             definitions_next: 0,
             owned: BTreeMap::new(),
+            fenced: BTreeMap::new(),
             commits: PacedCommits::new(COMMIT_INTERVAL),
             queues: HashSet::new(),
         };
         self.catch_up_definitions(&mut state).await?;
-        self.follow_assignment(&mut state, consumer.assignment())
+        self.follow_assignment(&mut state, consumer.assignment(), consumer.rebalances())
             .await?;
         tokio::pin!(shutdown);
         let mut last_lag = std::time::Instant::now() - Duration::from_secs(5);
@@ -194,13 +209,15 @@ impl Engine {
             };
             // A rebalance happens inside `poll`: take over (or let go of) partitions before
             // handling their commands.
-            self.follow_assignment(&mut state, consumer.assignment())
+            self.follow_assignment(&mut state, consumer.assignment(), consumer.rebalances())
                 .await?;
             self.process(&mut state, &mut *consumer, records).await?;
             self.snapshot_due(&mut state).await?;
             if last_lag.elapsed() > Duration::from_secs(1) {
                 last_lag = std::time::Instant::now();
                 self.update_lag(&consumer.assignment()).await;
+                self.let_go_if_fenced(&mut state, consumer.rebalances())
+                    .await?;
             }
         }
         Self::commit(&mut state, &mut *consumer).await;
@@ -231,11 +248,12 @@ impl Engine {
                 .commits
                 .handled_before(&rec.topic, rec.partition, rec.offset + 1);
         }
-        let out = state.core.handle(&commands, now);
+        let mut out = state.core.handle(&commands, now);
         if !out.records.is_empty() {
             self.ensure_queue_topics(state, &out.records).await?;
             let events = self.topics.events();
             let appended: Vec<bool> = out.records.iter().map(|r| r.topic == events).collect();
+            self.stamp(state, &mut out.records);
             let positions = self.log.append(out.records).await?;
             for (pos, _) in positions.iter().zip(appended).filter(|(_, e)| *e) {
                 if let Some(owned) = state.owned.get_mut(&pos.partition) {

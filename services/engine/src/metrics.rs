@@ -66,6 +66,9 @@ pub struct Metrics {
     pub partition_owned: Family<PartitionLabel, Gauge>,
     /// Runs restored from a snapshot (rather than replayed) when taking over a partition.
     pub runs_restored: Counter,
+    /// Owned partitions let go because another engine claimed them meanwhile (this engine
+    /// had been paused past its group's session timeout).
+    pub fenced: Counter,
 }
 
 impl Metrics {
@@ -91,6 +94,7 @@ impl Metrics {
             partitions_owned: Gauge::default(),
             partition_owned: Family::default(),
             runs_restored: Counter::default(),
+            fenced: Counter::default(),
         };
         let r = registry.sub_registry_with_prefix("distorch");
         r.register("runs_started", "Runs started", m.runs_started.clone());
@@ -108,6 +112,11 @@ impl Metrics {
             "engine_runs_restored",
             "Runs restored from a partition snapshot on takeover",
             m.runs_restored.clone(),
+        );
+        r.register(
+            "engine_partitions_fenced",
+            "Partitions let go because another engine claimed them while this one was paused",
+            m.fenced.clone(),
         );
         r.register(
             "engine_partitions_owned",

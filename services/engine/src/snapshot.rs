@@ -17,7 +17,8 @@
 
 use distorch_domain::WorkflowId;
 use distorch_domain::workflow::{Status, WorkflowSnapshot};
-use distorch_eventlog::{EventLog, NewRecord, partition_for};
+use distorch_eventlog::fence::{Epoch, outranked};
+use distorch_eventlog::{EventLog, NewRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
@@ -59,24 +60,19 @@ struct Chunk<R> {
     events_offset: u64,
     /// Offset of the last chunk of the previous complete snapshot, if any.
     prev: Option<u64>,
+    /// The ownership epoch of the events partition its writer held (absent in snapshots
+    /// written before fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    epoch: Option<String>,
     runs: Vec<R>,
     ended: Vec<EndedRun>,
-}
-
-/// A key that the log's partitioner sends to `partition` of an `n`-partition topic. The log
-/// places records by key, so a snapshot of partition `p` needs a key that hashes to `p`.
-pub fn key_for_partition(partition: u32, n: u32) -> String {
-    (0u64..)
-        .map(|i| format!("partition-{partition}-{i}"))
-        .find(|k| partition_for(k, n) == partition)
-        .expect("some key hashes to every partition")
 }
 
 /// Where a snapshot goes and what it covers.
 pub struct Header<'a> {
     /// The snapshots topic.
     pub topic: &'a str,
-    /// A key that lands on `partition` ([`key_for_partition`]).
+    /// A key that lands on `partition` (`distorch_eventlog::fence::key_for_partition`).
     pub key: &'a str,
     /// The commands partition the snapshot is of, which is also the snapshots partition it
     /// goes to; recorded in every chunk.
@@ -88,6 +84,8 @@ pub struct Header<'a> {
     pub events_offset: u64,
     /// Offset of the last chunk of the previous complete snapshot.
     pub prev: Option<u64>,
+    /// The epoch under which its writer owns the events partition.
+    pub epoch: Option<&'a Epoch>,
 }
 
 /// Splits a partition's image into chunk records. `runs` are the serialised run snapshots.
@@ -127,6 +125,7 @@ pub fn records(h: &Header<'_>, runs: Vec<Box<RawValue>>, ended: Vec<EndedRun>) -
                 count,
                 events_offset: h.events_offset,
                 prev: h.prev,
+                epoch: h.epoch.map(ToString::to_string),
                 runs,
                 ended,
             };
@@ -136,24 +135,39 @@ pub fn records(h: &Header<'_>, runs: Vec<Box<RawValue>>, ended: Vec<EndedRun>) -
         .collect()
 }
 
-/// The latest complete snapshot in `partition` of the snapshots topic, if any.
+/// The latest complete, current snapshot in `partition` of the snapshots topic, if any.
+/// `in_force(e)` is the epoch in force at offset `e` of the events partition: a snapshot
+/// covering the events before `e` written under an older epoch was written by an owner that
+/// had been fenced, and may hold its ignored events.
 pub async fn latest(
     log: &dyn EventLog,
     topic: &str,
     partition: u32,
+    in_force: impl Fn(u64) -> Option<Epoch>,
 ) -> Result<Option<Image>, EngineError> {
     let end = log.end_offset(topic, partition).await?;
     let mut last = end.checked_sub(1);
     while let Some(at) = last {
         let tail: Chunk<WorkflowSnapshot> = read_one(log, topic, partition, at).await?;
         let prev = tail.prev;
-        if tail.index + 1 == tail.count
+        let written_under = tail.epoch.as_deref().and_then(|e| e.parse::<Epoch>().ok());
+        if outranked(
+            written_under.as_ref(),
+            in_force(tail.events_offset).as_ref(),
+        ) {
+            tracing::warn!(
+                partition,
+                offset = at,
+                "skipping a snapshot a fenced engine wrote"
+            );
+        } else if tail.index + 1 == tail.count
             && let Some(image) = assemble(log, topic, partition, at, tail).await?
         {
             return Ok(Some(image));
+        } else {
+            tracing::warn!(partition, offset = at, "skipping a torn engine snapshot");
         }
-        // A torn snapshot: step back to the one before it.
-        tracing::warn!(partition, offset = at, "skipping a torn engine snapshot");
+        // Step back to the snapshot before it.
         last = prev;
     }
     Ok(None)
@@ -236,15 +250,7 @@ mod tests {
             id: "s",
             events_offset,
             prev,
-        }
-    }
-
-    #[test]
-    fn every_partition_gets_a_key_that_lands_on_it() {
-        for n in [1, 3, 8, 64] {
-            for p in 0..n {
-                assert_eq!(partition_for(&key_for_partition(p, n), n), p);
-            }
+            epoch: None,
         }
     }
 

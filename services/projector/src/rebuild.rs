@@ -78,9 +78,17 @@ impl Projector {
                 } else {
                     POLL_WAIT
                 };
-                let mut records = self.log.read(&topic, partition, next, max, wait).await?;
+                let (mut records, through) = self
+                    .log
+                    .read_through(&topic, partition, next, max, wait)
+                    .await?;
                 // Records appended since the rebuild started are the live projector's.
                 records.retain(|r| r.offset < end);
+                if records.is_empty() && through > next {
+                    // Only records no reader sees (ownership markers, a fenced engine's).
+                    next = through;
+                    continue;
+                }
                 let Some(last) = records.last() else {
                     empty_reads += 1;
                     if empty_reads > MAX_EMPTY_READS {

@@ -51,6 +51,11 @@ impl Topics {
     pub fn snapshots(&self) -> String {
         format!("{}.snapshots", self.prefix)
     }
+    /// The index of the ownership markers in the events partitions (one partition; see
+    /// `distorch_eventlog::fence`).
+    pub fn fences(&self) -> String {
+        format!("{}.fences", self.prefix)
+    }
     /// Task attempts ready for workers of `queue`, keyed by workflow id.
     pub fn tasks(&self, queue: &str) -> String {
         format!("{}.tasks.{queue}", self.prefix)

@@ -57,6 +57,7 @@ where
     read_long_poll_wakes_on_append(&make().await).await;
     consumer_long_poll_wakes_on_append(&make().await).await;
     concurrent_appends_land_exactly_once_in_key_order(&make().await).await;
+    fenced_readers_ignore_what_a_superseded_owner_writes(&make().await).await;
 }
 
 /// A topic name no other check, run or process has used.
@@ -866,4 +867,171 @@ pub mod crash {
             .expect("append after crash");
         assert_eq!(pos[0].offset, end, "offsets continue after the crash");
     }
+}
+
+/// The fencing rule ([`crate::fence`]) holds over this backend: after a second owner claims a
+/// partition, what the first writes there is ignored by every reader (from the start, from
+/// the middle, in a group), what it wrote before the claim is history, and a group that
+/// commits past its last delivered record commits past the ignored ones too.
+pub async fn fenced_readers_ignore_what_a_superseded_owner_writes(log: &Arc<dyn EventLog>) {
+    use crate::fence::{FencedLog, stamp};
+    let topic = unique_topic("fenced");
+    let index = unique_topic("fences");
+    log.create_topic(&topic, 2).await.expect("create");
+    let fenced = || FencedLog::new(Arc::clone(log), index.clone(), std::slice::from_ref(&topic));
+    let key = crate::fence::key_for_partition(1, 2);
+    let write = |epoch: &crate::fence::Epoch, body: &str| {
+        let mut r = record(&topic, &key, body);
+        stamp(&mut r, epoch);
+        r
+    };
+
+    let first = fenced();
+    let a = first
+        .claim(&topic, &[1], "a")
+        .await
+        .expect("claim a")
+        .remove(0);
+    log.append(vec![write(&a, "a1"), write(&a, "a2")])
+        .await
+        .expect("append");
+    let second = fenced();
+    // The second owner reads the partition to its end before it claims it.
+    let history = read_fenced(&second, &topic, 1, 0).await;
+    assert_eq!(bodies(&history), ["a1", "a2"], "markers are not delivered");
+    // A write of the first owner lands between the second's read and its claim: history.
+    log.append(vec![write(&a, "a3")]).await.expect("append");
+    let b = second
+        .claim(&topic, &[1], "b")
+        .await
+        .expect("claim b")
+        .remove(0);
+    assert!(b > a, "a claim outranks every epoch before it: {b} vs {a}");
+    let b_marker = log.end_offset(&topic, 1).await.expect("end") - 1;
+    log.append(vec![write(&b, "b1")]).await.expect("append");
+    log.append(vec![write(&a, "stale1")]).await.expect("append");
+    log.append(vec![write(&b, "b2"), write(&a, "stale2")])
+        .await
+        .expect("append");
+    let expected = ["a1", "a2", "a3", "b1", "b2"];
+
+    let from_start = read_fenced(&fenced(), &topic, 1, 0).await;
+    assert_eq!(bodies(&from_start), expected, "a reader from the start");
+    let from_middle = read_fenced(&fenced(), &topic, 1, b_marker + 1).await;
+    assert_eq!(
+        bodies(&from_middle),
+        ["b1", "b2"],
+        "a reader that starts after the marker learns it from the index"
+    );
+
+    let after_b2 = from_start.last().expect("records").offset + 1;
+    let (rest, through) = fenced()
+        .read_through(&topic, 1, after_b2, 10, Duration::ZERO)
+        .await
+        .expect("read_through");
+    assert!(rest.is_empty(), "nothing a reader sees after b2");
+    assert_eq!(
+        through,
+        log.end_offset(&topic, 1).await.expect("end"),
+        "read_through passes what it left out"
+    );
+
+    let group = unique_topic("fenced-g");
+    let reader = fenced();
+    let mut consumer = reader
+        .consumer(&group, std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
+    let polled = poll_n(consumer.as_mut(), expected.len()).await;
+    assert_eq!(bodies(&polled), expected, "a group member");
+    assert!(
+        consumer.poll(10, POLL_WAIT).await.expect("poll").is_empty(),
+        "the stale record at the end is not delivered"
+    );
+    let last = polled.last().expect("records").offset;
+    consumer
+        .commit(&[(topic.clone(), 1, last + 1)])
+        .await
+        .expect("commit");
+    let end = log.end_offset(&topic, 1).await.expect("end");
+    assert_eq!(
+        log.committed(&group, &topic, 1).await.expect("committed"),
+        Some(end),
+        "a commit past the last delivered record covers the stale ones after it"
+    );
+    drop(consumer);
+
+    // A member that starts after the marker, from the group's committed offset.
+    let late = unique_topic("fenced-late");
+    let mut consumer = fenced()
+        .consumer(&late, std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
+    let _ = poll_n(consumer.as_mut(), expected.len()).await;
+    consumer
+        .commit(&[(topic.clone(), 1, b_marker + 2)])
+        .await
+        .expect("commit");
+    drop(consumer);
+    let mut consumer = fenced()
+        .consumer(&late, std::slice::from_ref(&topic))
+        .await
+        .expect("consumer");
+    let resumed = poll_n(consumer.as_mut(), 1).await;
+    assert_eq!(bodies(&resumed), ["b2"], "a member resuming mid-partition");
+    assert!(
+        consumer.poll(10, POLL_WAIT).await.expect("poll").is_empty(),
+        "the stale record at the end is not delivered"
+    );
+    assert_eq!(
+        fenced()
+            .in_force(&topic, 1, b_marker + 1)
+            .await
+            .expect("in force"),
+        Some(b.clone())
+    );
+    assert_eq!(
+        fenced()
+            .in_force(&topic, 1, b_marker)
+            .await
+            .expect("in force"),
+        Some(a.clone())
+    );
+    assert!(
+        first.superseded(&topic, 1, &a).await.expect("superseded"),
+        "the first owner learns from the index that it was fenced"
+    );
+    assert!(
+        !second.superseded(&topic, 1, &b).await.expect("superseded"),
+        "the second owner is not"
+    );
+}
+
+/// Reads a fenced partition from `from` to its end.
+async fn read_fenced(
+    log: &crate::fence::FencedLog,
+    topic: &str,
+    partition: u32,
+    from: u64,
+) -> Vec<Record> {
+    let end = log.end_offset(topic, partition).await.expect("end_offset");
+    let mut out: Vec<Record> = Vec::new();
+    let mut next = from;
+    while next < end {
+        let batch = log
+            .read(topic, partition, next, 2, Duration::ZERO)
+            .await
+            .expect("read");
+        let Some(last) = batch.last() else { break };
+        next = last.offset + 1;
+        out.extend(batch);
+    }
+    out
+}
+
+fn bodies(records: &[Record]) -> Vec<String> {
+    records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .collect()
 }

@@ -39,9 +39,17 @@
 //!   never lost); `commit` still returns `Ok`.
 //! - Transient broker trouble is retried inside `poll`; an error from it means the member
 //!   cannot go on.
+//!
+//! # Fenced topics
+//! A topic whose partitions each have one writer (the engine's events) is read through
+//! [`fence::FencedLog`]: in such a partition, a record stamped with an ownership epoch lower
+//! than that of a marker before it was written by an owner that had lost the partition
+//! without noticing, and no reader sees it. The rule is the same for every backend (it only
+//! needs headers and ordered offsets) and is part of the conformance suite.
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+pub mod fence;
 pub mod journal;
 #[cfg(feature = "kafka")]
 pub mod kafka;
@@ -193,6 +201,24 @@ pub trait EventLog: Send + Sync + 'static {
         wait: Duration,
     ) -> Result<Vec<Record>>;
 
+    /// [`EventLog::read`], plus the offset after the last record it looked at. On a plain log
+    /// that is the offset after the last record returned (or `from`); on a
+    /// [`fence::FencedLog`] it also passes the records a reader must not see (markers, a
+    /// fenced owner's records), so that a reader that goes on from it, or compares it with
+    /// the end offset, knows how far it got even when nothing was returned.
+    async fn read_through(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        max: usize,
+        wait: Duration,
+    ) -> Result<(Vec<Record>, u64)> {
+        let records = self.read(topic, partition, from, max, wait).await?;
+        let next = records.last().map_or(from, |r| r.offset + 1);
+        Ok((records, next))
+    }
+
     /// Joins `group` for `topics`. The embedded log assigns every partition of the topics to
     /// the one member; a distributed backend assigns a share and rebalances.
     async fn consumer(&self, group: &str, topics: &[String]) -> Result<Box<dyn Consumer>>;
@@ -215,6 +241,14 @@ pub trait Consumer: Send {
 
     /// The partitions assigned to this member as of the last `poll`.
     fn assignment(&self) -> Vec<(String, u32)>;
+
+    /// How many times the group has handed this member an assignment, as of the last
+    /// `poll`: it moves at every rebalance, even one that hands back the same partitions
+    /// (which [`Consumer::assignment`] alone cannot show). A member of a group that never
+    /// rebalances (the embedded log's) stays at 0, the default.
+    fn rebalances(&self) -> u64 {
+        0
+    }
 
     /// Asks a member of a group that handles every record it polls promptly (and so commits
     /// steadily) to guard against brokers that never hand a dead member's partitions on: when

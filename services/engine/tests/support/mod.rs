@@ -72,7 +72,12 @@ pub async fn start_engine(log: Arc<dyn EventLog>, partitions: u32) -> Running {
         ..EngineConfig::default()
     };
     let metrics = Metrics::new(&mut prometheus_client::registry::Registry::default());
-    let engine = Engine::new(log, Topics::default(), config, metrics);
+    let engine = Engine::new(
+        distorch_engine::fenced(log, &Topics::default()),
+        Topics::default(),
+        config,
+        metrics,
+    );
     engine.ensure_topics().await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(engine.run(async move {

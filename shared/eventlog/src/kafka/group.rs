@@ -13,6 +13,7 @@
 //!   not own and leaves and rejoins its group when one looks orphaned ([`super::orphans`]).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -35,6 +36,8 @@ use crate::{Consumer, LogError, Record, Result};
 pub(super) struct Member {
     group: String,
     assigned: Mutex<HashMap<String, BTreeSet<u32>>>,
+    /// Rebalances this member (and the ones it replaced on a rejoin) went through.
+    rebalances: Arc<AtomicU64>,
 }
 
 impl Member {
@@ -72,6 +75,7 @@ impl ConsumerContext for Member {
         }
         tracing::info!(group = %self.group, assignment = ?now, "Kafka group assignment changed");
         *self.assigned.lock().unwrap_or_else(PoisonError::into_inner) = now;
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -87,13 +91,15 @@ pub(super) struct GroupConsumer {
     cluster: Arc<Cluster>,
     orphans: OrphanWatch,
     last_orphan_check: Instant,
+    rebalances: Arc<AtomicU64>,
 }
 
 impl GroupConsumer {
     /// Joins `group` for `topics` (which the caller checked exist). The assignment arrives
     /// during the first polls.
     pub(super) fn join(cluster: Arc<Cluster>, group: &str, topics: &[&str]) -> Result<Self> {
-        let consumer = Self::subscribe(cluster.config(), group, topics)?;
+        let rebalances = Arc::new(AtomicU64::new(0));
+        let consumer = Self::subscribe(cluster.config(), group, topics, &rebalances)?;
         Ok(Self {
             consumer: Some(Arc::new(consumer)),
             group: group.to_owned(),
@@ -101,6 +107,7 @@ impl GroupConsumer {
             cluster,
             orphans: OrphanWatch::new(Duration::ZERO),
             last_orphan_check: Instant::now(),
+            rebalances,
         })
     }
 
@@ -108,10 +115,12 @@ impl GroupConsumer {
         config: &KafkaConfig,
         group: &str,
         topics: &[&str],
+        rebalances: &Arc<AtomicU64>,
     ) -> Result<StreamConsumer<Member>> {
         let member = Member {
             group: group.to_owned(),
             assigned: Mutex::default(),
+            rebalances: Arc::clone(rebalances),
         };
         let consumer: StreamConsumer<Member> = config
             .group_member(group)
@@ -169,8 +178,15 @@ impl GroupConsumer {
             drop_off_runtime(old);
         }
         let topics: Vec<&str> = self.topics.iter().map(String::as_str).collect();
-        let consumer = Self::subscribe(self.cluster.config(), &self.group, &topics)?;
+        let consumer = Self::subscribe(
+            self.cluster.config(),
+            &self.group,
+            &topics,
+            &self.rebalances,
+        )?;
         self.consumer = Some(Arc::new(consumer));
+        // The new member starts with nothing.
+        self.rebalances.fetch_add(1, Ordering::Relaxed);
         self.orphans.clear();
         Ok(())
     }
@@ -262,6 +278,10 @@ impl Consumer for GroupConsumer {
 
     fn rejoin_when_orphaned(&mut self, after: Duration) {
         self.orphans = OrphanWatch::new(after);
+    }
+
+    fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Relaxed)
     }
 
     fn assignment(&self) -> Vec<(String, u32)> {
