@@ -8,7 +8,7 @@ import type { PolledTask } from "./types.js";
 /** Thrown by {@link TaskContext.throwIfCancelled}, and the reason `ctx.signal` aborts with. */
 export class CancelledError extends Error {
   override name = "CancelledError";
-  /** `superseded` (HTTP 409: timed out, run cancelled, or another attempt finished) or `cancel_requested`. */
+  /** `superseded` (HTTP 409: timed out, or another attempt took over) or `cancel_requested` (its run or task was cancelled). */
   readonly reason: "superseded" | "cancel_requested";
 
   constructor(reason: "superseded" | "cancel_requested", detail?: string) {

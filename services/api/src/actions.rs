@@ -14,7 +14,9 @@ use serde_json::Value;
 
 fn status_of(answer: &Answer) -> Option<Status> {
     match answer {
-        Answer::Started { status, .. } | Answer::Applied { status, .. } => Some(*status),
+        Answer::Started { status, .. }
+        | Answer::Applied { status, .. }
+        | Answer::CancelRequested { status, .. } => Some(*status),
         _ => None,
     }
 }

@@ -234,8 +234,10 @@ pub struct Heartbeat {
 /// The answer to a heartbeat.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct HeartbeatAck {
-    /// Always false: an attempt of a cancelled run (or any attempt no longer current) has
-    /// its heartbeat refused with 409, which tells the worker to stop.
+    /// True when the attempt's work is no longer wanted (its run was cancelled, or its task
+    /// cancelled while the run compensates or the step takes a fallback): stop, nothing was
+    /// recorded, and a completion would be refused. An attempt that is stale for another reason (a retry took over) has
+    /// its heartbeat refused with 409 instead, which also means stop.
     pub cancel_requested: bool,
 }
 

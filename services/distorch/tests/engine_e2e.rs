@@ -302,6 +302,15 @@ async fn cancel_pause_and_resume_are_operator_verbs_with_conflicts() {
         .await;
     assert!(status == 200 || status == 202);
     api.wait_status(&id, "cancelled").await;
+    // The worker still running the charge hears of the cancel on its next heartbeat.
+    let (status, body) = api
+        .post(
+            &format!("/tasks/{}/heartbeat", charge["task_id"].as_str().unwrap()),
+            json!({"attempt": charge["attempt"], "checkpoint": {"half": true}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"cancel_requested": true}));
     assert_eq!(
         api.complete(&charge, json!({})).await.0,
         409,

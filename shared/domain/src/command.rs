@@ -446,6 +446,16 @@ pub enum Answer {
         /// Its status after the command.
         status: Status,
     },
+    /// `heartbeat` of an attempt whose work is no longer wanted: its run was cancelled, or
+    /// its task was cancelled while the attempt ran (its run compensating, its step taking a
+    /// fallback). Nothing was recorded; the
+    /// worker should stop (a completion of the attempt would be refused).
+    CancelRequested {
+        /// The run.
+        workflow_id: WorkflowId,
+        /// Its status.
+        status: Status,
+    },
     /// A notice that no longer concerns anything (a timer or a child's end that arrived
     /// after the run or step stopped waiting for it).
     #[default]

@@ -389,6 +389,13 @@ fn every_timer_task_kind_and_reply_outcome_matches_the_schemas() {
                 status: Status::Paused,
             },
         },
+        Outcome::Accepted {
+            seq: 0,
+            result: Answer::CancelRequested {
+                workflow_id: wf(),
+                status: Status::Cancelled,
+            },
+        },
         Outcome::Rejected {
             rejection: Rejection::Invalid("input does not match".into()),
         },
@@ -419,10 +426,11 @@ fn every_timer_task_kind_and_reply_outcome_matches_the_schemas() {
             Answer::TaskAdded { .. } => 2,
             Answer::Applied { .. } => 3,
             Answer::Noted => 4,
+            Answer::CancelRequested { .. } => 5,
         }),
         Outcome::Rejected { .. } => None,
     };
-    assert_every_variant("Answer", outcomes.iter().filter_map(answer_variant), 5);
+    assert_every_variant("Answer", outcomes.iter().filter_map(answer_variant), 6);
     for outcome in outcomes {
         check_written(
             Wire::Reply,

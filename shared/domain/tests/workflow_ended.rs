@@ -71,6 +71,11 @@ fn late_commands(run: &Run) -> Vec<Command> {
             retry_after_ms: None,
             metrics: None,
         },
+        Command::Heartbeat {
+            task_id: task.id.clone(),
+            attempt: task.attempt,
+            checkpoint: None,
+        },
         Command::ChildFinished {
             workflow_id: id,
             step_key: "a".into(),

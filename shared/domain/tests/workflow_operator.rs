@@ -86,6 +86,72 @@ fn cancel_with_compensate_twice_is_a_conflict() {
     conflict(run.cancel(true));
 }
 
+// ----- heartbeats of work nobody wants any more -----
+
+fn heartbeat_of(run: &Run, step_key: &str) -> Command {
+    let t = run.task(step_key);
+    Command::Heartbeat {
+        task_id: t.id.clone(),
+        attempt: t.attempt,
+        checkpoint: Some(json!({"done": 5})),
+    }
+}
+
+#[test]
+fn given_a_cancelled_run_when_its_worker_heartbeats_then_it_is_asked_to_stop_and_nothing_changes() {
+    let mut run = start(TWO, json!({}));
+    run.start_task("a");
+    let beat = heartbeat_of(&run, "a");
+    run.cancel(false).unwrap();
+    let seq = run.wf().last_seq;
+    let decision = run
+        .send(beat)
+        .expect("a heartbeat of a cancelled run is answered");
+    assert_eq!(
+        decision.result,
+        Answer::CancelRequested {
+            workflow_id: run.id,
+            status: Status::Cancelled
+        }
+    );
+    assert!(decision.events.is_empty(), "no checkpoint is recorded");
+    assert_eq!(run.wf().last_seq, seq);
+}
+
+#[test]
+fn given_a_run_compensating_after_a_cancel_when_a_cancelled_tasks_worker_heartbeats_then_it_is_asked_to_stop()
+ {
+    let mut run = start(TWO, json!({}));
+    run.complete("a", json!(1));
+    run.start_task("c");
+    let beat = heartbeat_of(&run, "c");
+    run.cancel(true).unwrap();
+    assert_eq!(run.status(), Status::Compensating);
+    let decision = run.send(beat).expect("answered");
+    assert_eq!(
+        decision.result,
+        Answer::CancelRequested {
+            workflow_id: run.id,
+            status: Status::Compensating
+        }
+    );
+    assert!(decision.events.is_empty());
+}
+
+#[test]
+fn given_a_retried_task_when_the_superseded_attempt_heartbeats_then_it_is_refused_as_stale() {
+    let mut run = start(TWO, json!({}));
+    run.start_task("a");
+    let beat = heartbeat_of(&run, "a");
+    run.fail("a", error("flaky"));
+    let timer = run.timers()[0].1.clone();
+    run.now += 1_000;
+    run.fire(timer);
+    assert_eq!(run.task("a").attempt, 2);
+    let why = conflict(run.send(beat));
+    assert!(why.contains("superseded"), "{why}");
+}
+
 // ----- pause / resume -----
 
 #[test]

@@ -9,7 +9,7 @@ use crate::error::ApiError;
 use crate::problem::{Json as JsonBody, Problem};
 use axum::Json;
 use axum::extract::{Path, State};
-use distorch_domain::command::Command;
+use distorch_domain::command::{Answer, Command};
 
 use std::time::Duration;
 
@@ -155,9 +155,9 @@ pub(crate) async fn fail_task(
     params(("task_id" = String, Path, description = "Task id")),
     request_body = Heartbeat,
     responses(
-        (status = 200, description = "Recorded", body = HeartbeatAck),
+        (status = 200, description = "Recorded; or, with `cancel_requested`, the attempt's work is no longer wanted (its run was cancelled, or its task): stop", body = HeartbeatAck),
         (status = 404, description = "Unknown task", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Stale attempt: stop working on it", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Stale attempt (a later attempt took over, or it ended): stop working on it", body = Problem, content_type = "application/problem+json"),
     )
 )]
 pub(crate) async fn heartbeat(
@@ -171,10 +171,8 @@ pub(crate) async fn heartbeat(
         attempt: req.attempt,
         checkpoint: req.checkpoint,
     };
-    accepted(state.bus.send(command).await?)?;
-    // A cancelled run's attempts are refused (409) instead: the flag stays for clients that
-    // read it.
+    let (_, answer) = accepted(state.bus.send(command).await?)?;
     Ok(Json(HeartbeatAck {
-        cancel_requested: false,
+        cancel_requested: matches!(answer, Answer::CancelRequested { .. }),
     }))
 }

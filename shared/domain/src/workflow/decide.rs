@@ -144,6 +144,10 @@ pub fn answer_ended(
             existing: true,
         }),
         Command::ChildFinished { .. } => Ok(Answer::Noted),
+        Command::Heartbeat { .. } if status == Status::Cancelled => Ok(Answer::CancelRequested {
+            workflow_id: id,
+            status,
+        }),
         Command::FireTimer { .. } => Ok(Answer::Applied {
             workflow_id: id,
             status,
@@ -310,6 +314,19 @@ impl Tx<'_> {
             return Err(conflict(format!("task {id} is {}", t.status.as_str())));
         }
         Ok(t)
+    }
+
+    /// Whether a worker still running `attempt` of a task should stop because nobody wants
+    /// its work any more: the run was cancelled, or the task was cancelled (its run is
+    /// compensating, its step took a fallback) while that attempt was its latest. A
+    /// superseded attempt (a retry followed) is not told this: it is refused as stale.
+    fn unwanted(&self, id: &TaskId, attempt: u32) -> bool {
+        if self.wf.terminal == Some(Status::Cancelled) {
+            return true;
+        }
+        self.wf.tasks.get(id).is_some_and(|t| {
+            t.human.is_none() && t.attempt == attempt && t.status == TaskStatus::Cancelled
+        })
     }
 
     /// An open human task of this run.
@@ -491,6 +508,12 @@ impl Tx<'_> {
                 attempt,
                 checkpoint,
             } => {
+                if self.unwanted(task_id, *attempt) {
+                    return Ok(Some(Answer::CancelRequested {
+                        workflow_id: self.wf.id,
+                        status: self.wf.status(),
+                    }));
+                }
                 self.current(task_id, *attempt)?;
                 self.emit(vec![Event::TaskHeartbeat {
                     task_id: task_id.clone(),

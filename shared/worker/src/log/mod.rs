@@ -287,10 +287,9 @@ impl LogSource {
             attempt,
             checkpoint: checkpoint.cloned(),
         };
-        self.send(&self.next_id(), command).await?;
-        // An attempt of a cancelled run is refused instead (a stale attempt).
+        let answer = self.send(&self.next_id(), command).await?;
         Ok(HeartbeatAck {
-            cancel_requested: false,
+            cancel_requested: matches!(answer, Answer::CancelRequested { .. }),
         })
     }
 
