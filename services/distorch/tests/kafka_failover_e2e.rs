@@ -143,7 +143,17 @@ async fn start_runs(api: &common::Api) -> Vec<String> {
         .post("/definitions", json!({"name": "failover", "steps": steps}))
         .await;
     assert_eq!(status, 201, "{body}");
-    futures::future::join_all((0..RUNS).map(|_| api.start("failover", json!({})))).await
+    // Started at once, as a careful client does: a start the engines are too busy to confirm
+    // within the API's wait (503) is retried with the run id it names.
+    let ids: Vec<String> = (0..RUNS)
+        .map(|_| uuid::Uuid::now_v7().to_string())
+        .collect();
+    futures::future::join_all(
+        ids.iter()
+            .map(|id| start_until_answered(api.base.clone(), id.clone())),
+    )
+    .await;
+    ids
 }
 
 /// Polls until every run has completed, panicking with the stuck run's history at `deadline`.
@@ -166,6 +176,56 @@ async fn until_all_completed(api: &common::Api, ids: &[String], deadline: Instan
             tasks.iter().all(|t| t["status"] == "completed"),
             "run {id}: {run}"
         );
+    }
+}
+
+/// HTTP workers completing every task of the queue, and what they saw.
+struct Workers {
+    ledger: Arc<Mutex<Ledger>>,
+    done: Arc<AtomicBool>,
+    acks: Arc<AtomicUsize>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Workers {
+    fn spawn(api: &str, count: usize) -> Self {
+        let ledger = Arc::new(Mutex::new(Ledger::default()));
+        let done = Arc::new(AtomicBool::new(false));
+        let acks = Arc::new(AtomicUsize::new(0));
+        let tasks = (0..count)
+            .map(|_| {
+                tokio::spawn(worker(
+                    api.to_string(),
+                    ledger.clone(),
+                    done.clone(),
+                    acks.clone(),
+                ))
+            })
+            .collect();
+        Self {
+            ledger,
+            done,
+            acks,
+            tasks,
+        }
+    }
+
+    /// Waits until `n` completions were acknowledged.
+    async fn until_acked(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while self.acks.load(Ordering::Relaxed) < n {
+            assert!(Instant::now() < deadline, "workers made no progress");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops the workers and returns their ledger.
+    async fn stop(self) -> Ledger {
+        self.done.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+        std::mem::take(&mut *self.ledger.lock().unwrap())
     }
 }
 
@@ -250,25 +310,8 @@ async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_tas
     until_shared(&engine_a, &engine_b, Duration::from_secs(60)).await;
     let mut ids = start_runs(&api).await;
 
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let done = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicUsize::new(0));
-    let workers: Vec<_> = (0..4)
-        .map(|_| {
-            tokio::spawn(worker(
-                api.base.clone(),
-                ledger.clone(),
-                done.clone(),
-                acks.clone(),
-            ))
-        })
-        .collect();
-
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while acks.load(Ordering::Relaxed) < RUNS * STEPS / 3 {
-        assert!(Instant::now() < deadline, "workers made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let workers = Workers::spawn(&api.base, 4);
+    workers.until_acked(RUNS * STEPS / 3).await;
     let orphaned = owned_partitions(&engine_a).await;
     assert!(!orphaned.is_empty(), "engine A owns partitions");
     engine_a.kill9();
@@ -296,10 +339,7 @@ async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_tas
 
     // Every run completes well inside the 300 s an attempt's timeout would take.
     until_all_completed(&api, &ids, killed + Duration::from_secs(200)).await;
-    done.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let ledger = workers.stop().await;
     assert_eq!(
         partitions_owned(&engine_b).await,
         f64::from(PARTITIONS),
@@ -330,7 +370,6 @@ async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_tas
         "runs of the definition are exactly those started"
     );
 
-    let ledger = ledger.lock().unwrap();
     assert!(
         ledger.violations.is_empty(),
         "tasks dispatched after their completion was acknowledged: {:?}",
@@ -452,33 +491,19 @@ async fn an_engine_paused_past_its_session_is_fenced_and_nothing_it_writes_late_
     until_shared(&engine_a, &engine_b, Duration::from_secs(60)).await;
     let ids = start_runs(&api).await;
 
-    let ledger = Arc::new(Mutex::new(Ledger::default()));
-    let done = Arc::new(AtomicBool::new(false));
-    let acks = Arc::new(AtomicUsize::new(0));
     // Each completion of the lingering engine's tasks waits for its linger: more workers.
-    let workers: Vec<_> = (0..16)
-        .map(|_| {
-            tokio::spawn(worker(
-                api.base.clone(),
-                ledger.clone(),
-                done.clone(),
-                acks.clone(),
-            ))
-        })
-        .collect();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while acks.load(Ordering::Relaxed) < RUNS * STEPS / 5 {
-        assert!(Instant::now() < deadline, "workers made no progress");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let workers = Workers::spawn(&api.base, 16);
+    workers.until_acked(RUNS * STEPS / 5).await;
 
     // Freeze A until B has claimed everything, then let A go on. A freeze that happens to
     // catch A idle leaves nothing stale; freeze again while there is load.
     let mut stale = 0;
+    let mut takeovers = Vec::new();
     for _ in 0..3 {
         until_shared(&engine_a, &engine_b, Duration::from_secs(90)).await;
         signal(&engine_a, "-STOP");
-        let deadline = Instant::now() + Duration::from_secs(90);
+        let frozen = Instant::now();
+        let deadline = frozen + Duration::from_secs(90);
         while owned_partitions(&engine_b).await.len() < PARTITIONS as usize {
             assert!(
                 Instant::now() < deadline,
@@ -486,13 +511,14 @@ async fn an_engine_paused_past_its_session_is_fenced_and_nothing_it_writes_late_
             );
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        takeovers.push(frozen.elapsed().as_secs_f64());
         // B has claimed every partition and handles commands under its epochs.
         tokio::time::sleep(Duration::from_secs(2)).await;
         signal(&engine_a, "-CONT");
         // The paused engine notices it lost its partitions and rejoins the group.
         until_shared(&engine_a, &engine_b, Duration::from_secs(90)).await;
         stale = raw_events(&prefix).await.iter().filter(|e| e.stale).count();
-        if stale > 0 || acks.load(Ordering::Relaxed) > RUNS * STEPS * 3 / 4 {
+        if stale > 0 || workers.acks.load(Ordering::Relaxed) > RUNS * STEPS * 3 / 4 {
             break;
         }
     }
@@ -503,10 +529,7 @@ async fn an_engine_paused_past_its_session_is_fenced_and_nothing_it_writes_late_
     );
 
     until_all_completed(&api, &ids, Instant::now() + Duration::from_secs(400)).await;
-    done.store(true, Ordering::Relaxed);
-    for w in workers {
-        w.await.unwrap();
-    }
+    let ledger = workers.stop().await;
 
     // What the API serves (the projector's fold) is one line per run: consecutive sequence
     // numbers, each step completed once, and none of the stale events.
@@ -545,15 +568,15 @@ async fn an_engine_paused_past_its_session_is_fenced_and_nothing_it_writes_late_
         }
     }
 
-    let ledger = ledger.lock().unwrap();
     assert!(
         ledger.violations.is_empty(),
         "tasks dispatched after their completion was acknowledged: {:?}",
         ledger.violations
     );
     eprintln!(
-        "fencing: {stale} stale event(s) appended by the paused engine, none served; {} runs \
-         with one line of events",
+        "fencing: the running engine owned every partition {takeovers:.1?} s after SIGSTOP; \
+         {stale} stale event(s) appended by the paused engine, none served; {} runs with one \
+         line of events",
         ids.len()
     );
 }
