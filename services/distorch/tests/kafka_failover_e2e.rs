@@ -113,6 +113,35 @@ async fn worker(
     }
 }
 
+/// The cluster's processes: engine A (with its own configuration), engine B, and the saga,
+/// projector and API, which live as long as the value.
+struct Cluster {
+    engine_a: Server,
+    engine_b: Server,
+    others: Vec<Server>,
+    api: common::Api,
+}
+
+impl Cluster {
+    fn start(config_a: &Path, config: &Path) -> Self {
+        let engine_a = Server::service("engine", config_a);
+        let engine_b = Server::service("engine", config);
+        let api_server = Server::service("api", config);
+        let api = api_server.api();
+        let others = vec![
+            Server::service("saga", config),
+            Server::service("projector", config),
+            api_server,
+        ];
+        Self {
+            engine_a,
+            engine_b,
+            others,
+            api,
+        }
+    }
+}
+
 /// Waits until both engines own a share of the partitions and together own them all.
 async fn until_shared(a: &Server, b: &Server, within: Duration) {
     let deadline = Instant::now() + within;
@@ -298,12 +327,12 @@ async fn start_until_answered(api: String, workflow_id: String) -> usize {
 async fn an_engine_killed_mid_way_loses_no_run_and_redispatches_no_completed_task() {
     let dir = tempdir();
     let config = cluster_config(dir.path());
-    let mut engine_a = Server::service("engine", &config);
-    let engine_b = Server::service("engine", &config);
-    let _saga = Server::service("saga", &config);
-    let _projector = Server::service("projector", &config);
-    let api_server = Server::service("api", &config);
-    let api = api_server.api();
+    let Cluster {
+        mut engine_a,
+        engine_b,
+        others: _others,
+        api,
+    } = Cluster::start(&config, &config);
 
     // Both engines hold a share of the partitions before the test starts, so the kill
     // takes runs away from a live owner.
@@ -482,12 +511,12 @@ async fn an_engine_paused_past_its_session_is_fenced_and_nothing_it_writes_late_
         &prefix,
         "[kafka]\nproperties = { \"linger.ms\" = \"1000\" }\n",
     );
-    let engine_a = Server::service("engine", &config_a);
-    let engine_b = Server::service("engine", &config);
-    let _saga = Server::service("saga", &config);
-    let _projector = Server::service("projector", &config);
-    let api_server = Server::service("api", &config);
-    let api = api_server.api();
+    let Cluster {
+        engine_a,
+        engine_b,
+        others: _others,
+        api,
+    } = Cluster::start(&config_a, &config);
     until_shared(&engine_a, &engine_b, Duration::from_secs(60)).await;
     let ids = start_runs(&api).await;
 

@@ -169,7 +169,7 @@ impl Engine {
         let mut taking = Vec::with_capacity(partitions.len());
         for &p in partitions {
             let image = snapshot::latest(&self.log, &snapshots, p, |at| {
-                self.log.known_in_force(&events, p, at)
+                self.log.in_force(&events, p, at)
             })
             .await?;
             let mut owned = Owned::default();

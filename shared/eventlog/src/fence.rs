@@ -283,11 +283,6 @@ impl FencedLog {
         }
     }
 
-    /// The log this one wraps.
-    pub fn inner(&self) -> &Arc<dyn EventLog> {
-        &self.shared.inner
-    }
-
     /// Takes `partitions` of the fenced `topic` over for `owner`, after the caller has read
     /// each to its end (so that it knows every marker in them): appends a marker per
     /// partition with an epoch above every one known there, in one append, then indexes them
@@ -357,7 +352,7 @@ impl FencedLog {
     }
 
     /// Reads what the fences index gained since it was last read, so that
-    /// [`FencedLog::highest`] and [`FencedLog::known_in_force`] know every claim indexed so far.
+    /// [`FencedLog::highest`] and [`FencedLog::in_force`] know every claim indexed so far.
     pub async fn catch_up(&self) -> Result<()> {
         self.shared.refresh().await
     }
@@ -372,33 +367,15 @@ impl FencedLog {
     }
 
     /// The epoch in force at `offset` of a fenced partition: the highest of the markers
-    /// before it, after reading what the index gained since it was last read. A record the
-    /// caller keeps elsewhere (a snapshot covering the partition up to `offset`) that was
-    /// written under an older epoch is stale.
-    pub async fn in_force(
-        &self,
-        topic: &str,
-        partition: u32,
-        offset: u64,
-    ) -> Result<Option<Epoch>> {
-        self.shared.refresh().await?;
-        Ok(self.known_in_force(topic, partition, offset))
-    }
-
-    /// [`FencedLog::in_force`] from what is known already, without reading the index.
-    pub fn known_in_force(&self, topic: &str, partition: u32, offset: u64) -> Option<Epoch> {
+    /// before it, as far as the index was read ([`FencedLog::catch_up`]) and markers were
+    /// read. A record the caller keeps elsewhere (a snapshot covering the partition up to
+    /// `offset`) that was written under an older epoch is stale.
+    pub fn in_force(&self, topic: &str, partition: u32, offset: u64) -> Option<Epoch> {
         self.shared
             .known()
             .markers
             .get(topic, partition)
             .and_then(|m| m.in_force(offset).cloned())
-    }
-
-    /// Whether another owner has claimed a partition with an epoch above `mine` since the
-    /// last call, as the index says: the caller is fenced off it.
-    pub async fn superseded(&self, topic: &str, partition: u32, mine: &Epoch) -> Result<bool> {
-        self.shared.refresh().await?;
-        Ok(self.highest(topic, partition).is_some_and(|h| h > *mine))
     }
 }
 
