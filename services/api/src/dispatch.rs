@@ -5,18 +5,25 @@
 //! [`Starter`](distorch_tasks::Starter). A poll takes claims, starts their attempts with one
 //! batch of `StartTask` commands, and returns the ones the engine accepted. A start the engine
 //! did not answer (it was failing over) is asked again, with the same command id, by the
-//! queue's next poll.
+//! queue's next poll. With several API replicas, a poll its replica cannot fill is topped
+//! up by the others ([`crate::replicas`]).
 
 use crate::bus::{CommandBus, ensure_topic};
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
 use distorch_domain::topics::{TaskDispatch, Topics};
 use distorch_eventlog::EventLog;
-use distorch_tasks::{Claim, FeedConfig, TaskFeed};
+use crate::replicas::Replicas;
+use distorch_tasks::{Claim, FeedConfig, Share, TaskFeed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+/// While a poll waits, how often it looks again whether other replicas have attempts of its
+/// queue waiting (their heartbeats tell; asking them costs nothing until one does).
+pub const RECHECK: Duration = Duration::from_millis(250);
 
 /// Consumer group of the poll endpoint on every `tasks.<queue>` topic.
 pub const GROUP: &str = "api-poll";
@@ -109,12 +116,66 @@ impl QueueDispatcher {
         }
     }
 
-    /// Takes attempts for `worker_id`, starts them, and returns those the engine accepted
-    /// (a rejected one is stale: superseded, cancelled, already running or done).
+    /// What this replica holds of the queue right now.
+    pub fn share(&self) -> Share {
+        self.feed.share()
+    }
+
+    /// Rejoins the queue's group so the broker rebalances (see [`TaskFeed::rejoin`]).
+    pub fn rejoin(&self) {
+        self.feed.rejoin();
+    }
+
+    /// Up to `max` attempts for `worker_id`, waiting up to `wait` for the first: those this
+    /// replica holds first, and with `forward`, topped up from the other `replicas` that
+    /// have some waiting (as their heartbeats tell; looked at again every [`RECHECK`] of
+    /// the wait). Without `replicas` (`standalone`) or `forward` (a take forwarded here),
+    /// only this replica's.
+    #[allow(clippy::too_many_arguments)]
     pub async fn poll(
         self: &Arc<Self>,
         bus: &CommandBus,
         metrics: &ApiMetrics,
+        replicas: Option<&Arc<Replicas>>,
+        forward: bool,
+        worker_id: &str,
+        max: usize,
+        wait: Duration,
+    ) -> Result<Vec<TaskDispatch>, ApiError> {
+        let deadline = Instant::now() + wait;
+        let mut slice = Duration::ZERO;
+        let forward_to = replicas.filter(|_| forward);
+        loop {
+            let mut tasks = self
+                .take(bus, metrics, replicas, worker_id, max, slice)
+                .await?;
+            if let Some(replicas) = forward_to
+                && tasks.len() < max
+                && replicas.has_holders(&self.queue)
+            {
+                // Counted as handed out by the replica that started them.
+                tasks.extend(replicas.take(&self.queue, worker_id, max - tasks.len()).await);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if !tasks.is_empty() || left.is_zero() {
+                return Ok(tasks);
+            }
+            slice = match forward_to {
+                Some(_) => left.min(RECHECK),
+                None => left,
+            };
+        }
+    }
+
+    /// Takes attempts of this replica for `worker_id` (waiting up to `wait` for the first),
+    /// starts them, and returns those the engine accepted (a rejected one is stale:
+    /// superseded, cancelled, already running or done). An attempt read from a partition
+    /// that a gone replica held is taken over from it if it started it.
+    async fn take(
+        self: &Arc<Self>,
+        bus: &CommandBus,
+        metrics: &ApiMetrics,
+        replicas: Option<&Arc<Replicas>>,
         worker_id: &str,
         max: usize,
         wait: Duration,
@@ -128,8 +189,15 @@ impl QueueDispatcher {
         let this = self.clone();
         let starter = bus.starter();
         let worker_id = worker_id.to_owned();
+        let replicas = replicas.cloned();
         let started = tokio::spawn(async move {
-            let started = starter.start(&this.feed, &worker_id, claims).await;
+            let gone = |partition| {
+                let replicas = replicas.as_ref()?;
+                replicas.gone_holder(&this.queue, partition)
+            };
+            let started = starter
+                .start_replacing(&this.feed, &worker_id, claims, gone)
+                .await;
             if let Ok(started) = &started {
                 // Handed to the worker with the response: the attempt's timeouts take over.
                 this.settle(&started.accepted);

@@ -166,7 +166,7 @@ pub struct TaskAction {
 }
 
 /// A worker's request for work.
-#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Poll {
     /// Who polls; not blank. Shown on the task and in its events.
@@ -180,7 +180,7 @@ pub struct Poll {
 }
 
 /// The attempts a poll handed out.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Polled {
     /// Empty when the wait ended without work.
     pub tasks: Vec<TaskDispatch>,

@@ -23,6 +23,7 @@ pub mod graphql;
 pub mod metrics;
 mod openapi;
 pub mod problem;
+pub mod replicas;
 mod routes;
 
 pub use error::ApiError;
@@ -58,6 +59,11 @@ pub struct ApiConfig {
     pub projector_group: String,
     /// Prices of `GET /api/v1/analytics/cost` (`[api.cost_rates]`).
     pub cost_rates: distorch_store::analytics::CostRates,
+    /// The base URL other API replicas reach this one at (`http://10.0.3.7:8000`). Set, the
+    /// replica heartbeats on `<prefix>.api-members` and serves the other replicas' pollers
+    /// (see [`replicas`]); `distorch api` sets it to its listen address when it is not
+    /// configured. Unset (`standalone`), the API is the only replica.
+    pub advertise_url: Option<String>,
 }
 
 impl Default for ApiConfig {
@@ -71,6 +77,7 @@ impl Default for ApiConfig {
             poll_prefetch: 256,
             projector_group: "projector".into(),
             cost_rates: Default::default(),
+            advertise_url: None,
         }
     }
 }
@@ -156,16 +163,31 @@ pub async fn router_with_analytics(
     // The engine creates it too; here so the DLQ view answers before the engine's first start.
     bus::ensure_topic(log.as_ref(), &topics.dlq(), 1).await?;
     let dlq_topic = topics.dlq();
-    let dispatchers = dispatch::Dispatchers::new(
+    let members_topic = topics.api_members();
+    let dispatchers = Arc::new(dispatch::Dispatchers::new(
         log.clone(),
         topics,
         config.partitions.tasks,
         config.poll_prefetch,
-    );
+    ));
+    let replicas = match &config.advertise_url {
+        Some(url) => Some(
+            replicas::Replicas::start(
+                log.clone(),
+                members_topic,
+                bus.instance_id().to_owned(),
+                url.clone(),
+                dispatchers.clone(),
+                metrics.clone(),
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let state = routes::AppState {
         bus,
         store,
-        dispatchers: Arc::new(dispatchers),
+        dispatchers,
         metrics,
         registry,
         read_your_writes: Duration::from_millis(config.read_your_writes_ms),
@@ -175,6 +197,7 @@ pub async fn router_with_analytics(
         cost_rates: config.cost_rates.clone(),
         log,
         dlq_topic,
+        replicas,
     };
     Ok(routes::router(state, config.max_body_bytes))
 }

@@ -42,6 +42,8 @@ pub struct ApiMetrics {
     commands: Family<CommandLabels, Counter>,
     poll_tasks: Family<QueueLabels, Counter>,
     queue_depth: Family<QueueLabels, Gauge>,
+    poll_forwarded: Family<QueueLabels, Counter>,
+    replicas: Gauge,
 }
 
 impl ApiMetrics {
@@ -69,6 +71,16 @@ impl ApiMetrics {
             "Task records on a queue not yet handed out (log end offsets minus the api-poll \
              group's commits), refreshed on scrape",
             self.queue_depth.clone(),
+        );
+        api.register(
+            "poll_forwarded_tasks",
+            "Task attempts handed to this replica's pollers by other API replicas, by queue",
+            self.poll_forwarded.clone(),
+        );
+        api.register(
+            "replicas",
+            "API replicas alive, this one included, as their heartbeats tell",
+            self.replicas.clone(),
         );
     }
 
@@ -103,6 +115,21 @@ impl ApiMetrics {
             queue: queue.to_owned(),
         };
         self.poll_tasks.get_or_create(&labels).inc_by(n as u64);
+    }
+
+    /// Counts `n` attempts of `queue` taken from other replicas for this one's pollers.
+    pub fn tasks_forwarded(&self, queue: &str, n: usize) {
+        if n > 0 {
+            let labels = QueueLabels {
+                queue: queue.to_owned(),
+            };
+            self.poll_forwarded.get_or_create(&labels).inc_by(n as u64);
+        }
+    }
+
+    /// Sets the number of live API replicas.
+    pub fn set_replicas(&self, n: usize) {
+        self.replicas.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 
     /// Sets the queue-depth gauge of `queue` (saturating at `i64::MAX`).

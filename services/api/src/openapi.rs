@@ -44,6 +44,7 @@ use utoipa::OpenApi;
         analytics::analytics_bottlenecks,
         analytics::analytics_cost,
         worker::poll,
+        worker::take,
         worker::complete_task,
         worker::fail_task,
         worker::heartbeat,
@@ -67,6 +68,7 @@ use utoipa::OpenApi;
         (name = "workers", description = "The worker protocol"),
         (name = "ops", description = "Health and metrics"),
         (name = "streams", description = "Live events over SSE and WebSocket"),
+        (name = "internal", description = "Between API replicas; not for clients"),
     )
 )]
 pub struct ApiDoc;

@@ -35,8 +35,17 @@ pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
         .await
         .context("cannot create the topics")?;
     let mut sup = Supervisor::new();
+    // The API binds first: the other replicas reach it at the address it got (port 0 picks
+    // one). The others bind once their services run, so reachable means ready.
+    let mut listener = None;
     let app = match role {
         Role::Api => {
+            let bound = bind(&cfg.server.listen).await?;
+            let mut cfg = cfg.clone();
+            if cfg.api.advertise_url.is_none() {
+                cfg.api.advertise_url = Some(advertise_url(bound.local_addr()?));
+            }
+            listener = Some(bound);
             let store = backends::store(&cfg.backends.store).await?;
             let analytics = backends::analytics(&cfg.backends.analytics).await?;
             services::api(&ctx, store, analytics, &cfg).await?
@@ -56,15 +65,38 @@ pub async fn run(role: Role, cfg: Config) -> anyhow::Result<()> {
             services::ops_router(&ctx)
         }
     };
-    let listener = tokio::net::TcpListener::bind(&cfg.server.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.server.listen))?;
+    let listener = match listener {
+        Some(listener) => listener,
+        None => bind(&cfg.server.listen).await?,
+    };
     let addr = listener.local_addr()?;
     // Tests and scripts read this line to find the port when listening on port 0.
     println!("distorch {} listening on http://{addr}", role.name());
     tracing::info!(%addr, role = role.name(), "distorch service started");
     sup.serve(listener, app);
     sup.run().await
+}
+
+async fn bind(listen: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// Where the other API replicas reach this one when `[api] advertise_url` is not set: the
+/// address it listens on, or, listening on every interface, the host's name (set
+/// `advertise_url` where that name does not resolve, as in a Kubernetes Deployment).
+fn advertise_url(addr: std::net::SocketAddr) -> String {
+    if !addr.ip().is_unspecified() {
+        return format!("http://{addr}");
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into());
+    format!("http://{host}:{}", addr.port())
 }
 
 /// `distorch projector --rebuild`: resets `backends.store` (and `backends.analytics`) and

@@ -141,6 +141,8 @@ fn start_task(core: &mut Core, task: &TaskId, attempt: u32, now: i64) -> Output 
         task_id: task.clone(),
         attempt,
         worker_id: "w1".into(),
+        via: None,
+        replaces: None,
     };
     core.handle(
         &[record(&format!("st-{attempt}"), Some("api"), cmd, None)],

@@ -157,6 +157,15 @@ pub enum Command {
         attempt: u32,
         /// Who took it, for people reading the run.
         worker_id: String,
+        /// The process that took it from the queue and hands it on (an API replica, or a
+        /// worker reading the log): its instance id, remembered with the running attempt.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
+        /// Takes over the attempt if it is running and was started via this process, which
+        /// is gone: the attempt is handed out again without waiting for its timeout. Only
+        /// an API replica that inherited the queue partition of a dead replica asks this.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaces: Option<String>,
     },
     /// A worker finished an attempt successfully.
     CompleteTask {

@@ -233,6 +233,9 @@ pub enum Event {
         attempt: u32,
         /// The worker that took it.
         worker_id: String,
+        /// The process it was taken through (see `Command::StartTask`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        via: Option<String>,
     },
     /// A running attempt reported that it is alive.
     TaskHeartbeat {

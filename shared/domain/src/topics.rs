@@ -56,6 +56,11 @@ impl Topics {
     pub fn fences(&self) -> String {
         format!("{}.fences", self.prefix)
     }
+    /// Heartbeats of the API replicas: who they are, where they are reached and which
+    /// queue partitions they hold (one partition; see `distorch_api::replicas`).
+    pub fn api_members(&self) -> String {
+        format!("{}.api-members", self.prefix)
+    }
     /// Task attempts ready for workers of `queue`, keyed by workflow id.
     pub fn tasks(&self, queue: &str) -> String {
         format!("{}.tasks.{queue}", self.prefix)

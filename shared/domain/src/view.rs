@@ -833,6 +833,7 @@ mod tests {
                 task_id: task_id(1),
                 attempt: 1,
                 worker_id: "w1".into(),
+                via: None,
             },
             Event::TaskCompleted {
                 task_id: task_id(1),
@@ -866,6 +867,7 @@ mod tests {
                 task_id: task_id(1),
                 attempt: 1,
                 worker_id: "w1".into(),
+                via: None,
             },
             failed(1, 1, true),
         ]);

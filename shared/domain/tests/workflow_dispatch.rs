@@ -120,6 +120,8 @@ fn start_again(run: &mut harness::Run, step_key: &str, id: &str) -> Result<usize
         task_id: t.id.clone(),
         attempt: t.attempt,
         worker_id: "w1".into(),
+        via: None,
+        replaces: None,
     };
     run.send_as(distorch_domain::CommandId(id.into()), command)
         .map(|d| d.events.len())
@@ -146,6 +148,8 @@ fn a_start_asked_again_is_accepted_while_its_attempt_runs_and_refused_once_it_en
         task_id: task_a.id.clone(),
         attempt: task_a.attempt,
         worker_id: "w1".into(),
+        via: None,
+        replaces: None,
     };
     let refused = run
         .send_as(distorch_domain::CommandId("start-1".into()), again)
@@ -157,4 +161,57 @@ fn a_start_asked_again_is_accepted_while_its_attempt_runs_and_refused_once_it_en
     // And a different command id is refused as it always was
     assert_eq!(start_again(&mut run, "b", "start-2"), Ok(1));
     assert!(start_again(&mut run, "b", "start-3").is_err());
+}
+
+/// A `StartTask` of step `step_key`'s current attempt by command `id`, taken through `via`
+/// and replacing `replaces`. Returns the number of events it appended.
+fn start_via(
+    run: &mut harness::Run,
+    step_key: &str,
+    id: &str,
+    via: &str,
+    replaces: Option<&str>,
+) -> Result<usize, String> {
+    let t = run.task(step_key);
+    let command = distorch_domain::command::Command::StartTask {
+        task_id: t.id.clone(),
+        attempt: t.attempt,
+        worker_id: format!("worker-of-{via}"),
+        via: Some(via.into()),
+        replaces: replaces.map(Into::into),
+    };
+    run.send_as(distorch_domain::CommandId(id.into()), command)
+        .map(|d| d.events.len())
+        .map_err(|r| r.to_string())
+}
+
+#[test]
+fn a_running_attempt_is_taken_over_only_from_the_gone_process_it_was_started_via() {
+    // Given a run whose first step's attempt was started via API replica "b"
+    let yaml = "name: takeover\nsteps:\n  - {id: a, task: t}\n  - {id: b, task: t}\n";
+    let mut run = start(yaml, json!({}));
+    assert_eq!(start_via(&mut run, "a", "b.start.1", "b", None), Ok(1));
+    assert_eq!(run.task("a").started_via.as_deref(), Some("b"));
+
+    // When replica "a" starts it again replacing "c" (not who started it), then it is
+    // refused as already running
+    let refused = start_via(&mut run, "a", "a.start.1", "a", Some("c"));
+    assert!(refused.unwrap_err().contains("already running"));
+    // Nor does a start that replaces nobody take it
+    assert!(start_via(&mut run, "a", "a.start.2", "a", None).is_err());
+
+    // When replica "a" starts it replacing "b", then the same attempt is started again, via
+    // "a", for a's worker
+    assert_eq!(start_via(&mut run, "a", "a.start.3", "a", Some("b")), Ok(1));
+    let a = run.task("a");
+    assert_eq!((a.attempt, a.started_via.as_deref()), (1, Some("a")));
+    // And "b" no longer holds it: a second takeover from "b" is refused
+    assert!(start_via(&mut run, "a", "c.start.1", "c", Some("b")).is_err());
+
+    // When the attempt completed, no takeover hands it out again
+    run.complete("a", json!(1));
+    assert!(start_via(&mut run, "b", "b.start.2", "b", None).is_ok());
+    run.complete("b", json!(2));
+    let ended = start_via(&mut run, "a", "a.start.4", "a", Some("a"));
+    assert!(ended.is_err(), "a completed attempt is not started again");
 }

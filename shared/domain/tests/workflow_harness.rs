@@ -262,6 +262,8 @@ impl Run {
             task_id,
             attempt,
             worker_id: "w1".into(),
+            via: None,
+            replaces: None,
         })
     }
 

@@ -344,6 +344,8 @@ fn a_stale_start_task_is_a_conflict() {
         task_id: t.id.clone(),
         attempt: 1,
         worker_id: "w2".into(),
+        via: None,
+        replaces: None,
     };
     assert!(matches!(run.send(again), Err(Rejection::Conflict(_))));
 }

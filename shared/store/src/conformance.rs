@@ -122,6 +122,7 @@ impl Run {
             task_id: task_id.clone(),
             attempt,
             worker_id: "w1".into(),
+            via: None,
         };
         self.push(started(1));
         self.push(Event::TaskFailed {

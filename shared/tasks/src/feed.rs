@@ -16,6 +16,7 @@ use distorch_domain::topics::TaskDispatch;
 use distorch_eventlog::offsets::{COMMIT_INTERVAL, OffsetTracker};
 use distorch_eventlog::{Consumer, EventLog, LogError, Record};
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -67,6 +68,7 @@ pub struct Claim {
 pub(crate) struct PendingStart {
     pub id: String,
     pub worker_id: String,
+    pub replaces: Option<String>,
 }
 
 /// One consumer-group member's share of a queue's topic (see the module docs).
@@ -75,7 +77,17 @@ pub struct TaskFeed {
     shared: Arc<Shared>,
     settled: mpsc::UnboundedSender<(u32, u64)>,
     stop: watch::Sender<bool>,
+    rejoin: Arc<AtomicBool>,
     fetcher: Option<JoinHandle<()>>,
+}
+
+/// What a [`TaskFeed`] holds of its topic right now (see [`TaskFeed::share`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Share {
+    /// The partitions the group assigned to this member, ascending.
+    pub partitions: Vec<u32>,
+    /// Claims buffered and waiting for a taker.
+    pub buffered: usize,
 }
 
 impl std::fmt::Debug for TaskFeed {
@@ -113,6 +125,8 @@ struct State {
     buffer: VecDeque<Claim>,
     waiters: VecDeque<Waiter>,
     next_waiter: u64,
+    /// The partitions of the topic this member owned as of its last poll, ascending.
+    held: Vec<u32>,
 }
 
 struct Waiter {
@@ -157,7 +171,9 @@ impl TaskFeed {
         });
         let (settled, settled_rx) = mpsc::unbounded_channel();
         let (stop, stop_rx) = watch::channel(false);
+        let rejoin = Arc::new(AtomicBool::new(false));
         let fetcher = Fetcher {
+            rejoin: rejoin.clone(),
             log,
             topic: config.topic.clone(),
             group: config.group,
@@ -175,8 +191,27 @@ impl TaskFeed {
             shared,
             settled,
             stop,
+            rejoin,
             fetcher: Some(tokio::spawn(fetcher.run())),
         }
+    }
+
+    /// The partitions this member holds and the claims it has buffered for nobody.
+    pub fn share(&self) -> Share {
+        let state = self.shared.state();
+        Share {
+            partitions: state.held.clone(),
+            buffered: state.buffer.len(),
+        }
+    }
+
+    /// Leaves the group and joins it again, which makes the broker rebalance: for a member
+    /// that learns another member died, on a broker that keeps a dead member in its group
+    /// until someone rejoins. What this member has settled is committed first; its
+    /// buffered claims go back to the group.
+    pub fn rejoin(&self) {
+        self.rejoin.store(true, Ordering::Relaxed);
+        self.shared.demand.notify_one();
     }
 
     /// The topic consumed.
@@ -314,6 +349,7 @@ impl Drop for WaitGuard<'_> {
 
 struct Fetcher {
     log: Arc<dyn EventLog>,
+    rejoin: Arc<AtomicBool>,
     topic: String,
     group: String,
     shared: Arc<Shared>,
@@ -332,6 +368,11 @@ impl Fetcher {
         let mut waiting_for_topic = false;
         while !*self.stop.borrow() {
             self.drain_settled();
+            if self.rejoin.swap(false, Ordering::Relaxed) && self.consumer.is_some() {
+                self.commit().await;
+                self.leave();
+                tracing::info!(group = %self.group, topic = %self.topic, "rejoining the queue's consumer group");
+            }
             if self.consumer.is_none() {
                 let joined = tokio::select! {
                     biased;
@@ -403,9 +444,7 @@ impl Fetcher {
                 Err(e) => {
                     // The member cannot go on: rejoin. What it had not committed is delivered
                     // again, to this member or another.
-                    self.consumer = None;
-                    self.offsets.clear();
-                    self.shared.state().buffer.clear();
+                    self.leave();
                     self.pause(
                         &mut failures,
                         &e,
@@ -438,6 +477,16 @@ impl Fetcher {
         *failures = failures.saturating_add(1);
         tracing::warn!(topic = %self.topic, %error, retry_in = ?delay, "{what}");
         self.sleep(delay).await;
+    }
+
+    /// Drops the member (it leaves the group) and everything it held: what it had not
+    /// committed is delivered again, to this member once it rejoins or to another.
+    fn leave(&mut self) {
+        self.consumer = None;
+        self.offsets.clear();
+        let mut state = self.shared.state();
+        state.buffer.clear();
+        state.held.clear();
     }
 
     fn drain_settled(&mut self) {
@@ -493,6 +542,8 @@ impl Fetcher {
         let mut state = self.shared.state();
         state.buffer.retain(|c| owned.contains(&c.partition));
         state.buffer.extend(claims);
+        state.held = owned.into_iter().collect();
+        state.held.sort_unstable();
         state.serve();
     }
 

@@ -21,7 +21,7 @@
 mod feed;
 mod start;
 
-pub use feed::{Claim, FeedConfig, Settle, TaskFeed};
+pub use feed::{Claim, FeedConfig, Settle, Share, TaskFeed};
 pub use start::{Started, Starter};
 
 use distorch_domain::command::{Command, CommandEnvelope, Outcome, Reply};

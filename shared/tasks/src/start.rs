@@ -55,9 +55,10 @@ impl Starter {
         format!("{}.start.{n}", self.rpc.instance())
     }
 
-    /// Starts the claims' attempts for `worker_id` with one batch of `StartTask` commands.
-    /// A claim that was asked before without an answer is asked again with the same command
-    /// (id and worker), so the engine applies its start once whichever copy it sees first.
+    /// Starts the claims' attempts for `worker_id` with one batch of `StartTask` commands,
+    /// each naming this process as the one the attempt goes `via`. A claim that was asked
+    /// before without an answer is asked again with the same command (id, worker and all),
+    /// so the engine applies its start once whichever copy it sees first.
     ///
     /// Stale and malformed claims are settled here; unanswered ones are given back to
     /// `feed`. An `Err` means the append failed: every claim is given back.
@@ -67,6 +68,19 @@ impl Starter {
         worker_id: &str,
         claims: Vec<Claim>,
     ) -> Result<Started, LogError> {
+        self.start_replacing(feed, worker_id, claims, |_| None).await
+    }
+
+    /// [`Starter::start`], where `gone(partition)` names the process that held the claim's
+    /// partition before and is gone: an attempt it started and may never have handed on is
+    /// taken over (`StartTask.replaces`) rather than refused as already running.
+    pub async fn start_replacing(
+        &self,
+        feed: &TaskFeed,
+        worker_id: &str,
+        claims: Vec<Claim>,
+        gone: impl Fn(u32) -> Option<String>,
+    ) -> Result<Started, LogError> {
         let mut started = Started::default();
         let mut sent = Vec::with_capacity(claims.len());
         let mut requests = Vec::with_capacity(claims.len());
@@ -74,11 +88,14 @@ impl Starter {
             let pending = claim.pending.get_or_insert_with(|| PendingStart {
                 id: self.next_id(),
                 worker_id: worker_id.to_owned(),
+                replaces: gone(claim.partition),
             });
             let command = Command::StartTask {
                 task_id: claim.dispatch.task_id.clone(),
                 attempt: claim.dispatch.attempt,
                 worker_id: pending.worker_id.clone(),
+                via: Some(self.rpc.instance().to_owned()),
+                replaces: pending.replaces.clone(),
             };
             let reply_to = Some(self.rpc.instance().to_owned());
             match command_record(

@@ -63,6 +63,8 @@ pub(crate) struct AppState {
     /// The log, for the views served straight from a topic (the commands DLQ).
     pub log: Arc<dyn distorch_eventlog::EventLog>,
     pub dlq_topic: String,
+    /// The other API replicas, where there can be any (`distorch api`).
+    pub replicas: Option<Arc<crate::replicas::Replicas>>,
 }
 
 impl AppState {
@@ -142,6 +144,7 @@ pub(crate) fn router(state: AppState, max_body_bytes: usize) -> Router {
         .route("/api/v1/tasks/{task_id}/fail", post(fail_task))
         .route("/api/v1/tasks/{task_id}/heartbeat", post(heartbeat))
         .route("/api/v1/queues/{queue}/poll", post(poll))
+        .route("/internal/queues/{queue}/take", post(take))
         .route("/api/v1/dlq", get(dead_letters))
         .route("/api/v1/dlq/commands", get(dead_commands))
         .route("/api/v1/breakers", get(list_breakers))

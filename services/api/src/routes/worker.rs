@@ -33,8 +33,30 @@ fn check_queue(queue: &str) -> Result<(), ApiError> {
     }
 }
 
+/// A poll's queue and limits, checked: `(max_tasks, wait)`.
+fn check_poll(queue: &str, req: &Poll) -> Result<(usize, Duration), ApiError> {
+    check_queue(queue)?;
+    if req.worker_id.trim().is_empty() {
+        return Err(ApiError::BadRequest("`worker_id` must not be empty".into()));
+    }
+    let max = req.max_tasks.unwrap_or(1);
+    if !(1..=MAX_TASKS).contains(&max) {
+        return Err(ApiError::BadRequest(format!(
+            "`max_tasks` is {max}; it must be from 1 to {MAX_TASKS}"
+        )));
+    }
+    let wait_ms = req.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
+    if wait_ms > MAX_WAIT_MS {
+        return Err(ApiError::BadRequest(format!(
+            "`wait_ms` is {wait_ms}; it must be at most {MAX_WAIT_MS}"
+        )));
+    }
+    Ok((max as usize, Duration::from_millis(wait_ms)))
+}
+
 /// Take up to `max_tasks` task attempts from a queue, waiting up to `wait_ms` for the
-/// first one. Every returned attempt has been started for `worker_id`.
+/// first one. Every returned attempt has been started for `worker_id`. With several API
+/// replicas, every attempt of the queue can reach a worker whichever replica it polls.
 #[utoipa::path(
     post,
     path = "/api/v1/queues/{queue}/poll",
@@ -51,30 +73,52 @@ pub(crate) async fn poll(
     Path(queue): Path<String>,
     JsonBody(req): JsonBody<Poll>,
 ) -> Result<Json<Polled>, ApiError> {
-    check_queue(&queue)?;
-    if req.worker_id.trim().is_empty() {
-        return Err(ApiError::BadRequest("`worker_id` must not be empty".into()));
-    }
-    let max = req.max_tasks.unwrap_or(1);
-    if !(1..=MAX_TASKS).contains(&max) {
-        return Err(ApiError::BadRequest(format!(
-            "`max_tasks` is {max}; it must be from 1 to {MAX_TASKS}"
-        )));
-    }
-    let wait_ms = req.wait_ms.unwrap_or(DEFAULT_WAIT_MS);
-    if wait_ms > MAX_WAIT_MS {
-        return Err(ApiError::BadRequest(format!(
-            "`wait_ms` is {wait_ms}; it must be at most {MAX_WAIT_MS}"
-        )));
-    }
+    let (max, wait) = check_poll(&queue, &req)?;
     let dispatcher = state.dispatchers.get(&queue).await?;
     let tasks = dispatcher
         .poll(
             &state.bus,
             &state.metrics,
+            state.replicas.as_ref(),
+            true,
             &req.worker_id,
-            max as usize,
-            Duration::from_millis(wait_ms),
+            max,
+            wait,
+        )
+        .await?;
+    Ok(Json(Polled { tasks }))
+}
+
+/// Between API replicas: take attempts this replica holds for a worker polling another
+/// replica. Like a poll, but only this replica's share of the queue and never passed on.
+/// Not for workers: poll `/api/v1/queues/{queue}/poll`, which asks here when it needs to.
+#[utoipa::path(
+    post,
+    path = "/internal/queues/{queue}/take",
+    tag = "internal",
+    params(("queue" = String, Path, description = "Queue name")),
+    request_body = Poll,
+    responses(
+        (status = 200, description = "Attempts started for the worker (empty when this replica had none within the wait)", body = Polled),
+        (status = 400, description = "Bad queue name or body", body = Problem, content_type = "application/problem+json"),
+    )
+)]
+pub(crate) async fn take(
+    State(state): State<AppState>,
+    Path(queue): Path<String>,
+    JsonBody(req): JsonBody<Poll>,
+) -> Result<Json<Polled>, ApiError> {
+    let (max, wait) = check_poll(&queue, &req)?;
+    let dispatcher = state.dispatchers.get(&queue).await?;
+    let tasks = dispatcher
+        .poll(
+            &state.bus,
+            &state.metrics,
+            state.replicas.as_ref(),
+            false,
+            &req.worker_id,
+            max,
+            wait,
         )
         .await?;
     Ok(Json(Polled { tasks }))

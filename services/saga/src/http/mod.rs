@@ -441,6 +441,8 @@ impl Shared {
             task_id: task_id.clone(),
             attempt,
             worker_id: WORKER_ID.into(),
+            via: None,
+            replaces: None,
         };
         let (done, durable) = oneshot::channel();
         let record = self.command(&task_id, attempt, "start", start);

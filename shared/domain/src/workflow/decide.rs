@@ -110,6 +110,12 @@ fn still_started(wf: &Workflow, id: &TaskId, attempt: u32) -> Result<(), Rejecti
     }
 }
 
+/// Whether a start that `replaces` a gone process takes over running attempt `t`: only an
+/// attempt started via that very process, which may have died before handing it on.
+fn taken_over(t: &TaskState, replaces: Option<&str>) -> bool {
+    replaces.is_some() && t.started_via.as_deref() == replaces
+}
+
 /// The answer of a command applied to `wf`: its status now.
 fn applied(wf: &Workflow) -> Answer {
     Answer::Applied {
@@ -351,9 +357,11 @@ impl Tx<'_> {
                 task_id,
                 attempt,
                 worker_id,
+                via,
+                replaces,
             } => {
                 let t = self.current(task_id, *attempt)?;
-                if t.status == TaskStatus::Running {
+                if t.status == TaskStatus::Running && !taken_over(t, replaces.as_deref()) {
                     return Err(conflict(format!(
                         "attempt {attempt} of task {task_id} is already running"
                     )));
@@ -362,6 +370,7 @@ impl Tx<'_> {
                     task_id: task_id.clone(),
                     attempt: *attempt,
                     worker_id: worker_id.clone(),
+                    via: via.clone(),
                 }]);
             }
             Command::CompleteTask {

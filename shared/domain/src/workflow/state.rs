@@ -152,6 +152,9 @@ pub struct TaskState {
     pub started_ms: Option<i64>,
     /// When the current attempt last sent a heartbeat (its start counts as one).
     pub last_heartbeat_ms: Option<i64>,
+    /// The process the running attempt was taken through (`TaskStarted`'s `via`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_via: Option<String>,
     /// Start-to-close timeout of an attempt (ms); `u64::MAX` for a human task.
     pub timeout_ms: u64,
     /// Longest gap allowed between heartbeats (ms); `None`: no heartbeat needed.
@@ -657,6 +660,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                     scheduled_ms: at,
                     started_ms: None,
                     last_heartbeat_ms: None,
+                    started_via: None,
                     // People are not held to a worker's start-to-close timeout.
                     timeout_ms: u64::MAX,
                     heartbeat_timeout_ms: None,
@@ -785,6 +789,7 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
                     scheduled_ms: at,
                     started_ms: None,
                     last_heartbeat_ms: None,
+                    started_via: None,
                     timeout_ms: 0,
                     heartbeat_timeout_ms: None,
                     schedule_to_start_timeout_ms: None,
@@ -806,11 +811,12 @@ pub fn evolve(wf: &mut Workflow, env: &EventEnvelope) {
             t.schedule_to_start_timeout_ms = *schedule_to_start_timeout_ms;
             t.http = http.clone();
         }
-        Event::TaskStarted { task_id, .. } => {
+        Event::TaskStarted { task_id, via, .. } => {
             if let Some(t) = wf.tasks.get_mut(task_id) {
                 t.status = TaskStatus::Running;
                 t.started_ms = Some(at);
                 t.last_heartbeat_ms = Some(at);
+                t.started_via = via.clone();
             }
         }
         Event::TaskHeartbeat {

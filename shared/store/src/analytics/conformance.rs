@@ -132,6 +132,7 @@ impl Run {
                 task_id,
                 attempt,
                 worker_id,
+                via: None,
             },
         );
     }

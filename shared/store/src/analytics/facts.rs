@@ -377,6 +377,7 @@ impl RunState {
                 task_id,
                 attempt,
                 worker_id,
+                ..
             } => {
                 self.update(e.seq, task_id, Some(*attempt), |a| {
                     a.status = AttemptStatus::Running;

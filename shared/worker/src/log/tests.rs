@@ -51,6 +51,7 @@ impl Engine {
                 task_id,
                 attempt,
                 worker_id,
+                ..
             } => {
                 let key = (task_id.0.clone(), *attempt);
                 if self.stale.contains(&key) {
