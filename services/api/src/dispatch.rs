@@ -11,9 +11,9 @@
 use crate::bus::{CommandBus, ensure_topic};
 use crate::error::ApiError;
 use crate::metrics::ApiMetrics;
+use crate::replicas::Replicas;
 use distorch_domain::topics::{TaskDispatch, Topics};
 use distorch_eventlog::EventLog;
-use crate::replicas::Replicas;
 use distorch_tasks::{Claim, FeedConfig, Share, TaskFeed};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -154,7 +154,11 @@ impl QueueDispatcher {
                 && replicas.has_holders(&self.queue)
             {
                 // Counted as handed out by the replica that started them.
-                tasks.extend(replicas.take(&self.queue, worker_id, max - tasks.len()).await);
+                tasks.extend(
+                    replicas
+                        .take(&self.queue, worker_id, max - tasks.len())
+                        .await,
+                );
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if !tasks.is_empty() || left.is_zero() {

@@ -24,7 +24,7 @@ use crate::dto::{Poll, Polled};
 use crate::metrics::ApiMetrics;
 use distorch_domain::topics::TaskDispatch;
 use distorch_eventlog::{EventLog, NewRecord};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -34,6 +34,17 @@ pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(2);
 const SHARE_CHECK: Duration = Duration::from_millis(250);
 /// A replica not heard from for this long is gone.
 pub const LIVE_FOR: Duration = Duration::from_secs(10);
+/// A gone replica is remembered this long (for [`Roster::gone_holder`] and
+/// [`Roster::orphaned`]).
+const FORGET_AFTER: Duration = Duration::from_secs(300);
+/// While a gone replica's partitions have no live owner, a replica that holds partitions of
+/// the same queue rejoins the queue's group this often: a broker that keeps a dead member
+/// drops it at a rebalance after its session timeout (10 s by default) has passed.
+const REJOIN_EVERY: Duration = Duration::from_secs(4);
+/// How long partitions must have looked orphaned before a replica rejoins: while a group
+/// rebalances, the heartbeats of its members show partial shares for a moment, and a rejoin
+/// on such a glimpse would only start another rebalance.
+const ORPHANED_FOR: Duration = Duration::from_secs(2);
 /// Heartbeats read back when a replica starts: more than every live replica writes within
 /// [`LIVE_FOR`].
 const BACKLOG: u64 = 2_000;
@@ -85,8 +96,6 @@ struct Member {
     last: Heartbeat,
     /// Set when a forwarded take could not reach it after its last heartbeat.
     unreachable: bool,
-    /// Its departure was reported by [`Roster::departed`] (until it is heard from again).
-    reported: bool,
 }
 
 impl Member {
@@ -114,7 +123,6 @@ impl Roster {
             Some(m) => {
                 m.last = heartbeat;
                 m.unreachable = false;
-                m.reported = false;
             }
             None => {
                 self.members.insert(
@@ -122,7 +130,6 @@ impl Roster {
                     Member {
                         last: heartbeat,
                         unreachable: false,
-                        reported: false,
                     },
                 );
             }
@@ -179,22 +186,43 @@ impl Roster {
             .map(|m| m.last.instance.clone())
     }
 
-    /// Replicas that went silent or unreachable since the last call, each reported once
-    /// (again only after it is heard from and goes again), with the queues they held.
-    /// Forgets replicas silent for long.
-    pub fn departed(&mut self, now_ms: i64) -> Vec<Heartbeat> {
-        let mut gone = Vec::new();
-        for m in self.members.values_mut() {
-            if !m.reported && !m.live(now_ms) {
-                m.reported = true;
-                gone.push(m.last.clone());
-            }
-        }
-        let forget_after = 30 * LIVE_FOR.as_millis() as i64;
+    /// The partitions of `queue` that a gone replica held as of its last heartbeat and that
+    /// no live replica holds now (this one holds `mine`), with the gone replica: the broker
+    /// still counts it as a member, so they have no owner until the group rebalances
+    /// without it. Empty when every partition a gone replica held has moved.
+    pub fn orphaned(&self, queue: &str, mine: &[u32], now_ms: i64) -> Vec<(String, Vec<u32>)> {
+        let held: BTreeSet<u32> = self
+            .members
+            .values()
+            .filter(|m| m.live(now_ms))
+            .filter_map(|m| m.last.queues.get(queue))
+            .flat_map(|s| s.partitions.iter().copied())
+            .chain(mine.iter().copied())
+            .collect();
+        let mut orphaned: Vec<(String, Vec<u32>)> = self
+            .members
+            .values()
+            .filter(|m| !m.live(now_ms))
+            .filter_map(|m| {
+                let share = m.last.queues.get(queue)?;
+                let lost: Vec<u32> = share
+                    .partitions
+                    .iter()
+                    .copied()
+                    .filter(|p| !held.contains(p))
+                    .collect();
+                (!lost.is_empty()).then(|| (m.last.instance.clone(), lost))
+            })
+            .collect();
+        orphaned.sort();
+        orphaned
+    }
+
+    /// Forgets replicas not heard from for much longer than [`LIVE_FOR`].
+    pub fn forget(&mut self, now_ms: i64) {
+        let forget_after = FORGET_AFTER.as_millis() as i64;
         self.members
             .retain(|_, m| now_ms - m.last.at_ms <= forget_after);
-        gone.sort_by(|a, b| a.instance.cmp(&b.instance));
-        gone
     }
 }
 
@@ -254,7 +282,12 @@ impl Replicas {
             from,
             Arc::downgrade(&replicas),
         ));
-        tokio::spawn(heartbeat(log, topic, Arc::downgrade(&replicas), dispatchers));
+        tokio::spawn(heartbeat(
+            log,
+            topic,
+            Arc::downgrade(&replicas),
+            dispatchers,
+        ));
         tracing::info!(instance = %replicas.me.instance, url = %replicas.me.url, "joined the API replicas");
         Ok(replicas)
     }
@@ -366,7 +399,9 @@ async fn read_members(
                     from = record.offset + 1;
                     match serde_json::from_slice::<Heartbeat>(&record.payload) {
                         Ok(heartbeat) => roster.heard(heartbeat),
-                        Err(e) => tracing::warn!(offset = record.offset, error = %e, "skipping an undecodable replica heartbeat"),
+                        Err(e) => {
+                            tracing::warn!(offset = record.offset, error = %e, "skipping an undecodable replica heartbeat")
+                        }
                     }
                 }
             }
@@ -383,7 +418,8 @@ async fn read_members(
 }
 
 /// Appends this replica's heartbeat every [`HEARTBEAT_EVERY`], or as soon as what it holds
-/// changes; rejoins the groups of the queues a departed replica held.
+/// changes; rejoins the group of a queue whose partitions a gone replica held until they
+/// have moved.
 async fn heartbeat(
     log: Arc<dyn EventLog>,
     topic: String,
@@ -391,6 +427,8 @@ async fn heartbeat(
     dispatchers: Arc<Dispatchers>,
 ) {
     let mut sent: Option<(tokio::time::Instant, BTreeMap<String, (Vec<u32>, bool)>)> = None;
+    let mut last_rejoin = HashMap::new();
+    let mut orphaned_since = HashMap::new();
     let mut tick = tokio::time::interval(SHARE_CHECK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -430,25 +468,43 @@ async fn heartbeat(
             let record = NewRecord::new(topic.clone(), heartbeat.instance.clone(), payload);
             match log.append(vec![record]).await {
                 Ok(_) => sent = Some((tokio::time::Instant::now(), shape)),
-                Err(e) => tracing::warn!(error = %e, topic, "cannot append this replica's heartbeat"),
+                Err(e) => {
+                    tracing::warn!(error = %e, topic, "cannot append this replica's heartbeat")
+                }
             }
         }
-        let departed = {
+        let orphaned: Vec<_> = {
             let mut roster = replicas.roster();
-            let departed = roster.departed(now);
+            roster.forget(now);
             replicas.metrics.set_replicas(roster.live(now) + 1);
-            departed
+            dispatchers
+                .started()
+                .into_iter()
+                .map(|d| {
+                    let gone = roster.orphaned(d.queue(), &d.share().partitions, now);
+                    (d, gone)
+                })
+                .collect()
         };
-        for gone in departed {
-            tracing::warn!(replica = %gone.instance, url = %gone.url, "an API replica is gone; rejoining the groups of the queues it held so its partitions move now");
-            for dispatcher in dispatchers.started() {
-                let held = gone
-                    .queues
-                    .get(dispatcher.queue())
-                    .is_some_and(|s| !s.partitions.is_empty());
-                if held {
-                    dispatcher.rejoin();
-                }
+        let at = tokio::time::Instant::now();
+        for (dispatcher, gone) in orphaned {
+            let queue = dispatcher.queue().to_owned();
+            if gone.is_empty() {
+                orphaned_since.remove(&queue);
+                continue;
+            }
+            let since = *orphaned_since.entry(queue.clone()).or_insert(at);
+            let rejoined_long_ago = last_rejoin
+                .get(&queue)
+                .is_none_or(|last: &tokio::time::Instant| at - *last >= REJOIN_EVERY);
+            if at - since >= ORPHANED_FOR && rejoined_long_ago {
+                tracing::warn!(
+                    queue,
+                    ?gone,
+                    "partitions of the queue were held by API replicas that are gone; rejoining its group so they move"
+                );
+                dispatcher.rejoin();
+                last_rejoin.insert(queue, at);
             }
         }
     }
@@ -498,41 +554,50 @@ mod tests {
     }
 
     #[test]
-    fn a_silent_replica_is_no_holder_and_departs_once() {
-        // Given b heartbeating at t=1s with attempts waiting
+    fn the_partitions_of_a_silent_replica_are_orphaned_until_a_live_one_holds_them() {
+        // Given b and c heartbeating at t=1s, b holding partitions 1 and 2 of q, c holding 3,
+        // and this replica holding 0
         let mut roster = Roster::new("a");
-        roster.heard(beat("b", 1_000, &[("q", &[1], 5)]));
-        assert!(roster.departed(5_000).is_empty());
-        // When it is silent for longer than LIVE_FOR
+        roster.heard(beat("b", 1_000, &[("q", &[1, 2], 5)]));
+        roster.heard(beat("c", 1_000, &[("q", &[3], 0)]));
+        assert!(roster.orphaned("q", &[0], 5_000).is_empty());
+        // When b is silent for longer than LIVE_FOR
         let late = 1_000 + LIVE_FOR.as_millis() as i64 + 1;
-        // Then it is no holder, and it is reported departed once, with what it held.
+        roster.heard(beat("c", late, &[("q", &[3], 0)]));
+        // Then it is no holder, and its partitions are orphaned
         assert!(roster.holders("q", late).is_empty());
-        let gone = roster.departed(late);
-        assert_eq!(gone.len(), 1);
-        assert_eq!(gone[0].queues["q"].partitions, [1]);
-        assert!(roster.departed(late + 1).is_empty());
-        // And when it heartbeats again it is a holder again, and may depart again.
-        roster.heard(beat("b", late + 10, &[("q", &[1], 5)]));
-        assert_eq!(instances(roster.holders("q", late + 20)), ["b"]);
-        assert!(roster.departed(late + 20).is_empty());
+        assert_eq!(roster.live(late), 1);
+        assert_eq!(
+            roster.orphaned("q", &[0], late),
+            [("b".to_string(), vec![1, 2])]
+        );
+        assert!(roster.orphaned("other", &[0], late).is_empty());
+        // And when the group has handed 1 to this replica and 2 to c, nothing is orphaned
+        assert_eq!(
+            roster.orphaned("q", &[0, 1], late),
+            [("b".to_string(), vec![2])]
+        );
+        roster.heard(beat("c", late + 10, &[("q", &[2, 3], 0)]));
+        assert!(roster.orphaned("q", &[0, 1], late + 20).is_empty());
     }
 
     #[test]
-    fn an_unreachable_replica_departs_at_once_until_it_heartbeats_again() {
+    fn an_unreachable_replica_is_gone_at_once_until_it_heartbeats_again() {
         // Given b live with attempts waiting
         let mut roster = Roster::new("a");
         roster.heard(beat("b", 1_000, &[("q", &[1], 5)]));
         // When a forwarded take cannot connect to it
         roster.unreachable("b");
-        // Then it departs now, not LIVE_FOR later
+        // Then it is gone now, not LIVE_FOR later
         assert!(roster.holders("q", 1_001).is_empty());
-        assert_eq!(roster.departed(1_001).len(), 1);
+        assert_eq!(roster.orphaned("q", &[0], 1_001).len(), 1);
         // And a heartbeat older than the last one known (read back late) changes nothing
         roster.heard(beat("b", 900, &[("q", &[1], 5)]));
         assert!(roster.holders("q", 1_002).is_empty());
         // While a newer one brings it back.
         roster.heard(beat("b", 1_100, &[("q", &[1], 5)]));
         assert_eq!(instances(roster.holders("q", 1_200)), ["b"]);
+        assert!(roster.orphaned("q", &[0], 1_200).is_empty());
     }
 
     #[test]
@@ -557,8 +622,13 @@ mod tests {
     fn replicas_silent_for_long_are_forgotten() {
         let mut roster = Roster::new("a");
         roster.heard(beat("b", 0, &[]));
-        let much_later = 31 * LIVE_FOR.as_millis() as i64;
-        assert_eq!(roster.departed(much_later).len(), 1);
+        roster.forget(FORGET_AFTER.as_millis() as i64);
+        assert_eq!(
+            roster.members.len(),
+            1,
+            "remembered while it may hold partitions"
+        );
+        roster.forget(FORGET_AFTER.as_millis() as i64 + 1);
         assert!(roster.members.is_empty());
     }
 }

@@ -313,11 +313,8 @@ async fn follow_events(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workers_get_every_task_from_any_replica_and_a_killed_replica_loses_nothing() {
     let dir = tempdir();
-    let config = common::kafka::cluster_config(
-        dir.path(),
-        &common::kafka::unique_prefix("replicas"),
-        "",
-    );
+    let config =
+        common::kafka::cluster_config(dir.path(), &common::kafka::unique_prefix("replicas"), "");
     let _engine = Server::service("engine", &config);
     let _saga = Server::service("saga", &config);
     let _projector = Server::service("projector", &config);
@@ -335,7 +332,10 @@ async fn workers_get_every_task_from_any_replica_and_a_killed_replica_loses_noth
         .map(|i| json!({"id": format!("s{i}"), "task": "work", "queue": QUEUE}))
         .collect();
     let (status, body) = api
-        .post("/definitions", json!({"name": "replicated", "steps": steps}))
+        .post(
+            "/definitions",
+            json!({"name": "replicated", "steps": steps}),
+        )
         .await;
     assert_eq!(status, 201, "{body}");
     // Every replica polls the queue once, so each joins its group and holds a share.
@@ -441,7 +441,9 @@ async fn workers_get_every_task_from_any_replica_and_a_killed_replica_loses_noth
         let ids_seen: HashSet<&String> = events.iter().map(|e| &e.id).collect();
         assert_eq!(ids_seen.len(), events.len(), "an event id was repeated");
         for id in &ids {
-            let seen = by_run.get(id).unwrap_or_else(|| panic!("run {id} not streamed"));
+            let seen = by_run
+                .get(id)
+                .unwrap_or_else(|| panic!("run {id} not streamed"));
             let seqs: Vec<u64> = seen.iter().map(|(s, _)| *s).collect();
             let expected: Vec<u64> = (1..=seqs.len() as u64).collect();
             assert_eq!(seqs, expected, "run {id}: the stream has gaps or repeats");

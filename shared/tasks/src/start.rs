@@ -68,7 +68,8 @@ impl Starter {
         worker_id: &str,
         claims: Vec<Claim>,
     ) -> Result<Started, LogError> {
-        self.start_replacing(feed, worker_id, claims, |_| None).await
+        self.start_replacing(feed, worker_id, claims, |_| None)
+            .await
     }
 
     /// [`Starter::start`], where `gone(partition)` names the process that held the claim's
