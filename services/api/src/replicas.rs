@@ -417,6 +417,10 @@ async fn read_members(
     }
 }
 
+/// What other replicas act on in a heartbeat: per queue, the partitions held and whether
+/// attempts wait there. A change is announced at once.
+type Shape = BTreeMap<String, (Vec<u32>, bool)>;
+
 /// Appends this replica's heartbeat every [`HEARTBEAT_EVERY`], or as soon as what it holds
 /// changes; rejoins the group of a queue whose partitions a gone replica held until they
 /// have moved.
@@ -426,7 +430,7 @@ async fn heartbeat(
     replicas: std::sync::Weak<Replicas>,
     dispatchers: Arc<Dispatchers>,
 ) {
-    let mut sent: Option<(tokio::time::Instant, BTreeMap<String, (Vec<u32>, bool)>)> = None;
+    let mut sent: Option<(tokio::time::Instant, Shape)> = None;
     let mut last_rejoin = HashMap::new();
     let mut orphaned_since = HashMap::new();
     let mut tick = tokio::time::interval(SHARE_CHECK);
@@ -450,7 +454,7 @@ async fn heartbeat(
             })
             .collect();
         // What matters to the others: partitions held, and whether attempts wait.
-        let shape: BTreeMap<String, (Vec<u32>, bool)> = queues
+        let shape: Shape = queues
             .iter()
             .map(|(q, s)| (q.clone(), (s.partitions.clone(), s.buffered > 0)))
             .collect();
