@@ -276,6 +276,15 @@ async fn every_documented_operation_answers_what_the_document_says() {
     // The worker protocol: a heartbeat, a failure that parks the task, a retry, a completion.
     let task = c.take("tour").await;
     let task_id = task["task_id"].as_str().unwrap().to_owned();
+    // What another API replica asks of this one; the queue's one task is taken already.
+    let rest = c
+        .ok(
+            "post",
+            "/internal/queues/tour/take",
+            Some(json!({"worker_id": "tour", "max_tasks": 5, "wait_ms": 0})),
+        )
+        .await;
+    assert_eq!(rest["tasks"], json!([]), "{rest}");
     c.ok(
         "post",
         &format!("/api/v1/tasks/{task_id}/heartbeat"),
