@@ -5,7 +5,8 @@
 #      broker: the one named by DISTORCH_TEST_KAFKA (host:port), or a tansu started here from
 #      the binary scripts/test.sh installs (~/.cache/distorch/bin/tansu, SQLite storage).
 # The same load (load-tests/src/main.rs, SDK workers over HTTP) runs against each. Prints the
-# machine, then one JSON line per deployment, tagged with "deployment".
+# machine, then one JSON line per deployment, tagged with "deployment"; the Kafka line also
+# has the records appended per step, by topic.
 #
 #   bash load-tests/bench.sh                 # RUNS=1000 CONCURRENCY=50 STEPS=10
 #   RUNS=2000 CONCURRENCY=100 bash load-tests/bench.sh
@@ -64,9 +65,11 @@ start() {
   exit 1
 }
 
+# load DEPLOYMENT URL [EXTRA ARGS...]
 load() {
   local deployment=$1 url=$2
-  "$LOAD" --url "$url" --runs "$RUNS" --concurrency "$CONCURRENCY" --steps "$STEPS" \
+  shift 2
+  "$LOAD" --url "$url" --runs "$RUNS" --concurrency "$CONCURRENCY" --steps "$STEPS" "$@" \
     2>"$WORK/load-$deployment.err" |
     python3 -c 'import json,sys; d=json.loads(sys.stdin.readline()); d={"deployment": sys.argv[1], **d}; print(json.dumps(d))' "$deployment"
 }
@@ -101,16 +104,18 @@ if [[ -z "$broker" ]]; then
 else
   echo "broker: $broker (DISTORCH_TEST_KAFKA)"
 fi
+prefix="bench-$$-$(date +%s)"
 cat >"$WORK/distorch.toml" <<EOF
 [backends]
 log = "kafka://$broker"
 store = "sqlite://$WORK/read.db"
 
 [api]
-topic_prefix = "bench-$$-$(date +%s)"
+topic_prefix = "$prefix"
 EOF
 for role in engine saga projector; do
   start "$role" --config "$WORK/distorch.toml" "$role" --listen 127.0.0.1:0
 done
 start api --config "$WORK/distorch.toml" api --listen 127.0.0.1:0
-load kafka "$URL"
+# The records each step costs the broker, by topic (records_per_step in the JSON line).
+load kafka "$URL" --count-records --kafka "$broker" --topic-prefix "$prefix"

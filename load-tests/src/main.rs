@@ -12,6 +12,7 @@
 //! (`<prefix>.tasks.load` on the broker at `--kafka`) instead of the API's poll endpoint;
 //! runs are still started and watched through the API.
 
+mod records;
 mod stats;
 
 use anyhow::{Context, bail};
@@ -71,7 +72,13 @@ struct Args {
     /// `--source kafka`: the broker the services run on.
     #[arg(long)]
     kafka: Option<String>,
-    /// The deployment's topic prefix (`[api] topic_prefix`), for `--source kafka`.
+    /// Also report the records the deployment appends per step, by topic, read from the
+    /// broker at `--kafka` (any `--source`): the growth of every topic under
+    /// `--topic-prefix` from before the first run to after the last.
+    #[arg(long)]
+    count_records: bool,
+    /// The deployment's topic prefix (`[api] topic_prefix`), for `--source kafka` and
+    /// `--count-records`.
     #[arg(long, default_value = "distorch")]
     topic_prefix: String,
     /// Long-poll wait of the workers, in ms.
@@ -108,7 +115,10 @@ async fn main() -> anyhow::Result<()> {
     // has its own client, as separate worker processes would.
     let log_source: Option<TaskSource> = match (args.source, &args.kafka) {
         (Source::Http, None) => None,
-        (Source::Http, Some(_)) => bail!("--kafka needs --source kafka"),
+        (Source::Http, Some(_)) if !args.count_records => {
+            bail!("--kafka needs --source kafka or --count-records")
+        }
+        (Source::Http, Some(_)) => None,
         (Source::Kafka, None) => bail!("--source kafka needs --kafka host:port"),
         (Source::Kafka, Some(brokers)) => Some(
             LogSource::builder()
@@ -139,6 +149,22 @@ async fn main() -> anyhow::Result<()> {
         workers.push(handle);
     }
 
+    let counter = match (&args.kafka, args.count_records) {
+        (Some(brokers), true) => {
+            let url = if brokers.starts_with("kafka://") {
+                brokers.clone()
+            } else {
+                format!("kafka://{brokers}")
+            };
+            let log = distorch_eventlog::kafka::KafkaLog::connect_url(&url)
+                .await
+                .with_context(|| format!("connecting to Kafka at {brokers} to count records"))?;
+            let before = records::count(&log, &args.topic_prefix, QUEUE).await?;
+            Some((log, before))
+        }
+        (None, true) => bail!("--count-records needs --kafka host:port"),
+        _ => None,
+    };
     let driver = Driver {
         client,
         definition: name,
@@ -163,7 +189,12 @@ async fn main() -> anyhow::Result<()> {
         eprintln!("workers did not stop within 10 s; exiting anyway");
     }
 
-    let summary = Summary::new(args.runs, args.concurrency, args.steps, wall, latencies);
+    let mut summary = Summary::new(args.runs, args.concurrency, args.steps, wall, latencies);
+    if let Some((log, before)) = counter {
+        let after = records::count(&log, &args.topic_prefix, QUEUE).await?;
+        let steps = (args.runs - summary.failed) * args.steps;
+        summary.records_per_step = Some(records::per_step(&before, &after, steps));
+    }
     println!("{}", serde_json::to_string(&summary)?);
     Ok(())
 }

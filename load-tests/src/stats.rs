@@ -21,6 +21,9 @@ pub struct Summary {
     pub max_ms: Option<f64>,
     /// Runs that did not reach `completed` (other terminal status, error or timeout).
     pub failed: usize,
+    /// With `--count-records`: records appended per completed step, by topic and `total`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub records_per_step: Option<std::collections::BTreeMap<String, f64>>,
 }
 
 impl Summary {
@@ -51,6 +54,7 @@ impl Summary {
             p99_ms: percentile(&latencies, 99.0).map(ms),
             max_ms: latencies.last().copied().map(ms),
             failed: runs - completed,
+            records_per_step: None,
         }
     }
 }

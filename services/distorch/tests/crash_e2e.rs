@@ -35,19 +35,7 @@ async fn worker(
         .unwrap();
     while !done.load(Ordering::Relaxed) {
         let url = base.read().unwrap().clone();
-        let polled = http
-            .post(format!("{url}/api/v1/queues/crash/poll"))
-            .json(&json!({"worker_id": "crash-test", "max_tasks": 10, "wait_ms": 300}))
-            .send()
-            .await;
-        let Ok(resp) = polled else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(body) = resp.json::<Value>().await else {
-            continue;
-        };
-        for task in body["tasks"].as_array().cloned().unwrap_or_default() {
+        for task in common::poll_once(&http, &url, "crash", "crash-test", 10, 300).await {
             let id = task["task_id"].as_str().unwrap().to_string();
             {
                 let mut l = ledger.lock().unwrap();
@@ -56,22 +44,12 @@ async fn worker(
                 }
             }
             // Like the SDK: a completion is retried while the server is unreachable.
-            for _ in 0..100 {
-                let url = base.read().unwrap().clone();
-                let resp = http
-                    .post(format!("{url}/api/v1/tasks/{id}/complete"))
-                    .json(&json!({"attempt": task["attempt"], "output": {"by": "crash-test"}}))
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status() == 200 => {
-                        ledger.lock().unwrap().completed.insert(id.clone());
-                        acks.fetch_add(1, Ordering::Relaxed);
-                        break;
-                    }
-                    Ok(r) if r.status().is_client_error() => break,
-                    _ => tokio::time::sleep(Duration::from_millis(100)).await,
-                }
+            let url = || base.read().unwrap().clone();
+            let output = json!({"by": "crash-test"});
+            let pause = Duration::from_millis(100);
+            if common::complete_until_answered(&http, url, &task, output, pause).await {
+                ledger.lock().unwrap().completed.insert(id.clone());
+                acks.fetch_add(1, Ordering::Relaxed);
             }
         }
     }

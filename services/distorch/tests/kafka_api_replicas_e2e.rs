@@ -98,19 +98,7 @@ async fn worker(
     }
     let http = http.build().unwrap();
     while !done.load(Ordering::Relaxed) {
-        let polled = http
-            .post(format!("{api}/api/v1/queues/{QUEUE}/poll"))
-            .json(&json!({"worker_id": name, "max_tasks": 5, "wait_ms": 500}))
-            .send()
-            .await;
-        let Ok(resp) = polled else {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            continue;
-        };
-        let Ok(body) = resp.json::<Value>().await else {
-            continue;
-        };
-        for task in body["tasks"].as_array().cloned().unwrap_or_default() {
+        for task in common::poll_once(&http, &api, QUEUE, &name, 5, 500).await {
             let id = task["task_id"].as_str().unwrap().to_string();
             let run = task["workflow_id"].as_str().unwrap();
             {
@@ -124,20 +112,10 @@ async fn worker(
                     .insert(partition_for(run, PARTITIONS));
             }
             // Like the SDKs: a completion is retried until it is answered.
-            for _ in 0..100 {
-                let resp = http
-                    .post(format!("{api}/api/v1/tasks/{id}/complete"))
-                    .json(&json!({"attempt": task["attempt"], "output": {"by": name}}))
-                    .send()
-                    .await;
-                match resp {
-                    Ok(r) if r.status() == 200 => {
-                        ledger.lock().unwrap().completed.insert(id.clone());
-                        break;
-                    }
-                    Ok(r) if r.status().is_client_error() => break,
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
+            let output = json!({"by": name});
+            let pause = Duration::from_millis(200);
+            if common::complete_until_answered(&http, || api.clone(), &task, output, pause).await {
+                ledger.lock().unwrap().completed.insert(id);
             }
         }
     }

@@ -73,20 +73,7 @@ pub(crate) async fn poll(
     Path(queue): Path<String>,
     JsonBody(req): JsonBody<Poll>,
 ) -> Result<Json<Polled>, ApiError> {
-    let (max, wait) = check_poll(&queue, &req)?;
-    let dispatcher = state.dispatchers.get(&queue).await?;
-    let tasks = dispatcher
-        .poll(
-            &state.bus,
-            &state.metrics,
-            state.replicas.as_ref(),
-            true,
-            &req.worker_id,
-            max,
-            wait,
-        )
-        .await?;
-    Ok(Json(Polled { tasks }))
+    hand_out(&state, &queue, &req, true).await
 }
 
 /// Between API replicas: take attempts this replica holds for a worker polling another
@@ -108,14 +95,25 @@ pub(crate) async fn take(
     Path(queue): Path<String>,
     JsonBody(req): JsonBody<Poll>,
 ) -> Result<Json<Polled>, ApiError> {
-    let (max, wait) = check_poll(&queue, &req)?;
-    let dispatcher = state.dispatchers.get(&queue).await?;
+    hand_out(&state, &queue, &req, false).await
+}
+
+/// A poll's answer: attempts of `queue` started for the worker; with `forward`, topped up
+/// by the other replicas.
+async fn hand_out(
+    state: &AppState,
+    queue: &str,
+    req: &Poll,
+    forward: bool,
+) -> Result<Json<Polled>, ApiError> {
+    let (max, wait) = check_poll(queue, req)?;
+    let dispatcher = state.dispatchers.get(queue).await?;
     let tasks = dispatcher
         .poll(
             &state.bus,
             &state.metrics,
             state.replicas.as_ref(),
-            false,
+            forward,
             &req.worker_id,
             max,
             wait,

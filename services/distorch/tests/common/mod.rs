@@ -283,3 +283,55 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
         rest.split_whitespace().next()?.parse().ok()
     })
 }
+
+/// One long-poll of `queue` at `url` (a server's base URL) as an HTTP worker makes it: the
+/// tasks it got, or none when the server did not answer (after a short pause, so a loop
+/// around it does not spin while a server is down).
+pub async fn poll_once(
+    http: &reqwest::Client,
+    url: &str,
+    queue: &str,
+    worker_id: &str,
+    max_tasks: u32,
+    wait_ms: u64,
+) -> Vec<Value> {
+    let polled = http
+        .post(format!("{url}/api/v1/queues/{queue}/poll"))
+        .json(&json!({"worker_id": worker_id, "max_tasks": max_tasks, "wait_ms": wait_ms}))
+        .send()
+        .await;
+    let Ok(resp) = polled else {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        return Vec::new();
+    };
+    match resp.json::<Value>().await {
+        Ok(body) => body["tasks"].as_array().cloned().unwrap_or_default(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Completes `task` at the base URL `url()` gives (asked again at each try) as the SDKs do:
+/// retried while the server does not answer, up to 100 times. True once a 200 came back;
+/// false on a 4xx (the attempt no longer counts) or when every try failed.
+pub async fn complete_until_answered(
+    http: &reqwest::Client,
+    url: impl Fn() -> String,
+    task: &Value,
+    output: Value,
+    pause: Duration,
+) -> bool {
+    let id = task["task_id"].as_str().expect("task_id");
+    for _ in 0..100 {
+        let resp = http
+            .post(format!("{}/api/v1/tasks/{id}/complete", url()))
+            .json(&json!({"attempt": task["attempt"], "output": output}))
+            .send()
+            .await;
+        match resp {
+            Ok(r) if r.status() == 200 => return true,
+            Ok(r) if r.status().is_client_error() => return false,
+            _ => tokio::time::sleep(pause).await,
+        }
+    }
+    false
+}
