@@ -151,7 +151,6 @@ impl QueueDispatcher {
                 .await?;
             if let Some(replicas) = forward_to
                 && tasks.len() < max
-                && replicas.has_holders(&self.queue)
             {
                 // Counted as handed out by the replica that started them.
                 tasks.extend(

@@ -24,6 +24,7 @@ use crate::dto::{Poll, Polled};
 use crate::metrics::ApiMetrics;
 use distorch_domain::topics::TaskDispatch;
 use distorch_eventlog::{EventLog, NewRecord};
+use distorch_tasks::Share;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -63,16 +64,7 @@ pub struct Heartbeat {
     pub at_ms: i64,
     /// Per queue: the partitions it holds and the attempts it has waiting for a taker.
     #[serde(default)]
-    pub queues: BTreeMap<String, QueueShare>,
-}
-
-/// What a replica holds of one queue.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct QueueShare {
-    /// Partitions of the queue's topic the group assigned to it.
-    pub partitions: Vec<u32>,
-    /// Attempts it has read and not handed out, waiting for a taker.
-    pub buffered: usize,
+    pub queues: BTreeMap<String, Share>,
 }
 
 /// A replica to ask for a queue's attempts.
@@ -301,15 +293,10 @@ impl Replicas {
         self.roster().gone_holder(queue, partition, now_ms())
     }
 
-    /// Whether any other replica has attempts of `queue` waiting, as last heard.
-    pub fn has_holders(&self, queue: &str) -> bool {
-        !self.roster().holders(queue, now_ms()).is_empty()
-    }
-
     /// Up to `max` attempts of `queue` taken and started for `worker_id` at the other
     /// replicas that have some waiting; asked one after another until `max` are in hand.
     /// A replica that cannot be reached counts as empty (and as gone); so does one that
-    /// answers with an error.
+    /// answers with an error. Nobody with attempts waiting: nothing asked, no I/O.
     pub async fn take(&self, queue: &str, worker_id: &str, max: usize) -> Vec<TaskDispatch> {
         let holders = self.roster().holders(queue, now_ms());
         let mut tasks = Vec::new();
@@ -441,17 +428,10 @@ async fn heartbeat(
             return;
         };
         let now = now_ms();
-        let queues: BTreeMap<String, QueueShare> = dispatchers
+        let queues: BTreeMap<String, Share> = dispatchers
             .started()
             .iter()
-            .map(|d| {
-                let share = d.share();
-                let share = QueueShare {
-                    partitions: share.partitions,
-                    buffered: share.buffered,
-                };
-                (d.queue().to_owned(), share)
-            })
+            .map(|d| (d.queue().to_owned(), d.share()))
             .collect();
         // What matters to the others: partitions held, and whether attempts wait.
         let shape: Shape = queues
@@ -526,7 +506,7 @@ mod tests {
             queues: queues
                 .iter()
                 .map(|(q, p, b)| {
-                    let share = QueueShare {
+                    let share = Share {
                         partitions: p.to_vec(),
                         buffered: *b,
                     };

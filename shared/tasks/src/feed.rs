@@ -81,8 +81,9 @@ pub struct TaskFeed {
     fetcher: Option<JoinHandle<()>>,
 }
 
-/// What a [`TaskFeed`] holds of its topic right now (see [`TaskFeed::share`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What a [`TaskFeed`] holds of its topic right now (see [`TaskFeed::share`]); API replicas
+/// tell each other theirs in their heartbeats.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Share {
     /// The partitions the group assigned to this member, ascending.
     pub partitions: Vec<u32>,
